@@ -1,0 +1,209 @@
+"""Structural validation of FHIR R4 resources with `fhir.resources` R4B models.
+
+R4 data is validated with the R4B models: `fhir.resources` 8 has no R4 module and its default
+(R5) models refuse R4 QuestionnaireResponses (GUIDE.md). R4B is a superset-compatible R4 release
+for every element this pipeline reads.
+
+Every finding is recorded. Whether a resource is *rejected* depends on the mode:
+- `used_elements` (default): only when it cannot be parsed at all or a finding touches an element
+  the pipeline reads (declared per type in USED_ELEMENTS). Real forms break rules in parts nobody
+  reads: NLM's LHC-Forms PHQ-9 gives `questionnaire-optionPrefix` as a number and uses
+  underscores in expression names, and its responses must still be scored.
+- `strict`: any finding rejects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+# Elements the pipeline reads, per resource type, as dotted paths without list indices. Nested
+# questionnaire items (`item.item`, `item.answer.item`) are folded onto `item` before matching.
+USED_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "QuestionnaireResponse": (
+        "id", "meta.versionId", "meta.lastUpdated", "status", "questionnaire", "subject", "encounter",
+        "authored", "source", "author", "basedOn", "partOf",
+        "item.linkId", "item.answer", "item.item",
+    ),
+    "Questionnaire": (
+        "id", "meta.versionId", "meta.lastUpdated", "url", "version", "status", "code", "identifier",
+        "contained",
+        "item.linkId", "item.code", "item.type", "item.item", "item.answerValueSet",
+        "item.answerOption.valueCoding", "item.answerOption.valueInteger", "item.answerOption.valueString",
+        "item.answerOption.extension.url", "item.answerOption.extension.valueDecimal",
+        "item.answerOption.extension.valueInteger",
+    ),
+    "Patient": ("id", "meta.versionId", "meta.lastUpdated", "birthDate", "gender", "active",
+                "managingOrganization", "deceasedBoolean", "deceasedDateTime"),
+    "Practitioner": ("id", "meta.versionId", "meta.lastUpdated", "active"),
+    "PractitionerRole": ("id", "meta.versionId", "meta.lastUpdated", "active", "practitioner",
+                         "organization", "period"),
+    "EpisodeOfCare": ("id", "meta.versionId", "meta.lastUpdated", "status", "patient",
+                      "managingOrganization", "period", "careManager", "team"),
+    "Encounter": ("id", "meta.versionId", "meta.lastUpdated", "status", "class", "type", "subject",
+                  "period", "episodeOfCare", "participant.individual", "serviceProvider", "appointment"),
+    "Appointment": ("id", "meta.versionId", "meta.lastUpdated", "status", "start", "end",
+                    "participant.actor", "participant.status", "basedOn"),
+    "MedicationRequest": ("id", "meta.versionId", "meta.lastUpdated", "status", "intent", "subject",
+                          "encounter", "authoredOn", "medicationCodeableConcept", "medicationReference",
+                          "dispenseRequest"),
+    "MedicationDispense": ("id", "meta.versionId", "meta.lastUpdated", "status", "subject",
+                           "medicationCodeableConcept", "medicationReference", "whenHandedOver",
+                           "whenPrepared", "daysSupply", "quantity", "authorizingPrescription"),
+}
+
+# Required bindings the R4B models do not enforce (they accept any code string), for the top-level
+# `status`-like elements the pipeline reads. Values from the R4 value sets.
+REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
+    "QuestionnaireResponse": {"status": frozenset(
+        {"in-progress", "completed", "amended", "entered-in-error", "stopped"})},
+    "Questionnaire": {"status": frozenset({"draft", "active", "retired", "unknown"})},
+    "Encounter": {"status": frozenset({"planned", "arrived", "triaged", "in-progress", "onleave", "finished",
+                                       "cancelled", "entered-in-error", "unknown"})},
+    "EpisodeOfCare": {"status": frozenset({"planned", "waitlist", "active", "onhold", "finished",
+                                           "cancelled", "entered-in-error"})},
+    "Appointment": {"status": frozenset({"proposed", "pending", "booked", "arrived", "fulfilled",
+                                         "cancelled", "noshow", "entered-in-error", "checked-in",
+                                         "waitlist"})},
+    "MedicationRequest": {
+        "status": frozenset({"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped",
+                             "draft", "unknown"}),
+        "intent": frozenset({"proposal", "plan", "order", "original-order", "reflex-order", "filler-order",
+                             "instance-order", "option"}),
+    },
+    "MedicationDispense": {"status": frozenset({"preparation", "in-progress", "cancelled", "on-hold",
+                                                "completed", "entered-in-error", "stopped", "declined",
+                                                "unknown"})},
+    "Patient": {"gender": frozenset({"male", "female", "other", "unknown"})},
+}
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+Mode = Literal["used_elements", "strict"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One validation finding: where (`path`, with list indices) and what."""
+
+    path: str
+    message: str
+    error_type: str
+    blocking: bool
+
+
+@dataclass
+class ValidationOutcome:
+    """Result for one resource: `rejected` with a one-line `reason`, plus every finding."""
+
+    rejected: bool
+    reason: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _display_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def normalize_path(loc: Iterable[Any]) -> str:
+    """Dotted path without indices, nested items folded: ('item',0,'item',1,'linkId') -> item.linkId."""
+    dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
+    dotted = dotted.replace("answer.item", "item")
+    while ".item.item" in dotted or dotted.startswith("item.item"):
+        dotted = dotted.replace("item.item", "item")
+    return dotted
+
+
+def touches(path: str, used: Iterable[str]) -> bool:
+    """True when a finding at `path` concerns a used element, or a parent that contains one."""
+    if not path:
+        return True  # a finding on the whole resource cannot be placed: treat it as touching
+    for u in used:
+        if path == u or path.startswith(u + ".") or u.startswith(path + "."):
+            return True
+    return False
+
+
+@lru_cache(maxsize=64)
+def _model_class(resource_type: str) -> Any:
+    from fhir.resources.R4B import get_fhir_model_class  # imported lazily: ~1 s
+
+    return get_fhir_model_class(resource_type)
+
+
+class StructuralValidator:
+    """Validate resource dicts against R4B models and decide rejection per the mode."""
+
+    def __init__(
+        self, mode: Mode = "used_elements", used_elements: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
+        self.mode: Mode = mode
+        self.used = {k: tuple(v) for k, v in (used_elements or USED_ELEMENTS).items()}
+
+    def validate(self, resource: Any, expected_type: str | None = None) -> ValidationOutcome:
+        """Validate one resource. Never raises for bad input: the outcome says why it is rejected."""
+        if not isinstance(resource, dict):
+            return ValidationOutcome(True, "unparseable: not a JSON object")
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            return ValidationOutcome(True, "unparseable: no resourceType")
+        if expected_type and rtype != expected_type:
+            return ValidationOutcome(True, f"unexpected resourceType {rtype!r} (expected {expected_type})")
+        rid = resource.get("id")
+        if not isinstance(rid, str) or not _ID_PATTERN.match(rid):
+            return ValidationOutcome(True, f"invalid or missing id: {rid!r}")
+        try:
+            model = _model_class(rtype)
+        except (KeyError, ValueError, AttributeError, ImportError):
+            return ValidationOutcome(True, f"unknown resource type {rtype!r}")
+        used = self.used.get(rtype, ())
+        findings = self._binding_findings(rtype, resource, used)
+        try:
+            model.model_validate(resource)
+        except ValidationError as exc:
+            findings.extend(self._model_findings(exc, used))
+        except (TypeError, ValueError) as exc:  # model-level validators can raise plain errors
+            f = Finding("", str(exc)[:500], type(exc).__name__, True)
+            return ValidationOutcome(True, f"unparseable: {str(exc)[:200]}", [*findings, f])
+        return self._judge(findings)
+
+    def _binding_findings(self, rtype: str, resource: dict[str, Any], used: tuple[str, ...]) -> list[Finding]:
+        out: list[Finding] = []
+        for element, allowed in REQUIRED_CODES.get(rtype, {}).items():
+            value = resource.get(element)
+            if value is not None and value not in allowed:
+                blocking = self.mode == "strict" or touches(element, used)
+                out.append(Finding(element, f"code {value!r} is not in the required value set",
+                                   "code_binding", blocking))
+        return out
+
+    def _model_findings(self, exc: ValidationError, used: tuple[str, ...]) -> list[Finding]:
+        findings: list[Finding] = []
+        for err in exc.errors(include_url=False):
+            loc = err.get("loc", ())
+            blocking = self.mode == "strict" or touches(normalize_path(loc), used)
+            findings.append(Finding(_display_path(loc), str(err.get("msg", ""))[:500],
+                                    str(err.get("type", "")), blocking))
+        return findings
+
+    @staticmethod
+    def _judge(findings: list[Finding]) -> ValidationOutcome:
+        if not findings:
+            return ValidationOutcome(False)
+        blocking_findings = [f for f in findings if f.blocking]
+        if not blocking_findings:
+            return ValidationOutcome(False, None, findings)
+        first = blocking_findings[0]
+        more = f" (+{len(blocking_findings) - 1} more)" if len(blocking_findings) > 1 else ""
+        reason = f"invalid {first.path or 'resource'}: {first.message}{more}"
+        return ValidationOutcome(True, reason, findings)

@@ -26,59 +26,205 @@ from pydantic import ValidationError
 # questionnaire items (`item.item`, `item.answer.item`) are folded onto `item` before matching.
 USED_ELEMENTS: dict[str, tuple[str, ...]] = {
     "QuestionnaireResponse": (
-        "id", "meta.versionId", "meta.lastUpdated", "status", "questionnaire", "subject", "encounter",
-        "authored", "source", "author", "basedOn", "partOf",
-        "item.linkId", "item.answer", "item.item",
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "status",
+        "questionnaire",
+        "subject",
+        "encounter",
+        "authored",
+        "source",
+        "author",
+        "basedOn",
+        "partOf",
+        "item.linkId",
+        "item.answer",
+        "item.item",
     ),
     "Questionnaire": (
-        "id", "meta.versionId", "meta.lastUpdated", "url", "version", "status", "code", "identifier",
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "url",
+        "version",
+        "status",
+        "code",
+        "identifier",
         "contained",
-        "item.linkId", "item.code", "item.type", "item.item", "item.answerValueSet",
-        "item.answerOption.valueCoding", "item.answerOption.valueInteger", "item.answerOption.valueString",
-        "item.answerOption.extension.url", "item.answerOption.extension.valueDecimal",
+        "item.linkId",
+        "item.code",
+        "item.type",
+        "item.item",
+        "item.answerValueSet",
+        "item.answerOption.valueCoding",
+        "item.answerOption.valueInteger",
+        "item.answerOption.valueString",
+        "item.answerOption.extension.url",
+        "item.answerOption.extension.valueDecimal",
         "item.answerOption.extension.valueInteger",
     ),
-    "Patient": ("id", "meta.versionId", "meta.lastUpdated", "birthDate", "gender", "active",
-                "managingOrganization", "deceasedBoolean", "deceasedDateTime"),
+    "Patient": (
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "birthDate",
+        "gender",
+        "active",
+        "managingOrganization",
+        "deceasedBoolean",
+        "deceasedDateTime",
+    ),
     "Practitioner": ("id", "meta.versionId", "meta.lastUpdated", "active"),
-    "PractitionerRole": ("id", "meta.versionId", "meta.lastUpdated", "active", "practitioner",
-                         "organization", "period"),
-    "EpisodeOfCare": ("id", "meta.versionId", "meta.lastUpdated", "status", "patient",
-                      "managingOrganization", "period", "careManager", "team"),
-    "Encounter": ("id", "meta.versionId", "meta.lastUpdated", "status", "class", "type", "subject",
-                  "period", "episodeOfCare", "participant.individual", "serviceProvider", "appointment"),
-    "Appointment": ("id", "meta.versionId", "meta.lastUpdated", "status", "start", "end",
-                    "participant.actor", "participant.status", "basedOn"),
-    "MedicationRequest": ("id", "meta.versionId", "meta.lastUpdated", "status", "intent", "subject",
-                          "encounter", "authoredOn", "medicationCodeableConcept", "medicationReference",
-                          "dispenseRequest"),
-    "MedicationDispense": ("id", "meta.versionId", "meta.lastUpdated", "status", "subject",
-                           "medicationCodeableConcept", "medicationReference", "whenHandedOver",
-                           "whenPrepared", "daysSupply", "quantity", "authorizingPrescription"),
+    "PractitionerRole": (
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "active",
+        "practitioner",
+        "organization",
+        "period",
+    ),
+    "EpisodeOfCare": (
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "status",
+        "patient",
+        "managingOrganization",
+        "period",
+        "careManager",
+        "team",
+    ),
+    "Encounter": (
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "status",
+        "class",
+        "type",
+        "subject",
+        "period",
+        "episodeOfCare",
+        "participant.individual",
+        "serviceProvider",
+        "appointment",
+    ),
+    "Appointment": (
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "status",
+        "start",
+        "end",
+        "participant.actor",
+        "participant.status",
+        "basedOn",
+    ),
+    "MedicationRequest": (
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "status",
+        "intent",
+        "subject",
+        "encounter",
+        "authoredOn",
+        "medicationCodeableConcept",
+        "medicationReference",
+        "dispenseRequest",
+    ),
+    "MedicationDispense": (
+        "id",
+        "meta.versionId",
+        "meta.lastUpdated",
+        "status",
+        "subject",
+        "medicationCodeableConcept",
+        "medicationReference",
+        "whenHandedOver",
+        "whenPrepared",
+        "daysSupply",
+        "quantity",
+        "authorizingPrescription",
+    ),
 }
 
 # Required bindings the R4B models do not enforce (they accept any code string), for the top-level
 # `status`-like elements the pipeline reads. Values from the R4 value sets.
 REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
-    "QuestionnaireResponse": {"status": frozenset(
-        {"in-progress", "completed", "amended", "entered-in-error", "stopped"})},
-    "Questionnaire": {"status": frozenset({"draft", "active", "retired", "unknown"})},
-    "Encounter": {"status": frozenset({"planned", "arrived", "triaged", "in-progress", "onleave", "finished",
-                                       "cancelled", "entered-in-error", "unknown"})},
-    "EpisodeOfCare": {"status": frozenset({"planned", "waitlist", "active", "onhold", "finished",
-                                           "cancelled", "entered-in-error"})},
-    "Appointment": {"status": frozenset({"proposed", "pending", "booked", "arrived", "fulfilled",
-                                         "cancelled", "noshow", "entered-in-error", "checked-in",
-                                         "waitlist"})},
-    "MedicationRequest": {
-        "status": frozenset({"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped",
-                             "draft", "unknown"}),
-        "intent": frozenset({"proposal", "plan", "order", "original-order", "reflex-order", "filler-order",
-                             "instance-order", "option"}),
+    "QuestionnaireResponse": {
+        "status": frozenset({"in-progress", "completed", "amended", "entered-in-error", "stopped"})
     },
-    "MedicationDispense": {"status": frozenset({"preparation", "in-progress", "cancelled", "on-hold",
-                                                "completed", "entered-in-error", "stopped", "declined",
-                                                "unknown"})},
+    "Questionnaire": {"status": frozenset({"draft", "active", "retired", "unknown"})},
+    "Encounter": {
+        "status": frozenset(
+            {
+                "planned",
+                "arrived",
+                "triaged",
+                "in-progress",
+                "onleave",
+                "finished",
+                "cancelled",
+                "entered-in-error",
+                "unknown",
+            }
+        )
+    },
+    "EpisodeOfCare": {
+        "status": frozenset(
+            {"planned", "waitlist", "active", "onhold", "finished", "cancelled", "entered-in-error"}
+        )
+    },
+    "Appointment": {
+        "status": frozenset(
+            {
+                "proposed",
+                "pending",
+                "booked",
+                "arrived",
+                "fulfilled",
+                "cancelled",
+                "noshow",
+                "entered-in-error",
+                "checked-in",
+                "waitlist",
+            }
+        )
+    },
+    "MedicationRequest": {
+        "status": frozenset(
+            {"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}
+        ),
+        "intent": frozenset(
+            {
+                "proposal",
+                "plan",
+                "order",
+                "original-order",
+                "reflex-order",
+                "filler-order",
+                "instance-order",
+                "option",
+            }
+        ),
+    },
+    "MedicationDispense": {
+        "status": frozenset(
+            {
+                "preparation",
+                "in-progress",
+                "cancelled",
+                "on-hold",
+                "completed",
+                "entered-in-error",
+                "stopped",
+                "declined",
+                "unknown",
+            }
+        )
+    },
     "Patient": {"gender": frozenset({"male", "female", "other", "unknown"})},
 }
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -183,8 +329,11 @@ class StructuralValidator:
             value = resource.get(element)
             if value is not None and value not in allowed:
                 blocking = self.mode == "strict" or touches(element, used)
-                out.append(Finding(element, f"code {value!r} is not in the required value set",
-                                   "code_binding", blocking))
+                out.append(
+                    Finding(
+                        element, f"code {value!r} is not in the required value set", "code_binding", blocking
+                    )
+                )
         return out
 
     def _model_findings(self, exc: ValidationError, used: tuple[str, ...]) -> list[Finding]:
@@ -192,8 +341,9 @@ class StructuralValidator:
         for err in exc.errors(include_url=False):
             loc = err.get("loc", ())
             blocking = self.mode == "strict" or touches(normalize_path(loc), used)
-            findings.append(Finding(_display_path(loc), str(err.get("msg", ""))[:500],
-                                    str(err.get("type", "")), blocking))
+            findings.append(
+                Finding(_display_path(loc), str(err.get("msg", ""))[:500], str(err.get("type", "")), blocking)
+            )
         return findings
 
     @staticmethod

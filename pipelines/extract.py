@@ -1,0 +1,339 @@
+"""Pull one resource type from a source into the raw layer (REST search, Bulk $export or folder).
+
+Called by the raw assets; free of Dagster so it can be tested and benchmarked on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from pipelines.raw_landing import LandingCounts, RawLander
+from pipelines.resources.fhir import BulkExporter, FhirClient, iter_folder, parse_instant
+from pipelines.warehouse import table_for
+from quality_checks.structural import StructuralValidator
+
+log = logging.getLogger("alliance_qi.extract")
+
+
+@dataclass
+class ExtractResult:
+    """What one pull did; becomes asset metadata and a `raw.fetch_log` row."""
+
+    source: str
+    resource_type: str
+    source_kind: str
+    pull_mode: str
+    since: datetime | None
+    counts: LandingCounts
+    pages: int = 0
+    seconds: float = 0.0
+    watermark_after: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        rate = self.counts.fetched / self.seconds if self.seconds > 0 else 0.0
+        return {
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "pull_mode": self.pull_mode,
+            "since": self.since.isoformat() if self.since else "full",
+            **self.counts.as_dict(),
+            "pages": self.pages,
+            "seconds": round(self.seconds, 2),
+            "rate_per_s": round(rate, 1),
+            "watermark_after": self.watermark_after.isoformat() if self.watermark_after else "",
+            "reconciles": self.counts.reconciles(),
+            **self.extra,
+        }
+
+
+# --- watermarks and Bulk state, stored in the warehouse --------------------------------------------
+
+
+def read_watermark(con: duckdb.DuckDBPyConnection, source: str, resource_type: str) -> datetime | None:
+    rows = con.execute(
+        "SELECT watermark FROM raw.watermarks WHERE source = ? AND resource_type = ?", [source, resource_type]
+    ).fetchall()
+    if not rows:
+        return None
+    wm = rows[0][0]
+    return wm.astimezone(UTC) if wm.tzinfo else wm.replace(tzinfo=UTC)
+
+
+def write_watermark(
+    con: duckdb.DuckDBPyConnection, source: str, resource_type: str, watermark: datetime, run_id: str
+) -> None:
+    """Store the watermark; it only moves forward (an older value never replaces a newer one)."""
+    con.execute(
+        """INSERT INTO raw.watermarks VALUES (?, ?, ?, ?, now())
+           ON CONFLICT (source, resource_type) DO UPDATE SET
+             watermark = greatest(raw.watermarks.watermark, excluded.watermark),
+             run_id = excluded.run_id, updated_at = excluded.updated_at""",
+        [source, resource_type, watermark, run_id],
+    )
+
+
+class DuckDBBulkStateStore:
+    """Bulk export state (the status URL) kept in `raw.bulk_jobs` so a killed run resumes."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        rows = self.con.execute("SELECT state FROM raw.bulk_jobs WHERE key = ?", [key]).fetchall()
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def save(self, key: str, state: dict[str, Any]) -> None:
+        self.con.execute(
+            """INSERT INTO raw.bulk_jobs VALUES (?, ?::JSON, now())
+               ON CONFLICT (key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at""",
+            [key, orjson.dumps(state).decode()],
+        )
+
+    def clear(self, key: str) -> None:
+        self.con.execute("DELETE FROM raw.bulk_jobs WHERE key = ?", [key])
+
+
+def _log_fetch(con: duckdb.DuckDBPyConnection, run_id: str, r: ExtractResult, started: datetime) -> None:
+    c = r.counts
+    con.execute(
+        "INSERT INTO raw.fetch_log VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id,
+            r.source,
+            r.resource_type,
+            r.source_kind,
+            r.pull_mode,
+            r.since,
+            started,
+            c.fetched,
+            c.landed,
+            c.new_versions,
+            c.unchanged,
+            c.rejected,
+            c.duplicates,
+            r.pages,
+            r.watermark_after,
+        ],
+    )
+
+
+# --- the pull ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceSpec:
+    """The parts of a source's configuration a pull needs (kept Dagster-free)."""
+
+    name: str
+    kind: str = "rest"
+    folder: str = ""
+    incremental: str = "auto"
+    overlap_minutes: float = 5.0
+    landing_dir: str = "data/landing"
+
+
+def extract_resource_type(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    client: FhirClient | None,
+    resource_type: str,
+    run_id: str,
+    validator: StructuralValidator,
+) -> ExtractResult:
+    """Pull `resource_type` from the source into `raw.<type>`; update the watermark; log the fetch."""
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    since = read_watermark(con, spec.name, resource_type)
+    lander = RawLander(con, spec.name, resource_type, run_id, validator)
+    result = ExtractResult(spec.name, resource_type, spec.kind, spec.incremental, since, lander.counts)
+    new_watermark: datetime | None = None
+    if spec.kind == "folder":
+        _pull_folder(lander, Path(spec.folder), resource_type)
+        result.pull_mode = "folder"
+    elif spec.kind == "bulk":
+        if client is None:
+            raise ValueError("bulk sources need a FHIR client")
+        new_watermark = _pull_bulk(con, lander, client, spec, resource_type, since, run_id)
+        result.pull_mode = "bulk_export"
+    else:
+        if client is None:
+            raise ValueError("rest sources need a FHIR client")
+        overlap = timedelta(minutes=spec.overlap_minutes)
+        resources = client.pull(resource_type, since=since, overlap=overlap, mode=spec.incremental)  # type: ignore[arg-type]
+        for res in resources:
+            lander.add(res, origin=f"{client.base_url}/{resource_type}")
+        stats = getattr(client, "last_stats", None)
+        result.pages = int(getattr(stats, "pages", 0) or 0)
+        result.pull_mode = str(getattr(client, "last_pull_mode", spec.incremental))
+    lander.close()
+    if new_watermark is None and lander.max_last_updated:
+        new_watermark = parse_instant(lander.max_last_updated)
+    # The watermark only moves after every page was landed: a failed pull re-reads from the old one.
+    if new_watermark is not None:
+        write_watermark(con, spec.name, resource_type, new_watermark, run_id)
+    result.watermark_after = new_watermark or since
+    result.seconds = time.monotonic() - t0
+    _log_fetch(con, run_id, result, started)
+    log.info(
+        "%s/%s: fetched %d, new %d, unchanged %d, rejected %d, duplicates %d in %.1fs",
+        spec.name,
+        resource_type,
+        lander.counts.fetched,
+        lander.counts.new_versions,
+        lander.counts.unchanged,
+        lander.counts.rejected,
+        lander.counts.duplicates,
+        result.seconds,
+    )
+    return result
+
+
+def _pull_folder(lander: RawLander, folder: Path, resource_type: str) -> None:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder source {folder} does not exist")
+    for resource, origin, error in iter_folder(folder):
+        if resource is None:
+            # Unparseable lines are kept once, under the type whose file they came from.
+            if Path(origin.rsplit(":", 1)[0]).name.startswith(resource_type + "."):
+                lander.add(None, origin=origin, parse_error=error, text=_line_text(origin))
+            continue
+        if resource.get("resourceType") == resource_type:
+            lander.add(resource, origin=origin)
+
+
+def _line_text(origin: str) -> str:
+    """The raw text of `file:line` (for rejected unparseable lines)."""
+    path, _, line = origin.rpartition(":")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for n, text in enumerate(fh, start=1):
+                if str(n) == line:
+                    return text.rstrip("\n")
+    except OSError:
+        pass
+    return ""
+
+
+def _pull_bulk(
+    con: duckdb.DuckDBPyConnection,
+    lander: RawLander,
+    client: FhirClient,
+    spec: SourceSpec,
+    resource_type: str,
+    since: datetime | None,
+    run_id: str,
+) -> datetime:
+    out_dir = Path(spec.landing_dir) / spec.name / run_id / table_for(resource_type)
+    exporter = BulkExporter(client, DuckDBBulkStateStore(con))
+    result = exporter.export(f"{spec.name}:{resource_type}", [resource_type], since, out_dir)
+    for path in result.files.get(resource_type, []):
+        _land_ndjson(lander, path)
+    for err in result.error_files:
+        log.warning("bulk export of %s reported errors in %s", resource_type, err)
+    return result.transaction_time
+
+
+def _land_ndjson(lander: RawLander, path: Path) -> None:
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            origin = f"{path}:{n}"
+            try:
+                res = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                lander.add(None, origin=origin, parse_error=str(exc), text=line.decode("utf-8", "replace"))
+                continue
+            lander.add(
+                res if isinstance(res, dict) else None,
+                origin=origin,
+                parse_error=None if isinstance(res, dict) else "not a JSON object",
+                text=line.decode("utf-8", "replace"),
+            )
+
+
+# --- Questionnaires referenced by responses ---------------------------------------------------------
+
+
+def _split_canonical(canonical: str) -> tuple[str, str | None]:
+    url, _, version = canonical.partition("|")
+    return url, (version or None)
+
+
+def missing_canonicals(con: duckdb.DuckDBPyConnection, source: str) -> list[str]:
+    """Canonicals that responses of `source` reference but no landed Questionnaire matches.
+
+    A canonical matches by `url` and `version` (`url|version`), by `url` alone (latest), or, for
+    references like `Questionnaire/{id}` (forms without a url, e.g. NLM LHC-Forms), by id.
+    """
+    refs = [
+        r[0]
+        for r in con.execute(
+            """SELECT DISTINCT resource->>'questionnaire' FROM raw.questionnaire_response
+           WHERE source = ? AND resource->>'questionnaire' IS NOT NULL""",
+            [source],
+        ).fetchall()
+    ]
+    forms = con.execute(
+        """SELECT DISTINCT id, resource->>'url', resource->>'version' FROM raw.questionnaire
+           WHERE source = ?""",
+        [source],
+    ).fetchall()
+    ids = {f[0] for f in forms}
+    urls = {f[1] for f in forms if f[1]}
+    url_versions = {(f[1], f[2]) for f in forms if f[1]}
+    missing = []
+    for ref in refs:
+        url, version = _split_canonical(ref)
+        if (url, version) in url_versions or (version is None and url in urls):
+            continue
+        # A literal reference to the server's own form (`Questionnaire/{id}` or its absolute URL).
+        if version is None and "Questionnaire/" in url and url.rsplit("Questionnaire/", 1)[-1] in ids:
+            continue
+        missing.append(ref)
+    return sorted(missing)
+
+
+def resolve_referenced_questionnaires(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    client: FhirClient | None,
+    run_id: str,
+    validator: StructuralValidator,
+) -> dict[str, int]:
+    """Fetch Questionnaires that responses reference but incremental pulls did not bring.
+
+    A form can be older than the watermark (it was not updated recently) yet a new response points
+    at it, so canonicals are resolved one by one. Each attempt is recorded in
+    `raw.canonical_resolution`; unresolvable canonicals stay there for the scoring layer to report.
+    """
+    missing = missing_canonicals(con, spec.name)
+    outcome = {"referenced_missing": len(missing), "resolved": 0, "not_found": 0, "errors": 0}
+    if not missing or client is None:
+        return outcome
+    lander = RawLander(con, spec.name, "Questionnaire", run_id, validator)
+    for canonical in missing:
+        status, found_id, detail = "not_found", None, None
+        try:
+            found = client.resolve_canonical("Questionnaire", canonical)
+        except Exception as exc:
+            found, status, detail = None, "error", str(exc)[:500]
+        if found is not None:
+            lander.add(found, origin=f"resolve:{canonical}")
+            status, found_id = "resolved", found.get("id")
+        outcome[status if status != "error" else "errors"] += 1
+        con.execute(
+            "INSERT INTO raw.canonical_resolution VALUES (?, ?, ?, ?, ?, ?, now())",
+            [spec.name, canonical, found_id, status, detail, run_id],
+        )
+    lander.close()
+    return outcome

@@ -1,0 +1,289 @@
+"""Land fetched FHIR resources in the raw layer: validate, keep every version, lose nothing.
+
+Every resource received ends in exactly one of: the raw table for its type (a new version, or one
+already landed by an earlier run), `raw.rejected` (with its reason and the text as received), or
+the duplicate count (the same id and version received twice in one pull). Every validation finding
+is recorded in `raw.findings`, including those that did not cause a rejection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import orjson
+import pandas as pd
+
+from pipelines.warehouse import table_for
+from quality_checks.structural import StructuralValidator
+
+log = logging.getLogger("alliance_qi.landing")
+
+
+def content_hash(resource: dict[str, Any]) -> str:
+    """SHA-256 of the resource without `meta`, keys sorted: equal content gives an equal hash."""
+    body = {k: v for k, v in resource.items() if k != "meta"}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def version_key(resource: dict[str, Any], sha: str) -> tuple[str, bool]:
+    """(version key, from server). Servers without meta.versionId get the content hash instead."""
+    meta = resource.get("meta")
+    vid = meta.get("versionId") if isinstance(meta, dict) else None
+    if isinstance(vid, str | int) and str(vid):
+        return str(vid), True
+    return f"sha:{sha[:32]}", False
+
+
+@dataclass
+class LandingCounts:
+    """Counts for one pull of one resource type; fetched = landed + rejected + duplicates."""
+
+    fetched: int = 0
+    new_versions: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    findings: int = 0
+
+    @property
+    def landed(self) -> int:
+        return self.new_versions + self.unchanged
+
+    def reconciles(self) -> bool:
+        return self.fetched == self.landed + self.rejected + self.duplicates
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "landed": self.landed}
+
+
+@dataclass
+class _Item:
+    resource: dict[str, Any] | None
+    text: str
+    origin: str | None
+    parse_error: str | None
+    id: str | None = None
+    version_id: str = ""
+    from_server: bool = False
+    sha: str = ""
+    last_updated: str | None = None
+
+
+@dataclass
+class RawLander:
+    """Buffer resources of one type and write them in batches. Call `close()` at the end."""
+
+    con: duckdb.DuckDBPyConnection
+    source: str
+    resource_type: str
+    run_id: str
+    validator: StructuralValidator
+    batch_size: int = 2000
+    counts: LandingCounts = field(default_factory=LandingCounts)
+    max_last_updated: str | None = None
+    _buffer: list[_Item] = field(default_factory=list)
+    _seen: set[tuple[str | None, str]] = field(default_factory=set)
+    _started: float = field(default_factory=time.monotonic)
+
+    @property
+    def table(self) -> str:
+        return f"raw.{table_for(self.resource_type)}"
+
+    def add(
+        self,
+        resource: dict[str, Any] | None,
+        origin: str | None = None,
+        parse_error: str | None = None,
+        text: str | None = None,
+    ) -> None:
+        """Queue one received resource (or an unparseable line, with `parse_error` and `text`)."""
+        self.counts.fetched += 1
+        if resource is None:
+            raw_text = text or ""
+            item = _Item(None, raw_text, origin, parse_error or "unparseable")
+            item.sha = hashlib.sha256(raw_text.encode()).hexdigest()
+            item.version_id = f"sha:{item.sha[:32]}"
+        else:
+            item = _Item(resource, text or orjson.dumps(resource).decode(), origin, None)
+            rid = resource.get("id")
+            item.id = rid if isinstance(rid, str) else None
+            item.sha = content_hash(resource)
+            item.version_id, item.from_server = version_key(resource, item.sha)
+            meta = resource.get("meta")
+            lu = meta.get("lastUpdated") if isinstance(meta, dict) else None
+            item.last_updated = lu if isinstance(lu, str) else None
+        key = (item.id, item.version_id)
+        if key in self._seen:
+            self.counts.duplicates += 1
+            return
+        self._seen.add(key)
+        self._buffer.append(item)
+        if len(self._buffer) >= self.batch_size:
+            self.flush()
+
+    def add_many(self, resources: Iterable[dict[str, Any]], origin: str | None = None) -> None:
+        for r in resources:
+            self.add(r, origin)
+
+    def flush(self) -> None:
+        """Validate the buffered versions not yet in the warehouse and write them."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        known = self._known_versions(batch)
+        now = datetime.now(UTC)
+        accepted: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        findings: list[dict[str, Any]] = []
+        for it in batch:
+            where = known.get((it.id, it.version_id))
+            if where == "raw":
+                self.counts.unchanged += 1
+                continue
+            if where == "rejected":  # rejected by an earlier run: still accounted as rejected
+                self.counts.rejected += 1
+                continue
+            if it.resource is None:
+                reason = f"unparseable: {it.parse_error}"
+                outcome_findings: list[Any] = []
+                is_rejected = True
+            else:
+                # Each version is validated once: versions already landed were skipped above.
+                outcome = self.validator.validate(it.resource, expected_type=self.resource_type)
+                is_rejected, reason = outcome.rejected, outcome.reason or ""
+                outcome_findings = outcome.findings
+            rtype = it.resource.get("resourceType") if it.resource else None
+            for f in outcome_findings:
+                findings.append(
+                    {
+                        "source": self.source,
+                        "resource_type": rtype or self.resource_type,
+                        "id": it.id,
+                        "version_id": it.version_id,
+                        "path": f.path,
+                        "message": f.message,
+                        "error_type": f.error_type,
+                        "blocking": f.blocking,
+                        "run_id": self.run_id,
+                        "found_at": now,
+                    }
+                )
+            if is_rejected:
+                rejected.append(
+                    {
+                        "source": self.source,
+                        "resource_type": rtype if isinstance(rtype, str) else None,
+                        "id": it.id,
+                        "version_id": it.version_id,
+                        "reason": reason,
+                        "findings": orjson.dumps([asdict(f) for f in outcome_findings]).decode(),
+                        "resource_text": it.text,
+                        "origin": it.origin,
+                        "run_id": self.run_id,
+                        "rejected_at": now,
+                    }
+                )
+                continue
+            if it.last_updated and (self.max_last_updated is None or it.last_updated > self.max_last_updated):
+                self.max_last_updated = it.last_updated
+            accepted.append(
+                {
+                    "source": self.source,
+                    "resource_type": self.resource_type,
+                    "id": it.id,
+                    "version_id": it.version_id,
+                    "version_from_server": it.from_server,
+                    "last_updated": it.last_updated,
+                    "content_sha256": it.sha,
+                    "resource": it.text,
+                    "origin": it.origin,
+                    "run_id": self.run_id,
+                    "fetched_at": now,
+                }
+            )
+        self._write(accepted, rejected, findings)
+        self.counts.new_versions += len(accepted)
+        self.counts.rejected += len(rejected)
+        self.counts.findings += len(findings)
+
+    def close(self) -> LandingCounts:
+        """Flush what is buffered and return the counts."""
+        self.flush()
+        return self.counts
+
+    def _known_versions(self, batch: list[_Item]) -> dict[tuple[str | None, str], str]:
+        """Versions of this batch already in the warehouse: key -> 'raw' or 'rejected'."""
+        keys = pd.DataFrame({"id": [i.id for i in batch], "version_id": [i.version_id for i in batch]})
+        self.con.register("_landing_keys", keys)
+        try:
+            rows = self.con.execute(
+                # table name from the fixed RAW_TABLES mapping; values are bound parameters
+                f"""SELECT k.id, k.version_id, 'raw' FROM _landing_keys k
+                    WHERE EXISTS (SELECT 1 FROM {self.table} r
+                                  WHERE r.source = ? AND r.id = k.id AND r.version_id = k.version_id)
+                    UNION ALL
+                    SELECT k.id, k.version_id, 'rejected' FROM _landing_keys k
+                    WHERE EXISTS (SELECT 1 FROM raw.rejected j
+                                  WHERE j.source = ? AND j.id IS NOT DISTINCT FROM k.id
+                                    AND j.version_id = k.version_id)""",  # noqa: S608
+                [self.source, self.source],
+            ).fetchall()
+        finally:
+            self.con.unregister("_landing_keys")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def _write(
+        self, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]], findings: list[dict[str, Any]]
+    ) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            if accepted:
+                self.con.register("_landing_ok", pd.DataFrame(accepted))
+                # Idempotent: a version (source, id, version_id) already present is never inserted
+                # again, so re-running the same pull changes nothing (tests/integration prove it).
+                self.con.execute(
+                    f"""INSERT INTO {self.table}
+                        SELECT source, resource_type, id, version_id, version_from_server,
+                               TRY_CAST(last_updated AS TIMESTAMPTZ), content_sha256, resource::JSON,
+                               origin, run_id, fetched_at
+                        FROM _landing_ok b
+                        WHERE NOT EXISTS (SELECT 1 FROM {self.table} r WHERE r.source = b.source
+                                          AND r.id = b.id AND r.version_id = b.version_id)"""  # noqa: S608
+                )
+                self.con.unregister("_landing_ok")
+            if rejected:
+                self.con.register("_landing_rej", pd.DataFrame(rejected))
+                # Idempotent in the same way: one row per rejected (source, id, version).
+                self.con.execute(
+                    """INSERT INTO raw.rejected
+                       SELECT source, resource_type, id, version_id, reason, findings::JSON, resource_text,
+                              origin, run_id, rejected_at
+                       FROM _landing_rej b
+                       WHERE NOT EXISTS (SELECT 1 FROM raw.rejected r WHERE r.source = b.source
+                                         AND r.id IS NOT DISTINCT FROM b.id
+                                         AND r.version_id = b.version_id)"""
+                )
+                self.con.unregister("_landing_rej")
+            if findings:
+                self.con.register("_landing_find", pd.DataFrame(findings))
+                self.con.execute(
+                    """INSERT INTO raw.findings
+                       SELECT source, resource_type, id, version_id, path, message, error_type, blocking,
+                              run_id, found_at
+                       FROM _landing_find b
+                       WHERE NOT EXISTS (SELECT 1 FROM raw.findings f WHERE f.source = b.source
+                                         AND f.id IS NOT DISTINCT FROM b.id AND f.version_id = b.version_id
+                                         AND f.path = b.path AND f.message = b.message)"""
+                )
+                self.con.unregister("_landing_find")
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise

@@ -98,8 +98,16 @@ class FhirServer:
         env.pop("SEKMET_PORT", None)
         logfile = self.log_path.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            [_sekmet_executable(), "serve", "--config", str(settings), "--host", "127.0.0.1",
-             "--port", str(self.port)],
+            [
+                _sekmet_executable(),
+                "serve",
+                "--config",
+                str(settings),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
             cwd=self.data_dir,
             stdout=logfile,
             stderr=subprocess.STDOUT,

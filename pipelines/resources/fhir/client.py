@@ -1,0 +1,916 @@
+"""A small, strict FHIR R4 REST client: paging, de-duplication, incremental pulls, canonical resolution.
+
+Pure Python over one `requests.Session` (no Dagster here: the Dagster resource in
+`pipelines/resources` wraps this class). Every call has an explicit timeout and goes through the
+one retry policy (`retry.py`); a 401 makes the client drop its token and re-authorise exactly once.
+
+EHR quirks handled here, each recorded where it is handled:
+- next links are followed verbatim (they may carry opaque cursors, another host name form, or a
+  different path than the first query); relative ones are resolved against the page URL;
+- some servers send a next link to an empty page, or a next link that loops back;
+- some servers repeat resources across pages (offset paging while data changes), so pulls
+  de-duplicate on (type, id, versionId);
+- some servers lack `_lastUpdated` search, or silently ignore search parameters they do not know
+  (sekmet ignores QuestionnaireResponse `questionnaire`/`status`/`subject`; many ignore `url`),
+  so support is read from the CapabilityStatement or probed, and results are filtered client-side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+
+from .auth import Auth, NoAuth, redacting_filter, same_origin
+from .errors import AuthError, FatalNetworkError, FhirError, outcome_diagnostics, redact_url
+from .retry import NETWORK_ERRORS, RetryBudget, RetryPolicy, send_with_retry
+
+__all__ = [
+    "DEFAULT_DATE_PARAMS",
+    "FHIR_JSON",
+    "FhirClient",
+    "Page",
+    "PullMode",
+    "PullStats",
+    "ResourceStream",
+    "format_instant",
+    "max_last_updated",
+    "parse_instant",
+]
+
+log = logging.getLogger("alliance_qi.fhir")
+
+FHIR_JSON = "application/fhir+json"
+PullMode = Literal["auto", "last_updated", "date_window", "full"]
+Params = Mapping[str, Any] | Sequence[tuple[str, Any]] | None
+
+# The clinical date each type can be windowed on when a server cannot search `_lastUpdated`.
+# Windows on these dates catch *new* records but not late edits of old ones (an amended response
+# keeps its `authored`), which is why `_lastUpdated` is always preferred.
+DEFAULT_DATE_PARAMS: dict[str, str] = {
+    "QuestionnaireResponse": "authored",
+    "Encounter": "date",
+    "Appointment": "date",
+    "MedicationDispense": "whenhandedover",
+    "MedicationRequest": "authoredon",
+    "EpisodeOfCare": "date",
+}
+
+_TYPE_RE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_ID_RE = r"[A-Za-z0-9\-.]{1,64}"
+_RELATIVE_REF_RE = re.compile(rf"(?P<type>[A-Z][A-Za-z]+)/(?P<id>{_ID_RE})(?:/_history/(?P<vid>{_ID_RE}))?")
+_MAX_CANONICAL_CACHE = 1024
+
+
+# ---------------------------------------------------------------- instants
+
+
+def parse_instant(value: str) -> datetime:
+    """Parse a FHIR instant/dateTime (`2024-05-01T10:00:00.123+02:00`, `...Z`, `2024-05-01`, `2024-05`,
+    `2024`) to an aware UTC datetime. Partial dates mean the start of that period, in UTC.
+
+    Raises ValueError on anything else.
+    """
+    text = value.strip()
+    if re.fullmatch(r"\d{4}", text):
+        return datetime(int(text), 1, 1, tzinfo=UTC)
+    if re.fullmatch(r"\d{4}-\d{2}", text):
+        return datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(\.\d+)?(Z|[+-]\d{2}:\d{2})?", text)
+    if not match:
+        raise ValueError(f"not a FHIR instant: {value!r}")
+    main, fraction, zone = match.groups()
+    # Python before 3.11 rejected >6 fractional digits and some servers send 7 (.NET ticks).
+    micro = (fraction or ".0")[1:7].ljust(6, "0")
+    parsed = datetime.fromisoformat(f"{main}.{micro}{'+00:00' if zone in (None, 'Z') else zone}")
+    return parsed.astimezone(UTC)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(dt: datetime) -> datetime:
+    # Naive datetimes (DuckDB TIMESTAMP columns come back naive) are taken to be UTC.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def format_instant(dt: datetime, *, milliseconds: bool = False) -> str:
+    """ISO 8601 UTC with `Z`. Seconds precision by default: the most portable form for search
+    parameters (truncation only widens a `ge` search); milliseconds for Bulk `_since`, an instant.
+    """
+    dt = _utc(dt)
+    if milliseconds:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def max_last_updated(resources: Iterable[Mapping[str, Any]]) -> datetime | None:
+    """The newest `meta.lastUpdated` among `resources` (the caller's next watermark), or None.
+
+    Resources without a parseable `meta.lastUpdated` are ignored.
+    """
+    newest: datetime | None = None
+    for resource in resources:
+        stamp = (resource.get("meta") or {}).get("lastUpdated")
+        if not isinstance(stamp, str):
+            continue
+        try:
+            when = parse_instant(stamp)
+        except ValueError:
+            continue
+        if newest is None or when > newest:
+            newest = when
+    return newest
+
+
+# ---------------------------------------------------------------- pages and stats
+
+
+@dataclass
+class Page:
+    """One searchset Bundle. `resources` holds the match entries only."""
+
+    url: str
+    number: int
+    resources: list[dict[str, Any]]
+    total: int | None = None
+    entries: int = 0  # raw entry count, matches included
+    skipped: int = 0  # include / outcome / resource-less entries
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    next_url: str | None = None
+    bytes: int = 0
+
+
+@dataclass
+class PullStats:
+    """Progress of one search or pull, updated while it is iterated."""
+
+    pages: int = 0
+    fetched: int = 0  # raw entries seen, whatever their mode
+    yielded: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    windows: int = 0  # date windows (date_window mode) or searches run
+    started: float = field(default_factory=time.monotonic, repr=False)
+
+    @property
+    def rate(self) -> float:
+        """Resources yielded per second so far."""
+        return self.yielded / self.seconds if self.seconds > 0 else 0.0
+
+    def touch(self) -> None:
+        """Refresh `seconds` from the monotonic clock."""
+        self.seconds = time.monotonic() - self.started
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain numbers for run metadata."""
+        return {
+            "pages": self.pages,
+            "fetched": self.fetched,
+            "yielded": self.yielded,
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+            "windows": self.windows,
+        }
+
+
+class ResourceStream(Iterator[dict[str, Any]]):
+    """An iterator of resources that exposes its `stats`, the pull `mode` used and the `queries` run."""
+
+    def __init__(
+        self,
+        source: Iterator[dict[str, Any]],
+        stats: PullStats,
+        mode: str,
+        queries: list[tuple[str, list[tuple[str, str]]]],
+    ) -> None:
+        self._source = source
+        self.stats = stats
+        self.mode = mode
+        self.queries = queries
+
+    def __iter__(self) -> ResourceStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self._source)
+
+
+def _param_list(params: Params) -> list[tuple[str, str]]:
+    """Normalise a mapping (values may be lists, for repeated parameters) or pairs to pairs."""
+    if not params:
+        return []
+    items = params.items() if isinstance(params, Mapping) else params
+    out: list[tuple[str, str]] = []
+    for key, value in items:
+        if isinstance(value, (list, tuple)):
+            out.extend((key, str(v)) for v in value)
+        else:
+            out.append((key, str(value)))
+    return out
+
+
+def _dedupe_key(resource: Mapping[str, Any]) -> tuple[str, str, str | None] | None:
+    rid = resource.get("id")
+    if not rid:
+        return None
+    meta = resource.get("meta") or {}
+    # Servers without versioning send no versionId; lastUpdated then tells versions apart.
+    return (str(resource.get("resourceType")), str(rid), meta.get("versionId") or meta.get("lastUpdated"))
+
+
+def _flags_param(page: Page, name: str) -> bool:
+    """True when the page's OperationOutcome names search parameter `name` (sekmet, HAPI in lenient
+    mode and others report an unknown parameter this way, then ignore it)."""
+    quoted = (f"'{name}'", f'"{name}"', f" {name} ", f" {name};", f" {name}.", f"{name}=")
+    for outcome in page.outcomes:
+        for issue in outcome.get("issue") or []:
+            text = f" {issue.get('diagnostics') or ''} "
+            if issue.get("severity") in ("warning", "error", "fatal") and any(q in text for q in quoted):
+                return True
+    return False
+
+
+def _version_key(version: str | None) -> tuple[Any, ...]:
+    """Semantic-ish ordering: numeric parts numerically, `2.0.0` > `2.0.0-beta`, any version > none."""
+    if not version:
+        return (0,)
+    parts: list[tuple[Any, ...]] = []
+    for token in re.findall(r"\d+|[A-Za-z]+", version):
+        parts.append((2, int(token)) if token.isdigit() else (0, token.lower()))
+    parts.append((1,))  # end marker: sorts above a pre-release tag, below a further number
+    return (1, tuple(parts))
+
+
+# ---------------------------------------------------------------- the client
+
+
+class FhirClient:
+    """FHIR R4 REST client over one `requests.Session`. Not thread-safe: use one per thread."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: Auth | None = None,
+        timeout: tuple[float, float] = (10, 120),
+        retry: RetryPolicy | None = None,
+        page_size: int = 500,
+        max_pages: int = 100_000,
+        session: requests.Session | None = None,
+        user_agent: str = "alliance-qi/0.1",
+        logger: logging.Logger | None = None,
+        *,
+        log_every_pages: int = 20,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {redact_url(base_url)!r}")
+        if page_size < 1 or max_pages < 1:
+            raise ValueError("page_size and max_pages must be positive")
+        self.base_url = base_url.rstrip("/")
+        self.auth: Auth = auth if auth is not None else NoAuth()
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self.session = session or requests.Session()
+        self.user_agent = user_agent
+        self.log = logger or log
+        self.log.addFilter(redacting_filter)
+        self.log_every_pages = max(1, log_every_pages)
+        self.clock = clock
+        self._capability: dict[str, Any] | None = None
+        self._param_support: dict[tuple[str, str], bool] = {}
+        self._canonical_cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+        bind = getattr(self.auth, "bind", None)
+        if callable(bind):  # SMART discovery needs the FHIR base and can reuse our session
+            bind(self.base_url, self.session)
+
+    def __repr__(self) -> str:
+        return f"FhirClient({self.base_url!r}, auth={self.auth!r})"
+
+    # ---------------- HTTP ----------------
+
+    def url(self, url_or_path: str) -> str:
+        """An absolute URL: absolute input unchanged, anything else relative to the base URL."""
+        if url_or_path.startswith(("http://", "https://")):
+            return url_or_path
+        return f"{self.base_url}/{url_or_path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        url_or_path: str,
+        params: Params = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        stream: bool = False,
+        *,
+        data: bytes | Mapping[str, str] | None = None,
+        accept_status: Iterable[int] = (),
+        authenticate: bool = True,
+    ) -> requests.Response:
+        """Send one request with auth, the retry policy and the re-authorise-once rule.
+
+        Returns the response when the status is below 400 or listed in `accept_status`; raises
+        `TemporaryNetworkError` when retries run out, `AuthError` on 403 or a second 401, and
+        `FatalNetworkError` for any other error status. `authenticate=False` sends no credentials
+        (Bulk files with `requiresAccessToken: false`, often on another host).
+        """
+        method = method.upper()
+        url = self.url(url_or_path)
+        plist = _param_list(params)
+        if plist:
+            # Encode once, so retries and error messages see the URL actually sent (names kept).
+            url = str(requests.Request(method, url, params=plist).prepare().url)
+        accepted = frozenset(accept_status)
+        body = data
+        base_headers = {"Accept": FHIR_JSON, "User-Agent": self.user_agent}
+        if json is not None:
+            body = orjson.dumps(json)
+            base_headers["Content-Type"] = FHIR_JSON
+        base_headers.update(headers or {})
+
+        def build_headers() -> dict[str, str]:
+            sent = dict(base_headers)
+            if authenticate:
+                self.auth.apply(sent)
+            return sent
+
+        budget = RetryBudget(self.retry, method, url)
+        reauthorised = False
+        started = time.monotonic()
+        while True:
+            response = send_with_retry(
+                self.session,
+                method,
+                url,
+                policy=self.retry,
+                timeout=self.timeout,
+                headers=build_headers,
+                budget=budget,
+                data=body,
+                stream=stream,
+            )
+            status = response.status_code
+            if self.log.isEnabledFor(logging.DEBUG):
+                self.log.debug(
+                    "%s %s -> %d in %.2fs",
+                    method,
+                    redact_url(response.url or url),
+                    status,
+                    time.monotonic() - started,
+                )
+            if status < 400 or status in accepted:
+                return response
+            failed_url = response.url or url
+            diagnostics = outcome_diagnostics(response.content)
+            response.close()
+            if status == 401 and authenticate and not isinstance(self.auth, NoAuth):
+                if not reauthorised:
+                    # Tokens are revoked early, or a server restart forgets them: mint a new one, once.
+                    reauthorised = True
+                    self.log.info("%s %s: 401, re-authorising once", method, redact_url(failed_url))
+                    self.auth.invalidate()
+                    continue
+                raise AuthError(
+                    method,
+                    failed_url,
+                    401,
+                    reason="still unauthorised after re-authorising",
+                    diagnostics=diagnostics,
+                )
+            if status in (401, 403):
+                raise AuthError(
+                    method, failed_url, status, reason=response.reason or None, diagnostics=diagnostics
+                )
+            raise FatalNetworkError(
+                method, failed_url, status, reason=response.reason or None, diagnostics=diagnostics
+            )
+
+    def get_json(self, url_or_path: str, params: Params = None) -> dict[str, Any]:
+        """GET and parse a JSON object; a non-JSON body (a proxy's HTML page) is a FatalNetworkError."""
+        response = self.request("GET", url_or_path, params=params)
+        return self.json_object(response, "GET")
+
+    @staticmethod
+    def json_object(response: requests.Response, method: str = "GET") -> dict[str, Any]:
+        """The response body as a JSON object; anything else is a FatalNetworkError naming the URL."""
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise FatalNetworkError(
+                method,
+                response.url,
+                response.status_code,
+                reason=f"response is not JSON (Content-Type {response.headers.get('Content-Type')!r})",
+            ) from None
+        if not isinstance(body, dict):
+            raise FatalNetworkError(
+                method, response.url, response.status_code, reason="response is JSON but not an object"
+            )
+        return body
+
+    def download(
+        self, url: str, dest: Path, *, authenticate: bool = True, accept: str = "application/fhir+ndjson"
+    ) -> tuple[int, int]:
+        """Stream `url` to `dest` (via `dest.part`, then an atomic rename); return (bytes, lines).
+
+        A connection dropped mid-body restarts the download under the retry policy; the partial
+        file is overwritten, so a retried download never leaves half a file behind.
+        """
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".part")
+        budget = RetryBudget(self.retry, "GET", url)
+        while True:
+            budget.start_attempt()
+            response = self.request(
+                "GET", url, headers={"Accept": accept}, stream=True, authenticate=authenticate
+            )
+            size = lines = 0
+            last = b"\n"
+            try:
+                with partial.open("wb") as out:
+                    for chunk in response.iter_content(chunk_size=1 << 20):
+                        if not chunk:
+                            continue
+                        out.write(chunk)
+                        size += len(chunk)
+                        lines += chunk.count(b"\n")
+                        last = chunk[-1:]
+            except NETWORK_ERRORS as exc:
+                budget.wait_or_raise(cause=exc)
+                continue
+            finally:
+                response.close()
+            os.replace(partial, dest)
+            return size, lines + (last != b"\n")  # a last line without its newline still counts
+
+    # ---------------- capability ----------------
+
+    def capability(self) -> dict[str, Any]:
+        """The server's CapabilityStatement (`GET /metadata`), fetched once per client."""
+        if self._capability is None:
+            self._capability = self.get_json("metadata")
+        return self._capability
+
+    def supports_search_param(self, resource_type: str, name: str) -> bool | None:
+        """Whether the CapabilityStatement lists search parameter `name` for `resource_type`.
+
+        True/False from `rest[0].resource[type].searchParam` (or the all-types `rest[0].searchParam`);
+        None when the type is absent from the statement, or the statement cannot be read.
+        """
+        try:
+            cap = self.capability()
+        except AuthError:
+            raise
+        except FatalNetworkError as exc:
+            # Some gateways protect /metadata or do not serve it; fall back to probing.
+            self.log.warning("no CapabilityStatement (%s); search support will be probed", exc)
+            self._capability = {}
+            return None
+        rests = cap.get("rest") or []
+        rest = next((r for r in rests if r.get("mode") == "server"), rests[0] if rests else None)
+        if not isinstance(rest, dict):
+            return None
+        for resource in rest.get("resource") or []:
+            if resource.get("type") == resource_type:
+                names = {p.get("name") for p in resource.get("searchParam") or []}
+                names |= {p.get("name") for p in rest.get("searchParam") or []}
+                return name in names
+        return None
+
+    def param_supported(self, resource_type: str, name: str) -> bool:
+        """Capability answer when there is one, else a cached probe (date parameters only).
+
+        Probe: search `name=gt<tomorrow>` (`_lastUpdated`) or `name=lt1800-01-01` (clinical dates,
+        where future appointments and open-ended periods exist) with `_count=1`. A server that
+        honours the parameter finds nothing; one that ignores it returns entries; one that
+        rejects it answers 400 or says so in an OperationOutcome. An empty server reads as
+        "supported", which is harmless: an ignored filter only makes the pull wider.
+        """
+        listed = self.supports_search_param(resource_type, name)
+        if listed is not None:
+            return listed
+        key = (resource_type, name)
+        if key not in self._param_support:
+            self._param_support[key] = self._probe(resource_type, name)
+        return self._param_support[key]
+
+    def _probe(self, resource_type: str, name: str) -> bool:
+        if name == "_lastUpdated":
+            value = "gt" + format_instant(self.clock() + timedelta(days=1))
+        else:
+            value = "lt1800-01-01"
+        try:
+            response = self.request("GET", resource_type, params=[(name, value), ("_count", "1")])
+        except FatalNetworkError as exc:
+            if isinstance(exc, AuthError) or exc.status not in (400, 422):
+                raise
+            self.log.info("probe %s?%s=…: HTTP %s, parameter not supported", resource_type, name, exc.status)
+            return False
+        page = self._page(self.json_object(response, "GET"), response.url, 1, len(response.content))
+        flagged = _flags_param(page, name)
+        supported = not page.resources and not flagged
+        self.log.info(
+            "probe %s?%s=…: %d entries%s -> %s",
+            resource_type,
+            name,
+            len(page.resources),
+            ", flagged in OperationOutcome" if flagged else "",
+            "supported" if supported else "NOT supported (ignored by the server)",
+        )
+        return supported
+
+    # ---------------- search ----------------
+
+    def search_pages(self, resource_type: str, params: Params = None) -> Iterator[Page]:
+        """Pages of `GET {base}/{type}?{params}&_count={page_size}`, following next links verbatim.
+
+        Stops at the first page without a next link or without match entries. Raises FhirError
+        when more than `max_pages` pages would be fetched (protection against next-link loops)
+        or when a next link repeats a URL already fetched.
+        """
+        if not _TYPE_RE.fullmatch(resource_type):
+            raise ValueError(f"not a FHIR resource type: {resource_type!r}")
+        plist = _param_list(params)
+        if not any(k == "_count" for k, _ in plist):
+            plist.append(("_count", str(self.page_size)))
+        url: str | None = requests.Request("GET", self.url(resource_type), params=plist).prepare().url
+        fetched: set[str] = set()
+        number = 0
+        warned_host = False
+        while url is not None:
+            if url in fetched:
+                raise FhirError(
+                    f"{resource_type} search: the next link after page {number} repeats a page already "
+                    f"fetched ({redact_url(url)}); the server's paging loops, stopping"
+                )
+            if number >= self.max_pages:
+                raise FhirError(
+                    f"{resource_type} search: more than max_pages={self.max_pages} pages; stopping to "
+                    f"protect against a next-link loop (raise max_pages if the data really is this big)"
+                )
+            number += 1
+            fetched.add(url)
+            response = self.request("GET", url)
+            bundle = self.json_object(response, "GET")
+            page = self._page(bundle, url, number, len(response.content))
+            if number == 1:
+                self._log_outcomes(resource_type, page)
+            if page.next_url and not warned_host and not same_origin(page.next_url, self.base_url):
+                # Followed anyway (the spec makes next links opaque), but worth knowing: our
+                # credentials go wherever the server points.
+                warned_host = True
+                self.log.warning(
+                    "%s search: next link points to another origin (%s)",
+                    resource_type,
+                    redact_url(page.next_url),
+                )
+            yield page
+            if not page.resources:
+                # Some servers (seen on offset-paged facades) send a next link to an empty page,
+                # and then another one after it.
+                break
+            url = page.next_url
+
+    @staticmethod
+    def _page(bundle: dict[str, Any], url: str, number: int, size: int) -> Page:
+        if bundle.get("resourceType") != "Bundle":
+            got = bundle.get("resourceType")
+            raise FatalNetworkError("GET", url, reason=f"expected a Bundle, got {got!r}")
+        entries = bundle.get("entry") or []
+        resources: list[dict[str, Any]] = []
+        outcomes: list[dict[str, Any]] = []
+        skipped = 0
+        for entry in entries:
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(resource, dict):
+                skipped += 1
+                continue
+            mode = (entry.get("search") or {}).get("mode")
+            if mode == "outcome" or resource.get("resourceType") == "OperationOutcome":
+                outcomes.append(resource)
+                skipped += 1
+            elif mode in (None, "match"):
+                resources.append(resource)
+            else:  # include
+                skipped += 1
+        next_url = None
+        for link in bundle.get("link") or []:
+            if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+                # Verbatim when absolute (spec); a few servers send relative links: resolve them.
+                next_url = urljoin(url, str(link["url"]))
+                break
+        total = bundle.get("total")
+        return Page(
+            url=url,
+            number=number,
+            resources=resources,
+            total=total if isinstance(total, int) else None,
+            entries=len(entries),
+            skipped=skipped,
+            outcomes=outcomes,
+            next_url=next_url,
+            bytes=size,
+        )
+
+    def _log_outcomes(self, resource_type: str, page: Page) -> None:
+        for outcome in page.outcomes:
+            for issue in outcome.get("issue") or []:
+                if issue.get("severity") in ("warning", "error", "fatal"):
+                    # Usually "unknown parameter ... ignored": the filter did not happen server-side.
+                    self.log.warning(
+                        "%s search: server says %s/%s: %s",
+                        resource_type,
+                        issue.get("severity"),
+                        issue.get("code"),
+                        str(issue.get("diagnostics") or "")[:200],
+                    )
+
+    def search(self, resource_type: str, params: Params = None) -> ResourceStream:
+        """Resources matching a search, across all pages, each (type, id, versionId) once.
+
+        The returned iterator's `stats` (`PullStats`) is updated as it is consumed.
+        """
+        stats = PullStats()
+        queries = [(resource_type, _param_list(params))]
+        return ResourceStream(self._run(queries, stats), stats, "search", queries)
+
+    def _run(
+        self,
+        queries: list[tuple[str, list[tuple[str, str]]]],
+        stats: PullStats,
+        window_param: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Run searches in order with one de-duplication set and one stats object.
+
+        With `window_param` (date_window pulls): if the first window's first page says the server
+        ignored that parameter, the window already returned everything, so the remaining
+        windows are skipped instead of fetching the whole set once per window.
+        """
+        seen: set[tuple[str, str, str | None]] = set()
+        for index, (resource_type, params) in enumerate(queries):
+            stats.windows += 1
+            ignored = False
+            for page in self.search_pages(resource_type, params):
+                stats.pages += 1
+                stats.fetched += page.entries
+                stats.skipped += page.skipped
+                stats.bytes += page.bytes
+                stats.touch()
+                if index == 0 and page.number == 1 and window_param:
+                    ignored = _flags_param(page, window_param)
+                if stats.pages % self.log_every_pages == 0:
+                    self.log.info(
+                        "%s: %d pages, %d resources, %.0f/s",
+                        resource_type,
+                        stats.pages,
+                        stats.yielded,
+                        stats.rate,
+                    )
+                for resource in page.resources:
+                    key = _dedupe_key(resource)
+                    if key is not None:
+                        if key in seen:
+                            stats.duplicates += 1
+                            continue
+                        seen.add(key)
+                    stats.yielded += 1
+                    yield resource
+                stats.touch()
+            if ignored and len(queries) > 1:
+                self.log.warning(
+                    "%s: the server ignored %s, so the first window was a full pull; "
+                    "skipping the other %d window(s)",
+                    resource_type,
+                    window_param,
+                    len(queries) - 1,
+                )
+                break
+        stats.touch()
+        self.log.info(
+            "%s: done, %d pages, %d resources (%d duplicates dropped) in %.1fs, %.0f/s",
+            ", ".join(sorted({t for t, _ in queries})),
+            stats.pages,
+            stats.yielded,
+            stats.duplicates,
+            stats.seconds,
+            stats.rate,
+        )
+
+    # ---------------- incremental ----------------
+
+    def resolve_mode(
+        self, resource_type: str, mode: PullMode = "auto", date_param: str | None = None
+    ) -> Literal["last_updated", "date_window", "full"]:
+        """The concrete pull mode `pull(mode=...)` will use for `resource_type` on this server."""
+        if mode != "auto":
+            return mode
+        if self.param_supported(resource_type, "_lastUpdated"):
+            return "last_updated"
+        param = date_param or DEFAULT_DATE_PARAMS.get(resource_type)
+        if param and self.param_supported(resource_type, param):
+            return "date_window"
+        self.log.warning(
+            "%s: server supports neither _lastUpdated nor %s search; pulling everything",
+            resource_type,
+            param or "a date parameter",
+        )
+        return "full"
+
+    def pull(
+        self,
+        resource_type: str,
+        since: datetime | None,
+        overlap: timedelta = timedelta(minutes=5),
+        mode: PullMode = "auto",
+        date_param: str | None = None,
+        window: timedelta = timedelta(days=30),
+        until: datetime | None = None,
+        *,
+        params: Params = None,
+        floor: datetime | None = None,
+    ) -> ResourceStream:
+        """Resources changed since the watermark `since` (minus `overlap`), each version once.
+
+        Modes: `last_updated` searches `_lastUpdated=ge{since - overlap}` (and `lt{until}`);
+        `date_window` runs consecutive `[start, start + window)` searches on the type's clinical
+        date parameter from `since - overlap` (or `floor`) to `until`, the last window open-ended
+        when `until` is None so future-dated records (appointments) are not lost; `full` pulls
+        everything; `auto` picks `last_updated` when the server supports it, else `date_window`,
+        else `full`. `since=None` means a full pull (or windows from `floor`). The overlap absorbs
+        clock skew and transactions that commit after our previous pull read past them; the
+        duplicates it brings back are the caller's idempotent merge to absorb. The caller computes
+        the next watermark with `max_last_updated` over what it stored.
+        """
+        if overlap < timedelta(0) or window <= timedelta(0):
+            raise ValueError("overlap must be >= 0 and window > 0")
+        chosen = self.resolve_mode(resource_type, mode, date_param)
+        base = _param_list(params)
+        window_param: str | None = None
+        start = _utc(since) - overlap if since is not None else None
+        queries: list[tuple[str, list[tuple[str, str]]]]
+        if chosen == "last_updated":
+            extra = [("_lastUpdated", f"ge{format_instant(start)}")] if start is not None else []
+            if until is not None:
+                extra.append(("_lastUpdated", f"lt{format_instant(until)}"))
+            queries = [(resource_type, base + extra)]
+        elif chosen == "date_window":
+            param = date_param or DEFAULT_DATE_PARAMS.get(resource_type)
+            if not param:
+                raise ValueError(f"date_window mode needs date_param for {resource_type}")
+            first = start if start is not None else (_utc(floor) if floor is not None else None)
+            if first is None:
+                self.log.info(
+                    "%s: no watermark and no floor date; date_window becomes a full pull", resource_type
+                )
+                queries = [(resource_type, base)]
+                chosen = "full"
+            else:
+                queries = [(resource_type, base + w) for w in self._windows(param, first, until, window)]
+                window_param = param
+        else:
+            queries = [(resource_type, base)]
+        self.log.info(
+            "%s: pull mode %s, %d search(es), since %s (overlap %s)",
+            resource_type,
+            chosen,
+            len(queries),
+            format_instant(since) if since else "the beginning",
+            overlap,
+        )
+        stats = PullStats()
+        return ResourceStream(self._run(queries, stats, window_param), stats, chosen, queries)
+
+    def _windows(
+        self, param: str, first: datetime, until: datetime | None, window: timedelta
+    ) -> list[list[tuple[str, str]]]:
+        # Whole seconds, so consecutive windows share exact boundaries however the server truncates.
+        start = first.replace(microsecond=0)
+        end = _utc(until) if until is not None else None
+        horizon = end if end is not None else self.clock()
+        windows: list[list[tuple[str, str]]] = []
+        while True:
+            stop = start + window
+            if stop >= horizon:
+                last = [(param, f"ge{format_instant(start)}")]
+                if end is not None:
+                    last.append((param, f"lt{format_instant(end)}"))
+                windows.append(last)
+                return windows
+            windows.append([(param, f"ge{format_instant(start)}"), (param, f"lt{format_instant(stop)}")])
+            start = stop
+
+    # ---------------- read and canonical resolution ----------------
+
+    def read(self, reference: str) -> dict[str, Any] | None:
+        """Read `Type/id` (or `Type/id/_history/vid`, or an absolute URL on this server); None on 404/410.
+
+        Absolute URLs on other servers are refused (ValueError): references come from data, and
+        following them would send our credentials wherever a resource points.
+        """
+        if reference.startswith("#"):
+            raise ValueError("contained reference: resolve it inside the containing resource")
+        if reference.startswith(("http://", "https://")):
+            path = self._server_path(reference)
+            if path is None:
+                raise ValueError(
+                    f"reference is not on this server ({self.base_url}): {redact_url(reference)}"
+                )
+        else:
+            path = reference.strip("/")
+        if not _RELATIVE_REF_RE.fullmatch(path):
+            raise ValueError(f"not a literal reference Type/id: {reference!r}")
+        response = self.request("GET", path, accept_status=(404, 410))
+        if response.status_code in (404, 410):
+            response.close()
+            return None
+        return self.json_object(response, "GET")
+
+    def _server_path(self, url: str) -> str | None:
+        """`Type/id...` when `url` lies under this server's base URL, else None."""
+        if not same_origin(url, self.base_url):
+            return None
+        base_path = urlsplit(self.base_url).path.rstrip("/")
+        path = urlsplit(url).path
+        if not path.startswith(base_path + "/"):
+            return None
+        return path[len(base_path) + 1 :]
+
+    def resolve_canonical(self, resource_type: str, canonical: str) -> dict[str, Any] | None:
+        """The resource a canonical (`url` or `url|version`) or server reference points to, or None.
+
+        `Type/id` and absolute URLs on this server are read by id (some Questionnaires have no
+        `url` and their responses point at the server copy). Otherwise search `?url=` (and
+        `&version=`) and filter on the client by exact `url` and `version`, because many servers
+        ignore `url`/`version` they do not index and return everything. Without a version the
+        highest `version` wins, then the newest `meta.lastUpdated`. Contained references (`#id`)
+        return None: they live in the referring resource. Results are cached per client.
+        """
+        canonical = canonical.strip()
+        if not canonical or canonical.startswith("#"):
+            return None
+        key = (resource_type, canonical)
+        if key in self._canonical_cache:
+            return self._canonical_cache[key]
+        result = self._resolve_canonical(resource_type, canonical)
+        if len(self._canonical_cache) >= _MAX_CANONICAL_CACHE:
+            self._canonical_cache.pop(next(iter(self._canonical_cache)))
+        self._canonical_cache[key] = result
+        return result
+
+    def _resolve_canonical(self, resource_type: str, canonical: str) -> dict[str, Any] | None:
+        url, _, version = canonical.partition("|")
+        if re.fullmatch(rf"{resource_type}/{_ID_RE}", url):
+            return self.read(url)
+        server_path = self._server_path(url) if url.startswith(("http://", "https://")) else None
+        if server_path and re.fullmatch(rf"{resource_type}/{_ID_RE}", server_path):
+            found = self.read(server_path)
+            if found is not None:
+                return found  # else: a canonical that merely looks like a server URL; search it
+        params: list[tuple[str, str]] = [("url", url)]
+        if version:
+            params.append(("version", version))
+        candidates = [
+            r
+            for r in self.search(resource_type, params)
+            if r.get("url") == url and (not version or r.get("version") == version)
+        ]
+        if not candidates:
+            self.log.info("%s canonical %s not found on the server", resource_type, canonical)
+            return None
+
+        def newest(resource: dict[str, Any]) -> tuple[Any, ...]:
+            stamp = (resource.get("meta") or {}).get("lastUpdated")
+            try:
+                when = parse_instant(stamp) if isinstance(stamp, str) else datetime.min.replace(tzinfo=UTC)
+            except ValueError:
+                when = datetime.min.replace(tzinfo=UTC)
+            return (_version_key(resource.get("version")), when)
+
+        return max(candidates, key=newest)
+
+    def clear_caches(self) -> None:
+        """Forget the CapabilityStatement, probe answers and resolved canonicals."""
+        self._capability = None
+        self._param_support.clear()
+        self._canonical_cache.clear()

@@ -4,7 +4,6 @@ Thin wrappers: the pull is `pipelines.extract.extract_resource_type`. Each asset
 fetched = landed + rejected + duplicates as metadata and records the same in `raw.fetch_log`.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

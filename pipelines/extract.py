@@ -171,9 +171,11 @@ def extract_resource_type(
         resources = client.pull(resource_type, since=since, overlap=overlap, mode=spec.incremental)  # type: ignore[arg-type]
         for res in resources:
             lander.add(res, origin=f"{client.base_url}/{resource_type}")
-        stats = getattr(client, "last_stats", None)
-        result.pages = int(getattr(stats, "pages", 0) or 0)
-        result.pull_mode = str(getattr(client, "last_pull_mode", spec.incremental))
+        # The stream carries this pull's own stats and the branch auto mode chose.
+        result.pages = resources.stats.pages
+        result.pull_mode = str(resources.mode)
+        lander.counts.duplicates += resources.stats.duplicates
+        lander.counts.fetched += resources.stats.duplicates
     lander.close()
     if new_watermark is None and lander.max_last_updated:
         new_watermark = parse_instant(lander.max_last_updated)
@@ -204,15 +206,16 @@ def _pull_folder(lander: RawLander, folder: Path, resource_type: str) -> None:
         if resource is None:
             # Unparseable lines are kept once, under the type whose file they came from.
             if Path(origin.rsplit(":", 1)[0]).name.startswith(resource_type + "."):
-                lander.add(None, origin=origin, parse_error=error, text=_line_text(origin))
+                lander.add(None, origin=origin, parse_error=error, text=_line_text(folder, origin))
             continue
         if resource.get("resourceType") == resource_type:
             lander.add(resource, origin=origin)
 
 
-def _line_text(origin: str) -> str:
-    """The raw text of `file:line` (for rejected unparseable lines)."""
-    path, _, line = origin.rpartition(":")
+def _line_text(folder: Path, origin: str) -> str:
+    """The raw text of `file:line` (for rejected unparseable lines); `file` is relative to `folder`."""
+    rel, _, line = origin.rpartition(":")
+    path = folder / rel
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for n, text in enumerate(fh, start=1):

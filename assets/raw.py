@@ -4,7 +4,6 @@ Thin wrappers: the pull is `pipelines.extract.extract_resource_type`. Each asset
 fetched = landed + rejected + duplicates as metadata and records the same in `raw.fetch_log`.
 """
 
-
 import dagster as dg
 
 from pipelines.extract import SourceSpec, extract_resource_type, resolve_referenced_questionnaires

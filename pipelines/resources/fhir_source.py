@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import duckdb
@@ -28,7 +28,7 @@ from pipelines.settings import REPO_ROOT, PipelineSettings, SourceSettings
 from pipelines.warehouse import Warehouse
 
 
-class FhirSourceResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class FhirSourceResource(dg.ConfigurableResource):
     """One FHIR source: where it is, how to authenticate, how to page and pull incrementally."""
 
     name: str = "demo"
@@ -42,7 +42,7 @@ class FhirSourceResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     client_id: str | None = None
     private_key_pem: str | None = None
     private_key_path: str | None = None
-    alg: str = "RS384"
+    alg: Literal["RS384", "ES384"] = "RS384"
     kid: str | None = None
     scope: str = "system/*.read"
     token_url: str | None = None
@@ -131,7 +131,7 @@ class FhirSourceResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
 
-class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class WarehouseResource(dg.ConfigurableResource):
     """The pipeline's DuckDB file. Only Dagster runs write it."""
 
     path: str = "data/warehouse.duckdb"

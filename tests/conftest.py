@@ -13,7 +13,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_EXAMPLES = REPO.parent / "shared" / "fhir-examples"
+FHIR_EXAMPLES = REPO / "tests" / "fixtures" / "fhir-examples"
 
 
 @pytest.fixture(autouse=True)

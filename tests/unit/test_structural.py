@@ -10,13 +10,14 @@ import pytest
 
 from quality_checks.structural import StructuralValidator, normalize_path, touches
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "fhir-examples"
+# Unchanged copies of public forms (sources and terms in tests/fixtures/fhir-examples/README.md).
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir-examples"
 
 
 def _nlm_phq9() -> dict:
-    """The real NLM LHC-Forms PHQ-9 (see ../shared/fhir-examples), with an id as a server gives it."""
+    """The real NLM LHC-Forms PHQ-9 (tests/fixtures/fhir-examples), with an id as a server gives it."""
     path = EXAMPLES / "nlm-lhcforms-phq9-questionnaire.json"
-    if not path.exists():  # the shared folder sits beside the repository in CI and here
+    if not path.exists():  # committed with the repository
         pytest.fail(f"missing real-form fixture {path}")
     d = json.loads(path.read_text())
     d["id"] = "phq9-nlm"

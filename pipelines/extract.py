@@ -17,6 +17,7 @@ import orjson
 
 from pipelines.raw_landing import LandingCounts, RawLander
 from pipelines.resources.fhir import BulkExporter, FhirClient, iter_folder, parse_instant
+from pipelines.resources.fhir.folder import iter_ndjson_file
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
 
@@ -246,22 +247,9 @@ def _pull_bulk(
 
 
 def _land_ndjson(lander: RawLander, path: Path) -> None:
-    with path.open("rb") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            origin = f"{path}:{n}"
-            try:
-                res = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                lander.add(None, origin=origin, parse_error=str(exc), text=line.decode("utf-8", "replace"))
-                continue
-            lander.add(
-                res if isinstance(res, dict) else None,
-                origin=origin,
-                parse_error=None if isinstance(res, dict) else "not a JSON object",
-                text=line.decode("utf-8", "replace"),
-            )
+    for resource, origin, error in iter_ndjson_file(path):
+        text = _line_text(path.parent, origin.replace(str(path), path.name, 1)) if resource is None else None
+        lander.add(resource, origin=origin, parse_error=error, text=text)
 
 
 # --- Questionnaires referenced by responses ---------------------------------------------------------

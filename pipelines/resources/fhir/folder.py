@@ -89,3 +89,8 @@ def iter_folder(path: Path) -> Iterator[tuple[dict[str, Any] | None, str, str | 
             yield from _iter_ndjson(file, origin)
         elif file.suffix == ".json":
             yield from _iter_json(file, origin)
+
+
+def iter_ndjson_file(path: Path) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
+    """Like `iter_folder` for one NDJSON file (e.g. a Bulk export output); origins `path:line`."""
+    yield from _iter_ndjson(path, str(path))

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from assets.raw import raw_assets
+from assets.staging import staging_assets
 from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server, write_ndjson
 from pipelines.extract import missing_canonicals
@@ -27,7 +28,8 @@ def clinic():
 
 def _run(source: FhirSourceResource, warehouse: Path) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
-        raw_assets, resources={"fhir": source, "warehouse": WarehouseResource(path=str(warehouse))}
+        [*raw_assets, *staging_assets],
+        resources={"fhir": source, "warehouse": WarehouseResource(path=str(warehouse))},
     )
     assert result.success
     return result
@@ -96,6 +98,10 @@ def test_raw_assets_land_every_resource_reconcile_and_rerun_idempotently(tmp_pat
         assert unresolved and all("unknown-form" in c for c in unresolved)
         status = {r[0] for r in con.execute("SELECT status FROM raw.canonical_resolution").fetchall()}
         assert status == {"not_found"}
+        # staging: one row per landed response; every answer row belongs to one of them
+        n_resp = con.execute("SELECT count(DISTINCT id) FROM raw.questionnaire_response").fetchall()[0][0]
+        assert con.execute("SELECT count(*) FROM staging.questionnaire_responses").fetchall()[0][0] == n_resp
+        assert con.execute("SELECT count(*) FROM staging.questionnaire_answers").fetchall()[0][0] > n_resp
         rows_before = {
             t: con.execute(f"SELECT count(*) FROM raw.{table_for(t)}").fetchall()[0][0]
             for t in RESOURCE_TYPES

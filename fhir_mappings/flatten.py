@@ -1,0 +1,67 @@
+"""Flatten QuestionnaireResponses into one row per answer, set-based in DuckDB SQL.
+
+The SQL lives in `fhir_mappings/sql/flatten_answers.sql`; this module feeds it the current version
+of every response and writes `staging.questionnaire_answers`. No Python loop per response.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+
+# The newest landed version of each response (amended versions supersede earlier ones; an
+# entered-in-error version is itself the newest, and its status travels with the answers).
+CURRENT_RESPONSES = """
+    SELECT source, id, version_id, resource, last_updated
+    FROM raw.questionnaire_response
+    QUALIFY row_number() OVER (
+        PARTITION BY source, id
+        ORDER BY last_updated DESC NULLS LAST, TRY_CAST(version_id AS BIGINT) DESC NULLS LAST, version_id DESC
+    ) = 1
+"""
+
+RESPONSE_COLUMNS = """
+    SELECT source, id AS response_id, version_id,
+           resource ->> 'status' AS status,
+           resource ->> 'questionnaire' AS questionnaire,
+           split_part(resource ->> 'questionnaire', '|', 1) AS questionnaire_url,
+           nullif(split_part(resource ->> 'questionnaire', '|', 2), '') AS questionnaire_version,
+           resource -> 'subject' ->> 'reference' AS subject_ref,
+           resource -> 'encounter' ->> 'reference' AS encounter_ref,
+           resource -> 'source' ->> 'reference' AS source_ref,
+           resource -> 'author' ->> 'reference' AS author_ref,
+           TRY_CAST(resource ->> 'authored' AS TIMESTAMPTZ) AS authored_at,
+           last_updated
+    FROM qr_input
+"""
+
+
+def flatten_sql() -> str:
+    """The answer-flattening query over a relation named `qr_input`."""
+    return (SQL_DIR / "flatten_answers.sql").read_text()
+
+
+def build_questionnaire_answers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """(Re)build `staging.questionnaire_responses` and `staging.questionnaire_answers`.
+
+    Rebuilt whole from raw each time (CREATE OR REPLACE): running it twice gives the same tables.
+    """
+    con.execute("CREATE SCHEMA IF NOT EXISTS staging")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW qr_input AS {CURRENT_RESPONSES}")
+    con.execute(f"CREATE OR REPLACE TABLE staging.questionnaire_responses AS {RESPONSE_COLUMNS}")
+    # The SQL text is the project's own file, never data.
+    con.execute(
+        f"""CREATE OR REPLACE TABLE staging.questionnaire_answers AS
+            WITH answers AS ({flatten_sql()})
+            SELECT r.source, r.response_id, r.version_id, r.status, r.questionnaire, r.questionnaire_url,
+                   r.questionnaire_version, r.subject_ref, r.encounter_ref, r.source_ref, r.author_ref,
+                   r.authored_at, a.* EXCLUDE (source, response_id, version_id)
+            FROM answers a
+            JOIN staging.questionnaire_responses r USING (source, response_id, version_id)"""  # noqa: S608
+    )
+    responses = con.execute("SELECT count(*) FROM staging.questionnaire_responses").fetchall()[0][0]
+    answers = con.execute("SELECT count(*) FROM staging.questionnaire_answers").fetchall()[0][0]
+    return {"responses": int(responses), "answers": int(answers)}

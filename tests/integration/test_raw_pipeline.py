@@ -102,6 +102,19 @@ def test_raw_assets_land_every_resource_reconcile_and_rerun_idempotently(tmp_pat
         n_resp = con.execute("SELECT count(DISTINCT id) FROM raw.questionnaire_response").fetchall()[0][0]
         assert con.execute("SELECT count(*) FROM staging.questionnaire_responses").fetchall()[0][0] == n_resp
         assert con.execute("SELECT count(*) FROM staging.questionnaire_answers").fetchall()[0][0] > n_resp
+        # every generated form resolved: the four scored PHQ-9/GAD-7 score sources all present
+        sources = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT score_source FROM staging.questionnaire_answer_scores"
+            ).fetchall()
+        }
+        assert {
+            "ordinalValue",
+            "itemWeight",
+            "questionnaire-ordinalValue",
+            "valueset:ordinalValue",
+        } <= sources
         rows_before = {
             t: con.execute(f"SELECT count(*) FROM raw.{table_for(t)}").fetchall()[0][0]
             for t in RESOURCE_TYPES

@@ -26,17 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("alliance_qi.demo")
 
 
-def _port(preferred: int) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            return free_port()
-
-
 def summarize(warehouse: Path) -> str:
     """A short plain-text summary of what the warehouse holds."""
     import duckdb
@@ -93,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = REPO / "data" / "fhir-server"
     shutil.rmtree(data_dir, ignore_errors=True)  # a fresh server each time; the warehouse persists
-    server = FhirServer(data_dir=data_dir, port=_port(args.port))
+    server = FhirServer(data_dir=data_dir, port=free_port(args.port))
     t0 = time.monotonic()
     server.start()
     try:

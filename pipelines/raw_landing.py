@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -127,10 +126,6 @@ class RawLander:
         self._buffer.append(item)
         if len(self._buffer) >= self.batch_size:
             self.flush()
-
-    def add_many(self, resources: Iterable[dict[str, Any]], origin: str | None = None) -> None:
-        for r in resources:
-            self.add(r, origin)
 
     def flush(self) -> None:
         """Validate the buffered versions not yet in the warehouse and write them."""

@@ -12,9 +12,6 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-REPO = Path(__file__).resolve().parent.parent
-FHIR_EXAMPLES = REPO / "tests" / "fixtures" / "fhir-examples"
-
 
 @pytest.fixture(autouse=True)
 def _isolated_dagster_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

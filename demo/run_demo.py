@@ -19,8 +19,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from demo.server import FhirServer, free_port
+
+if TYPE_CHECKING:
+    import duckdb
 
 REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("alliance_qi.demo")
@@ -60,9 +64,46 @@ def summarize(warehouse: Path) -> str:
                 f"Last run: fetched {f} = landed {landed} (new versions {new}) + rejected {rj} "
                 f"+ duplicates {d}",
             ]
+        lines += _scoring_summary(con)
         return "\n".join(lines)
     finally:
         con.close()
+
+
+def _scoring_summary(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Valid scores per instrument, and where every other response went."""
+    have = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'staging'"
+        ).fetchall()
+    }
+    if "measure_scores" not in have:
+        return []
+    lines = ["", f"{'Scores (staging.measure_scores, total scale)':<46}{'valid':>8}{'invalid':>9}"]
+    for inst, valid, invalid in con.execute(
+        """SELECT instrument, count(*) FILTER (WHERE is_valid), count(*) FILTER (WHERE NOT is_valid)
+           FROM staging.measure_scores WHERE scale = 'total' GROUP BY ALL ORDER BY 1"""
+    ).fetchall():
+        lines.append(f"  {inst:<44}{valid:>8}{invalid:>9}")
+    for table in ("unmapped_responses", "excluded_responses"):
+        rows = con.execute(
+            f"SELECT reason, count(*) FROM staging.{table} GROUP BY ALL ORDER BY 2 DESC"  # noqa: S608
+        ).fetchall()
+        if rows:
+            lines.append(f"staging.{table}:")
+            lines += [f"  {reason:<44}{n:>8}" for reason, n in rows]
+    responses, scored, unmapped, excluded = con.execute(
+        """SELECT (SELECT count(*) FROM staging.questionnaire_responses),
+                  (SELECT count(DISTINCT (source, response_id)) FROM staging.measure_scores),
+                  (SELECT count(*) FROM staging.unmapped_responses),
+                  (SELECT count(*) FROM staging.excluded_responses)"""
+    ).fetchall()[0]
+    lines.append(
+        f"Responses {responses} = scored {scored} + unmapped {unmapped} + excluded {excluded}"
+        + ("" if responses == scored + unmapped + excluded else "  << DOES NOT RECONCILE")
+    )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,6 +86,15 @@ def _valueset_scores(q: dict[str, Any]) -> dict[str, dict[tuple[str | None, str]
     return out
 
 
+def _pairs(values: Any, key: str) -> list[str]:
+    """Codings or identifiers as 'system|value' strings ('|value' when the system is missing)."""
+    out: list[str] = []
+    for v in values or []:
+        if isinstance(v, dict) and isinstance(v.get(key), str):
+            out.append(f"{v.get('system') or ''}|{v[key]}")
+    return out
+
+
 def answer_scores(q: dict[str, Any]) -> list[AnswerScore]:
     """Every scored answer option of a Questionnaire."""
     vs = _valueset_scores(q)
@@ -117,18 +126,32 @@ def answer_scores(q: dict[str, Any]) -> list[AnswerScore]:
 
 
 def build_questionnaire_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """(Re)build `staging.questionnaire_items` and `staging.questionnaire_answer_scores` from raw."""
+    """(Re)build `staging.questionnaires`, `staging.questionnaire_items` and
+    `staging.questionnaire_answer_scores` from the newest version of each landed Questionnaire."""
     con.execute("CREATE SCHEMA IF NOT EXISTS staging")
     rows = con.execute(
-        """SELECT source, id, version_id, resource::VARCHAR FROM raw.questionnaire
+        """SELECT source, id, version_id, last_updated, resource::VARCHAR FROM raw.questionnaire
            QUALIFY row_number() OVER (PARTITION BY source, id
                                       ORDER BY last_updated DESC NULLS LAST, version_id DESC) = 1"""
     ).fetchall()
+    forms: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
-    for source, qid, _version_id, text in rows:
+    for source, qid, version_id, last_updated, text in rows:
         q = orjson.loads(text)
         key = {"source": source, "questionnaire_id": qid, "url": q.get("url"), "version": q.get("version")}
+        forms.append(
+            {
+                **key,
+                "version_id": version_id,
+                "name": q.get("name"),
+                "title": q.get("title"),
+                "status": q.get("status"),
+                "codes": _pairs(q.get("code"), "code"),
+                "identifiers": _pairs(q.get("identifier"), "value"),
+                "last_updated": last_updated,
+            }
+        )
         for order, item in enumerate(_walk(q.get("item")), start=1):
             codes = [c.get("code") for c in item.get("code") or [] if isinstance(c, dict)]
             items.append(
@@ -165,11 +188,31 @@ def build_questionnaire_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]
         "score",
         "score_source",
     ]
+    form_cols = [
+        "source",
+        "questionnaire_id",
+        "url",
+        "version",
+        "version_id",
+        "name",
+        "title",
+        "status",
+        "codes",
+        "identifiers",
+        "last_updated",
+    ]
+    forms_df = pd.DataFrame(forms, columns=form_cols)
     items_df = pd.DataFrame(items, columns=item_cols)
     scores_df = pd.DataFrame(scores, columns=score_cols)
+    con.register("_q_forms", forms_df)
     con.register("_q_items", items_df)
     con.register("_q_scores", scores_df)
     try:
+        con.execute("""CREATE OR REPLACE TABLE staging.questionnaires AS
+                       SELECT source, questionnaire_id, url, version, version_id, name, title, status,
+                              codes::VARCHAR[] AS codes, identifiers::VARCHAR[] AS identifiers,
+                              last_updated::TIMESTAMPTZ AS last_updated
+                       FROM _q_forms""")
         con.execute("""CREATE OR REPLACE TABLE staging.questionnaire_items AS
                        SELECT source, questionnaire_id, url, version, link_id,
                               item_order::INTEGER AS item_order, type, codes::VARCHAR[] AS codes
@@ -179,6 +222,7 @@ def build_questionnaire_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]
                               value_integer::BIGINT AS value_integer, score::DOUBLE AS score, score_source
                        FROM _q_scores""")
     finally:
+        con.unregister("_q_forms")
         con.unregister("_q_items")
         con.unregister("_q_scores")
     return {"questionnaires": len(rows), "items": len(items), "answer_scores": len(scores)}

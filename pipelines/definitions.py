@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.raw import raw_assets
+from assets.scores import scoring_assets
 from assets.staging import staging_assets
 from pipelines.resources.fhir_source import FhirSourceResource, WarehouseResource
 from pipelines.settings import load_settings
@@ -30,7 +31,7 @@ main_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *staging_assets],
+    assets=[*raw_assets, *staging_assets, *scoring_assets],
     jobs=[raw_job, main_job],
     resources={
         "fhir": FhirSourceResource.from_settings(settings.source()),

@@ -363,7 +363,8 @@ WITH scales AS (
            sum(i.score) AS raw_sum, avg(i.score) AS raw_mean,
            string_agg(s.item_number::VARCHAR, ', ' ORDER BY s.item_number) FILTER (WHERE i.n_answers > 1)
                AS multi_items,
-           string_agg('item ' || s.item_number || ' = ' || i.raw_score, ', ' ORDER BY s.item_number)
+           string_agg('item ' || s.item_number || ' = ' || printf('%g', i.raw_score), ', '
+                      ORDER BY s.item_number)
                FILTER (WHERE i.out_of_range) AS out_of_range
     FROM _sc_route r
     JOIN _reg_scale s ON s.instrument = r.instrument
@@ -382,7 +383,8 @@ scored AS (
            CASE
                WHEN s.multi_items IS NOT NULL THEN 'item(s) ' || s.multi_items || ' answered more than once'
                WHEN s.out_of_range IS NOT NULL
-                   THEN s.out_of_range || ' outside the item range ' || ins.item_lo || '..' || ins.item_hi
+                   THEN s.out_of_range || ' outside the item range '
+                        || printf('%g', ins.item_lo) || '..' || printf('%g', ins.item_hi)
                WHEN s.items_answered = 0 THEN 'no items answered'
                WHEN s.items_answered < s.items_expected AND ins.missing_rule = 'prorate'
                     AND s.items_expected - s.items_answered > ins.max_missing
@@ -413,7 +415,8 @@ SELECT v.source, v.response_id, v.version_id, v.status, v.questionnaire, v.quest
        CASE
            WHEN v.pre_reason IS NOT NULL THEN v.pre_reason
            WHEN NOT v.value BETWEEN v.scale_lo AND v.scale_hi
-               THEN 'score ' || v.value || ' outside the scale range ' || v.scale_lo || '..' || v.scale_hi
+               THEN 'score ' || printf('%g', v.value) || ' outside the scale range '
+                    || printf('%g', v.scale_lo) || '..' || printf('%g', v.scale_hi)
        END AS invalid_reason,
        v.n_missing > 0 AND v.value IS NOT NULL AS prorated,
        CASE v.source_type WHEN 'Patient' THEN 'patient' WHEN 'Practitioner' THEN 'clinician'

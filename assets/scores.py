@@ -2,9 +2,14 @@
 
 import dagster as dg
 
-from fhir_mappings.registry import load_registry
-from fhir_mappings.scoring import build_measure_scores
+from assets.staging import ANSWERS_STEP, ITEMS_STEP
+from fhir_mappings.registry import load_registry, registry_fingerprint
+from fhir_mappings.scoring import build_measure_scores, reconcile
+from pipelines import build_state
 from pipelines.resources.fhir_source import WarehouseResource
+
+SCORES_STEP = "staging.measure_scores"
+SCORE_TABLES = ["staging.measure_scores", "staging.unmapped_responses", "staging.excluded_responses"]
 
 
 @dg.asset(
@@ -31,7 +36,17 @@ def staging_measure_scores(
 ) -> dg.MaterializeResult:
     registry = load_registry()
     with warehouse.connect() as con:
-        counts = build_measure_scores(con, registry)
+        # Inputs: both staging steps, the registry files, and raw responses (withdrawn versions).
+        state = build_state.input_state(
+            con, ["raw.questionnaire_response"], [ANSWERS_STEP, ITEMS_STEP], registry_fingerprint(registry)
+        )
+        skipped = build_state.is_current(con, SCORES_STEP, state, SCORE_TABLES)
+        if skipped:
+            counts = {"forms": -1, **reconcile(con)}
+            context.log.info("staging and registry unchanged since the last scoring: kept the scores")
+        else:
+            counts = build_measure_scores(con, registry)
+            build_state.record(con, SCORES_STEP, state, context.run_id)
         by_instrument = con.execute(
             """SELECT instrument, count(*) FILTER (WHERE is_valid), count(*) FILTER (WHERE NOT is_valid)
                FROM staging.measure_scores WHERE scale = 'total' GROUP BY ALL ORDER BY 1"""
@@ -43,6 +58,7 @@ def staging_measure_scores(
     return dg.MaterializeResult(
         metadata={
             **counts,
+            "skipped": skipped,
             "dagster/row_count": counts["score_rows"],
             "registry": dg.MetadataValue.json(
                 {k: f"{v.source_file} v{v.registry_version}" for k, v in registry.items()}

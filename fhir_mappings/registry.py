@@ -8,7 +8,10 @@ linkIds/codes to the shipped instrument and may override its thresholds.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,3 +162,9 @@ def load_registry(site_dir: str | Path | None = None) -> dict[str, Instrument]:
         except ValidationError as exc:
             raise RegistryError(f"{path}: {exc}") from exc
     return out
+
+
+def registry_fingerprint(registry: Mapping[str, Instrument]) -> str:
+    """A hash of every instrument definition: changes when any registry or site file changes meaning."""
+    text = json.dumps({k: v.model_dump(mode="json") for k, v in sorted(registry.items())}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -20,21 +21,23 @@ from fhir_mappings.scoring import build_measure_scores
 from pipelines.warehouse import ensure_raw_schema
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+# One clock for every ScoringDB, so versions landed later (even by another instance) are newer.
+_TICKS = itertools.count(1)
 
 
 class ScoringDB:
     """Raw rows in, `staging.measure_scores` / unmapped / excluded out."""
 
-    def __init__(self, registry: dict[str, Instrument] | None = None, source: str = "site") -> None:
-        self.con = duckdb.connect(":memory:")
+    def __init__(
+        self, registry: dict[str, Instrument] | None = None, source: str = "site", path: str = ":memory:"
+    ) -> None:
+        self.con = duckdb.connect(path)
         ensure_raw_schema(self.con)
         self.registry = registry
         self.source = source
-        self._tick = 0
         self.counts: dict[str, int] = {}
 
     def _land(self, table: str, resource: dict[str, Any], version: str, source: str | None) -> None:
-        self._tick += 1
         text = json.dumps(resource)
         self.con.execute(
             f"""INSERT INTO raw.{table} VALUES (?, ?, ?, ?, true, ?, ?, ?, 'test', 'run', now())""",
@@ -43,7 +46,7 @@ class ScoringDB:
                 resource["resourceType"],
                 resource["id"],
                 version,
-                T0 + timedelta(seconds=self._tick),
+                T0 + timedelta(seconds=next(_TICKS)),
                 hashlib.sha256(text.encode()).hexdigest(),
                 text,
             ],

@@ -70,6 +70,8 @@ _TYPE_RE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _ID_RE = r"[A-Za-z0-9\-.]{1,64}"
 _RELATIVE_REF_RE = re.compile(rf"(?P<type>[A-Z][A-Za-z]+)/(?P<id>{_ID_RE})(?:/_history/(?P<vid>{_ID_RE}))?")
 _MAX_CANONICAL_CACHE = 1024
+# Reads of one incremental search when its result set keeps changing under offset paging (`_run`).
+_MAX_SEARCH_PASSES = 3
 
 
 # ---------------------------------------------------------------- instants
@@ -660,43 +662,80 @@ class FhirClient:
         queries: list[tuple[str, list[tuple[str, str]]]],
         stats: PullStats,
         window_param: str | None = None,
+        *,
+        verify: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Run searches in order with one de-duplication set and one stats object.
 
         With `window_param` (date_window pulls): if the first window's first page says the server
         ignored that parameter, the window already returned everything, so the remaining
         windows are skipped instead of fetching the whole set once per window.
+
+        With `verify` (incremental pulls): a search whose result set visibly changed while it was
+        paged is read again. Offset-paged servers (sekmet-fhir, simple facades) order live rows;
+        a resource updated between two pages moves to the end and every row after its old place
+        shifts one place up, so the row at the next page boundary is never served. That row is
+        not new, so no later `_lastUpdated` pull finds it again: lost for good. The signs are a
+        resource seen again with another version, or `Bundle.total` shrinking; a re-read pass
+        yields only versions not yet seen (the rest count as duplicates), up to
+        `_MAX_SEARCH_PASSES` passes.
         """
         seen: set[tuple[str, str, str | None]] = set()
         for index, (resource_type, params) in enumerate(queries):
             stats.windows += 1
             ignored = False
-            for page in self.search_pages(resource_type, params):
-                stats.pages += 1
-                stats.fetched += page.entries
-                stats.skipped += page.skipped
-                stats.bytes += page.bytes
-                stats.touch()
-                if index == 0 and page.number == 1 and window_param:
-                    ignored = _flags_param(page, window_param)
-                if stats.pages % self.log_every_pages == 0:
-                    self.log.info(
-                        "%s: %d pages, %d resources, %.0f/s",
+            for attempt in range(1, (_MAX_SEARCH_PASSES if verify else 1) + 1):
+                changed = False
+                versions: dict[str, str | None] = {}  # id -> version first seen in this pass
+                last_total: int | None = None
+                for page in self.search_pages(resource_type, params):
+                    stats.pages += 1
+                    stats.fetched += page.entries
+                    stats.skipped += page.skipped
+                    stats.bytes += page.bytes
+                    stats.touch()
+                    if index == 0 and page.number == 1 and window_param and attempt == 1:
+                        ignored = _flags_param(page, window_param)
+                    if page.total is not None:
+                        changed |= last_total is not None and page.total < last_total
+                        last_total = page.total
+                    if stats.pages % self.log_every_pages == 0:
+                        self.log.info(
+                            "%s: %d pages, %d resources, %.0f/s",
+                            resource_type,
+                            stats.pages,
+                            stats.yielded,
+                            stats.rate,
+                        )
+                    for resource in page.resources:
+                        key = _dedupe_key(resource)
+                        if key is not None:
+                            changed |= versions.setdefault(key[1], key[2]) != key[2]
+                            if key in seen:
+                                stats.duplicates += 1
+                                continue
+                            seen.add(key)
+                        stats.yielded += 1
+                        yield resource
+                    stats.touch()
+                if not (verify and changed):
+                    break
+                if attempt < _MAX_SEARCH_PASSES:
+                    self.log.warning(
+                        "%s: the result set changed while it was paged (a resource was updated or "
+                        "deleted mid-pull); offset paging may have skipped resources, so the search "
+                        "is read again (pass %d of %d)",
                         resource_type,
-                        stats.pages,
-                        stats.yielded,
-                        stats.rate,
+                        attempt + 1,
+                        _MAX_SEARCH_PASSES,
                     )
-                for resource in page.resources:
-                    key = _dedupe_key(resource)
-                    if key is not None:
-                        if key in seen:
-                            stats.duplicates += 1
-                            continue
-                        seen.add(key)
-                    stats.yielded += 1
-                    yield resource
-                stats.touch()
+                else:
+                    self.log.warning(
+                        "%s: the result set was still changing after %d passes; resources at page "
+                        "boundaries may have been skipped until they next change",
+                        resource_type,
+                        _MAX_SEARCH_PASSES,
+                    )
             if ignored and len(queries) > 1:
                 self.log.warning(
                     "%s: the server ignored %s, so the first window was a full pull; "
@@ -799,7 +838,7 @@ class FhirClient:
             overlap,
         )
         stats = PullStats()
-        return ResourceStream(self._run(queries, stats, window_param), stats, chosen, queries)
+        return ResourceStream(self._run(queries, stats, window_param, verify=True), stats, chosen, queries)
 
     def _windows(
         self, param: str, first: datetime, until: datetime | None, window: timedelta

@@ -6,6 +6,7 @@ from assets.staging import ANSWERS_STEP, ITEMS_STEP
 from fhir_mappings.registry import load_registry, registry_fingerprint
 from fhir_mappings.scoring import build_measure_scores, reconcile
 from pipelines import build_state
+from pipelines.automation import is_full_refresh
 from pipelines.resources.fhir_source import WarehouseResource
 
 SCORES_STEP = "staging.measure_scores"
@@ -40,7 +41,9 @@ def staging_measure_scores(
         state = build_state.input_state(
             con, ["raw.questionnaire_response"], [ANSWERS_STEP, ITEMS_STEP], registry_fingerprint(registry)
         )
-        skipped = build_state.is_current(con, SCORES_STEP, state, SCORE_TABLES)
+        skipped = not is_full_refresh(context) and build_state.is_current(
+            con, SCORES_STEP, state, SCORE_TABLES
+        )
         if skipped:
             counts = {"forms": -1, **reconcile(con)}
             context.log.info("staging and registry unchanged since the last scoring: kept the scores")

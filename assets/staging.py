@@ -6,6 +6,7 @@ import duckdb
 from fhir_mappings.flatten import build_questionnaire_answers
 from fhir_mappings.questionnaires import build_questionnaire_tables
 from pipelines import build_state
+from pipelines.automation import is_full_refresh
 from pipelines.resources.fhir_source import WarehouseResource
 
 ANSWERS_STEP = "staging.questionnaire_answers"
@@ -32,7 +33,7 @@ def staging_questionnaire_answers(
     with warehouse.connect() as con:
         state = build_state.input_state(con, ["raw.questionnaire_response"])
         outputs = ["staging.questionnaire_responses", "staging.questionnaire_answers"]
-        if build_state.is_current(con, ANSWERS_STEP, state, outputs):
+        if not is_full_refresh(context) and build_state.is_current(con, ANSWERS_STEP, state, outputs):
             counts = _counts(con, responses=outputs[0], answers=outputs[1])
             context.log.info(f"no new response versions since the last build: kept {counts}")
             return dg.MaterializeResult(
@@ -76,7 +77,7 @@ def staging_questionnaire_items(
             "staging.questionnaire_items",
             "staging.questionnaire_answer_scores",
         ]
-        if build_state.is_current(con, ITEMS_STEP, state, outputs):
+        if not is_full_refresh(context) and build_state.is_current(con, ITEMS_STEP, state, outputs):
             counts = _counts(con, questionnaires=outputs[0], items=outputs[1], answer_scores=outputs[2])
             context.log.info(f"no new Questionnaire versions since the last build: kept {counts}")
             return dg.MaterializeResult(

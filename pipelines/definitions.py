@@ -1,40 +1,42 @@
-"""The Dagster code location: merges assets, resources and jobs. `dagster dev -m pipelines.definitions`."""
+"""The Dagster code location: merges assets, checks, resources, jobs, schedules and sensors.
+
+`dagster dev -m pipelines.definitions` (or `make dev`).
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from assets.raw import raw_assets
+from assets.raw import raw_assets, source_partitions
 from assets.scores import scoring_assets
 from assets.staging import staging_assets
-from pipelines.resources.fhir_source import FhirSourceResource, WarehouseResource
+from pipelines.automation import (
+    build_jobs,
+    build_new_data_sensor,
+    build_nightly_schedule,
+    build_raw_freshness_checks,
+)
+from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
 from pipelines.settings import load_settings
 
 settings = load_settings()
+partitions = source_partitions()
+jobs = build_jobs(partitions)
 
-# DuckDB allows one writer: every job that writes the warehouse runs its steps in one process and
-# carries the `warehouse: write` tag that dagster.yaml limits to one run at a time.
-WAREHOUSE_WRITE_TAGS = {"warehouse": "write"}
-
-raw_job = dg.define_asset_job(
-    "raw_extract_job",
-    selection=dg.AssetSelection.groups("raw"),
-    description="Pull every FHIR resource type the marts need into the raw layer.",
-    tags=WAREHOUSE_WRITE_TAGS,
-)
-
-main_job = dg.define_asset_job(
-    "clinic_pipeline_job",
-    selection=dg.AssetSelection.all(),
-    description="The main job: FHIR source to warehouse, every layer (what `make demo` runs).",
-    tags=WAREHOUSE_WRITE_TAGS,
-)
+raw_job = jobs["raw_extract_job"]  # multiprocess (see pipelines/automation.py); the rest in-process
+freshness_checks, freshness_sensor = build_raw_freshness_checks(raw_assets)
 
 defs = dg.Definitions(
     assets=[*raw_assets, *staging_assets, *scoring_assets],
-    jobs=[raw_job, main_job],
+    asset_checks=[*freshness_checks],
+    jobs=[raw_job, jobs["full_refresh_job"], jobs["downstream_job"], jobs["clinic_pipeline_job"]],
+    schedules=[build_nightly_schedule(raw_job, partitions)],
+    sensors=[
+        build_new_data_sensor([a.key for a in raw_assets], jobs["downstream_job"]),
+        freshness_sensor,
+    ],
     resources={
-        "fhir": FhirSourceResource.from_settings(settings.source()),
+        "fhir": FhirSourcesResource.from_settings(settings),
         "warehouse": WarehouseResource.from_settings(settings),
     },
     executor=dg.in_process_executor,

@@ -260,17 +260,22 @@ def _split_canonical(canonical: str) -> tuple[str, str | None]:
     return url, (version or None)
 
 
-def missing_canonicals(con: duckdb.DuckDBPyConnection, source: str) -> list[str]:
+def missing_canonicals(
+    con: duckdb.DuckDBPyConnection, source: str, responses_table: str = "raw.questionnaire_response"
+) -> list[str]:
     """Canonicals that responses of `source` reference but no landed Questionnaire matches.
 
     A canonical matches by `url` and `version` (`url|version`), by `url` alone (latest), or, for
     references like `Questionnaire/{id}` (forms without a url, e.g. NLM LHC-Forms), by id.
+    `responses_table` is where the responses are (an attached landing file's table, in the assets).
     """
+    if responses_table not in ("raw.questionnaire_response", "qrs.raw.questionnaire_response"):
+        raise ValueError(f"unexpected responses table {responses_table!r}")
     refs = [
         r[0]
         for r in con.execute(
-            """SELECT DISTINCT resource->>'questionnaire' FROM raw.questionnaire_response
-           WHERE source = ? AND resource->>'questionnaire' IS NOT NULL""",
+            f"""SELECT DISTINCT resource->>'questionnaire' FROM {responses_table}
+           WHERE source = ? AND resource->>'questionnaire' IS NOT NULL""",  # noqa: S608 - checked above
             [source],
         ).fetchall()
     ]
@@ -300,14 +305,26 @@ def resolve_referenced_questionnaires(
     client: FhirClient | None,
     run_id: str,
     validator: StructuralValidator,
+    responses_file: Path | None = None,
 ) -> dict[str, int]:
     """Fetch Questionnaires that responses reference but incremental pulls did not bring.
 
     A form can be older than the watermark (it was not updated recently) yet a new response points
     at it, so canonicals are resolved one by one. Each attempt is recorded in
     `raw.canonical_resolution`; unresolvable canonicals stay there for the scoring layer to report.
+    `responses_file` is the source's QuestionnaireResponse landing file, when responses are not in
+    `con` itself (attached read-only for the lookup).
     """
-    missing = missing_canonicals(con, spec.name)
+    if responses_file is not None:
+        if not responses_file.exists():
+            return {"referenced_missing": 0, "resolved": 0, "not_found": 0, "errors": 0}
+        con.execute("ATTACH ? AS qrs (READ_ONLY)", [str(responses_file)])
+        try:
+            missing = missing_canonicals(con, spec.name, "qrs.raw.questionnaire_response")
+        finally:
+            con.execute("DETACH qrs")
+    else:
+        missing = missing_canonicals(con, spec.name)
     outcome = {"referenced_missing": len(missing), "resolved": 0, "not_found": 0, "errors": 0}
     if not missing or client is None:
         return outcome

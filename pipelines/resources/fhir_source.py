@@ -1,8 +1,10 @@
 """Dagster resources: a FHIR source (REST, Bulk Data or a local folder) and the DuckDB warehouse.
 
-Both are typed `ConfigurableResource`s. Secrets (bearer token, password, private key) are only
-ever bound through `dg.EnvVar` by `from_settings`, never written in code or the sources file.
-Tests construct them directly with a test server's URL and a temporary warehouse path.
+Both are typed `ConfigurableResource`s; `FhirSourcesResource` holds one `FhirSourceConfig` per
+configured source (site or EHR), picked by the raw assets' partition key. Secrets (bearer token,
+password, private key) are only ever bound through `dg.EnvVar` by `from_settings`, never written in
+code or the sources file. Tests build `FhirSourcesResource.single(name=..., base_url=...)` with a
+test server's URL and a temporary warehouse path.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from pipelines.resources.fhir import (
     RetryPolicy,
     SmartBackendAuth,
 )
-from pipelines.settings import REPO_ROOT, PipelineSettings, SourceSettings
+from pipelines.settings import PipelineSettings, SourceSettings
 from pipelines.warehouse import Warehouse
 
 
-class FhirSourceResource(dg.ConfigurableResource):
+class FhirSourceConfig(dg.Config):
     """One FHIR source: where it is, how to authenticate, how to page and pull incrementally."""
 
     name: str = "demo"
@@ -53,40 +55,12 @@ class FhirSourceResource(dg.ConfigurableResource):
     timeout_connect_s: float = 10.0
     timeout_read_s: float = 120.0
     retry_max_total_wait_s: float = 120.0
-    landing_dir: str = "data/landing"
+    landing_dir: str = ""  # where Bulk downloads go; default: the warehouse's landing folder /bulk
 
     @classmethod
-    def from_settings(cls, s: SourceSettings) -> FhirSourceResource:
+    def from_settings(cls, s: SourceSettings) -> FhirSourceConfig:
         """Build from the sources file; secrets are bound by environment variable name."""
-        a = s.auth
-        kwargs: dict[str, Any] = {
-            "name": s.name,
-            "kind": s.kind,
-            "base_url": s.base_url,
-            "folder": s.folder or "",
-            "auth_mode": a.mode,
-            "username": a.username,
-            "client_id": a.client_id,
-            "private_key_path": a.private_key_path,
-            "alg": a.alg,
-            "kid": a.kid,
-            "scope": a.scope,
-            "token_url": a.token_url,
-            "page_size": s.page_size,
-            "max_pages": s.max_pages,
-            "incremental": s.incremental,
-            "overlap_minutes": s.overlap_minutes,
-            "timeout_connect_s": s.timeout_connect_s,
-            "timeout_read_s": s.timeout_read_s,
-            "landing_dir": str(REPO_ROOT / "data" / "landing"),
-        }
-        if a.token_env:
-            kwargs["token"] = dg.EnvVar(a.token_env)
-        if a.password_env:
-            kwargs["password"] = dg.EnvVar(a.password_env)
-        if a.private_key_env:
-            kwargs["private_key_pem"] = dg.EnvVar(a.private_key_env)
-        return cls(**kwargs)
+        return cls(**_source_kwargs(s))
 
     def _auth(self, client_base: str) -> Any:
         mode = self.auth_mode
@@ -131,21 +105,102 @@ class FhirSourceResource(dg.ConfigurableResource):
         )
 
 
+def _source_kwargs(s: SourceSettings) -> dict[str, Any]:
+    """Resource/config fields for one source of the sources file (secrets as dg.EnvVar)."""
+    a = s.auth
+    kwargs: dict[str, Any] = {
+        "name": s.name,
+        "kind": s.kind,
+        "base_url": s.base_url,
+        "folder": s.folder or "",
+        "auth_mode": a.mode,
+        "username": a.username,
+        "client_id": a.client_id,
+        "private_key_path": a.private_key_path,
+        "alg": a.alg,
+        "kid": a.kid,
+        "scope": a.scope,
+        "token_url": a.token_url,
+        "page_size": s.page_size,
+        "max_pages": s.max_pages,
+        "incremental": s.incremental,
+        "overlap_minutes": s.overlap_minutes,
+        "timeout_connect_s": s.timeout_connect_s,
+        "timeout_read_s": s.timeout_read_s,
+    }
+    if a.token_env:
+        kwargs["token"] = dg.EnvVar(a.token_env)
+    if a.password_env:
+        kwargs["password"] = dg.EnvVar(a.password_env)
+    if a.private_key_env:
+        kwargs["private_key_pem"] = dg.EnvVar(a.private_key_env)
+    return kwargs
+
+
+class FhirSourcesResource(dg.ConfigurableResource):
+    """Every configured FHIR source by name; the raw assets' partition key picks one.
+
+    Each source is a full `FhirSourceResource` configuration with its own auth and watermarks,
+    so clinics on different EHRs (REST, Bulk Data or folders) are pulled side by side.
+    """
+
+    sources: dict[str, FhirSourceConfig]
+    default_source: str = ""
+
+    @classmethod
+    def from_settings(cls, s: PipelineSettings) -> FhirSourcesResource:
+        """All sources of the sources file; secrets bound by environment variable name."""
+        return cls(
+            sources={name: FhirSourceConfig(**_source_kwargs(src)) for name, src in s.sources.items()},
+            default_source=s.default_source,
+        )
+
+    @classmethod
+    def single(cls, **fields: Any) -> FhirSourcesResource:
+        """A resource holding one source (tests, one-off runs): `single(name="x", base_url=...)`."""
+        config = FhirSourceConfig(**fields)
+        return cls(sources={config.name: config}, default_source=config.name)
+
+    def source(self, name: str | None) -> FhirSourceConfig:
+        """The named source (or the default one when the run has no partition key)."""
+        key = name or self.default_source or (next(iter(self.sources)) if len(self.sources) == 1 else "")
+        if key not in self.sources:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise ValueError(f"unknown FHIR source {key!r}; configured sources: {known}")
+        return self.sources[key]
+
+
 class WarehouseResource(dg.ConfigurableResource):
-    """The pipeline's DuckDB file. Only Dagster runs write it."""
+    """The pipeline's DuckDB file. Only Dagster runs write it.
+
+    `landing_dir` holds the per-source landing files raw pulls write before merging (default:
+    `<warehouse name>.landing/` beside the warehouse file). `lock_timeout_s` is how long a step
+    waits for another writer to release the warehouse before it fails with a clear error.
+    """
 
     path: str = "data/warehouse.duckdb"
     validation: str = "used_elements"  # used_elements | strict
+    landing_dir: str = ""
+    lock_timeout_s: float = 900.0
 
     @classmethod
     def from_settings(cls, s: PipelineSettings) -> WarehouseResource:
         return cls(path=str(s.warehouse_path()), validation=s.validation)
 
+    def file(self) -> Path:
+        path = Path(self.path)
+        return path if path.is_absolute() else Path(os.getcwd()) / path
+
+    def landing_root(self) -> Path:
+        """Where per-source landing files live."""
+        if self.landing_dir:
+            root = Path(self.landing_dir)
+            return root if root.is_absolute() else Path(os.getcwd()) / root
+        # Named after the warehouse file, so two warehouses in one folder never share landing files.
+        return self.file().parent / f"{self.file().stem}.landing"
+
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the warehouse (creating the raw schema on first write)."""
-        path = Path(self.path)
-        if not path.is_absolute():
-            path = Path(os.getcwd()) / path
-        with Warehouse(path).connect(read_only=read_only) as con:
+        """Open the warehouse (creating the raw schema on first write); waits for another writer."""
+        with Warehouse(self.file(), lock_timeout_s=self.lock_timeout_s).connect(read_only=read_only) as con:
             yield con

@@ -17,8 +17,9 @@ import duckdb
 import pytest
 
 import assets.raw as raw_module
+from pipelines.landing import landing_path
 from pipelines.resources.fhir.auth import fingerprint
-from pipelines.resources.fhir_source import FhirSourceResource, WarehouseResource
+from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
 from pipelines.settings import RESOURCE_TYPES
 from pipelines.warehouse import table_for
 from tests.faults.proxy import FaultProxy
@@ -51,7 +52,7 @@ def raw_assets() -> list[dg.AssetsDefinition]:
     return _ASSETS
 
 
-def source(base_url: str, **overrides: Any) -> FhirSourceResource:
+def source(base_url: str, **overrides: Any) -> FhirSourcesResource:
     """A REST source for the suite: small pages, short timeouts and a short total retry budget."""
     config: dict[str, Any] = {
         "name": SOURCE,
@@ -62,11 +63,11 @@ def source(base_url: str, **overrides: Any) -> FhirSourceResource:
         "retry_max_total_wait_s": 10.0,
     }
     config.update(overrides)
-    return FhirSourceResource(**config)
+    return FhirSourcesResource.single(**config)
 
 
 def run_raw(
-    fhir: FhirSourceResource, warehouse: Path, types: tuple[str, ...] = RESOURCE_TYPES
+    fhir: FhirSourcesResource, warehouse: Path, types: tuple[str, ...] = RESOURCE_TYPES
 ) -> dg.ExecuteInProcessResult:
     """Materialize the raw assets of `types` (default: all) into `warehouse`; failures are returned,
     not raised."""
@@ -134,6 +135,14 @@ class Snapshot:
             assert not missing and not extra, (resource_type, sorted(missing)[:5], sorted(extra)[:5])
         assert {r for r in self.rejected if r[0] in types} == {r for r in clean.rejected if r[0] in types}
         assert self.watermarks == set(types) & clean.watermarks
+
+
+def landing_file(warehouse: Path, resource_type: str) -> Path:
+    """The suite source's landing file for one type, beside `warehouse` (pipelines/landing.py).
+
+    Pulls land there first and are merged into the warehouse only when the pull has finished, so
+    the state a killed pull leaves behind is in this file."""
+    return landing_path(warehouse.parent / f"{warehouse.stem}.landing", SOURCE, resource_type)
 
 
 def snapshot(path: Path) -> Snapshot:

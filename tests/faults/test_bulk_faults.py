@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from tests.faults.proxy import FaultProxy, Mutate
-from tests.faults.support import run_raw, snapshot, source, step_errors
+from tests.faults.support import landing_file, run_raw, snapshot, source, step_errors
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,8 @@ def test_malformed_manifest_fails_clearly_and_the_rerun_resumes_the_same_export(
         assert f"{proxy.origin}/fhir/bulk-status/" in message  # names the status URL polled
     # The job is remembered (raw.bulk_jobs), so the step retries resumed it: one kick-off only.
     assert len(proxy.seen(KICK_OFF)) == 1
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    # Bulk state is kept in the source's landing file; nothing reached the warehouse.
+    with duckdb.connect(str(landing_file(warehouse, QR_TYPE[0])), read_only=True) as con:
         saved = con.execute("SELECT key FROM raw.bulk_jobs").fetchall()
         landed = con.execute("SELECT count(*) FROM raw.questionnaire_response").fetchall()[0][0]
     assert saved == [("faults:QuestionnaireResponse",)] and landed == 0
@@ -58,7 +59,8 @@ def test_malformed_manifest_fails_clearly_and_the_rerun_resumes_the_same_export(
     assert [e.method for e in proxy.seen(STATUS) if e.method == "DELETE"] == ["DELETE"]  # job released
     snap = snapshot(warehouse)
     snap.assert_equals(clean, QR_TYPE)
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with duckdb.connect(str(landing_file(warehouse, QR_TYPE[0])), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw.bulk_jobs").fetchall()[0][0] == 0
+    with duckdb.connect(str(warehouse), read_only=True) as con:
         modes = {r[0] for r in con.execute("SELECT DISTINCT pull_mode FROM raw.fetch_log").fetchall()}
     assert modes == {"bulk_export"}

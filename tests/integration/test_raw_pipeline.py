@@ -9,12 +9,13 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.raw import raw_assets
+from assets.raw import build_raw_assets
 from assets.staging import staging_assets
 from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server, write_ndjson
 from pipelines.extract import missing_canonicals
-from pipelines.resources.fhir_source import FhirSourceResource, WarehouseResource
+from pipelines.landing import landing_path
+from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
 from pipelines.settings import RESOURCE_TYPES
 from pipelines.warehouse import table_for
 
@@ -26,9 +27,9 @@ def clinic():
     return generate(GeneratorConfig(patients=25, seed=7, mess_rate=0.05))
 
 
-def _run(source: FhirSourceResource, warehouse: Path) -> dg.ExecuteInProcessResult:
+def _run(source: FhirSourcesResource, warehouse: Path) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
-        [*raw_assets, *staging_assets],
+        [*build_raw_assets(None), *staging_assets],
         resources={"fhir": source, "warehouse": WarehouseResource(path=str(warehouse))},
     )
     assert result.success
@@ -59,7 +60,7 @@ def test_raw_assets_land_every_resource_reconcile_and_rerun_idempotently(tmp_pat
     phase0 = dataclasses.replace(clinic, versions=[clinic.versions[0]])
     load_to_server(fhir_server.base_url, phase0)
     wh = tmp_path / "warehouse.duckdb"
-    source = FhirSourceResource(name="it", base_url=fhir_server.base_url, page_size=100)
+    source = FhirSourcesResource.single(name="it", base_url=fhir_server.base_url, page_size=100)
 
     first = _run(source, wh)
     con = duckdb.connect(str(wh), read_only=True)
@@ -168,7 +169,7 @@ def test_folder_source_lands_every_ndjson_line(tmp_path, clinic):
     with (folder / "Patient.ndjson").open("a") as fh:
         fh.write('{"resourceType": "Patient", "id": \n')  # a truncated line
     wh = tmp_path / "w.duckdb"
-    source = FhirSourceResource(name="it", kind="folder", folder=str(folder))
+    source = FhirSourcesResource.single(name="it", kind="folder", folder=str(folder))
     _run(source, wh)
     con = duckdb.connect(str(wh), read_only=True)
     try:
@@ -197,9 +198,9 @@ def test_folder_source_lands_every_ndjson_line(tmp_path, clinic):
 def test_bulk_source_round_trip_matches_rest(tmp_path, fhir_server, clinic):
     load_to_server(fhir_server.base_url, clinic)
     rest_wh, bulk_wh = tmp_path / "rest.duckdb", tmp_path / "bulk.duckdb"
-    _run(FhirSourceResource(name="it", base_url=fhir_server.base_url), rest_wh)
+    _run(FhirSourcesResource.single(name="it", base_url=fhir_server.base_url), rest_wh)
     _run(
-        FhirSourceResource(
+        FhirSourcesResource.single(
             name="it", kind="bulk", base_url=fhir_server.base_url, landing_dir=str(tmp_path / "landing")
         ),
         bulk_wh,
@@ -209,9 +210,11 @@ def test_bulk_source_round_trip_matches_rest(tmp_path, fhir_server, clinic):
         for t in RESOURCE_TYPES:
             q = query.format(t=table_for(t))
             assert a.execute(q).fetchall() == b.execute(q).fetchall(), t
-        assert (
-            b.execute("SELECT count(*) FROM raw.bulk_jobs").fetchall()[0][0] == 0
-        )  # job deleted, state cleared
+    # Bulk export state lives in the source's landing file: the job was deleted and its state cleared.
+    for t in RESOURCE_TYPES:
+        with duckdb.connect(str(landing_path(tmp_path / "bulk.landing", "it", t)), read_only=True) as land:
+            assert land.execute("SELECT count(*) FROM raw.bulk_jobs").fetchall()[0][0] == 0, t
+    with duckdb.connect(str(bulk_wh), read_only=True) as b:
         assert {r[0] for r in b.execute("SELECT DISTINCT pull_mode FROM raw.fetch_log").fetchall()} == {
             "bulk_export"
         }

@@ -11,13 +11,13 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.raw import raw_assets
+from assets.raw import build_raw_assets
 from assets.scores import scoring_assets
 from assets.staging import staging_assets
 from demo import forms
 from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server
-from pipelines.resources.fhir_source import FhirSourceResource, WarehouseResource
+from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
 
 pytestmark = pytest.mark.integration
 
@@ -112,9 +112,9 @@ def scored(tmp_path_factory):
         load_to_server(server.base_url, clinic)
         wh = tmp / "warehouse.duckdb"
         result = dg.materialize(
-            [*raw_assets, *staging_assets, *scoring_assets],
+            [*build_raw_assets(None), *staging_assets, *scoring_assets],
             resources={
-                "fhir": FhirSourceResource(name="it", base_url=server.base_url, page_size=200),
+                "fhir": FhirSourcesResource.single(name="it", base_url=server.base_url, page_size=200),
                 "warehouse": WarehouseResource(path=str(wh)),
             },
         )

@@ -89,6 +89,7 @@ def build_raw_asset(
                     lcon, spec, client, context.run_id, validator, responses_file=responses
                 )
                 metadata.update({f"canonicals_{k}": v for k, v in resolution.items()})
+        metadata.update({f"validation_{k}": v for k, v in validator.stats.as_dict().items()})
         # 2. Merge what the warehouse lacks (waits while another writer holds the warehouse).
         with warehouse.connect() as con:
             merged = merge_into_warehouse(con, land_file, resource_type)

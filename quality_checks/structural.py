@@ -10,6 +10,14 @@ Every finding is recorded. Whether a resource is *rejected* depends on the mode:
   reads: NLM's LHC-Forms PHQ-9 gives `questionnaire-optionPrefix` as a number and uses
   underscores in expression names, and its responses must still be scored.
 - `strict`: any finding rejects.
+
+Speed: the full model costs ~0.35 ms per QuestionnaireResponse. By default the validator takes an
+exact fast path (`quality_checks/shape_cache.py`): the first resource of each shape is validated by
+the full model, and later resources of a shape the model found clean only have their primitive
+values checked, each with the model's own validator for that field. Whenever anything fails, or the
+shape is one the fast path does not cover, the full model runs, so outcomes, findings and messages
+are the model's. `StructuralValidator(fast_path=False)` always runs the full model;
+`validator.stats` counts both paths. See docs/raw-layer.md, "Validation speed".
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import ValidationError
+
+from quality_checks.shape_cache import ShapeCache
 
 # Elements the pipeline reads, per resource type, as dotted paths without list indices. Nested
 # questionnaire items (`item.item`, `item.answer.item`) are folded onto `item` before matching.
@@ -287,14 +297,67 @@ def _model_class(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+@dataclass
+class ValidatorStats:
+    """How many resources took which path through `StructuralValidator.validate`.
+
+    `full_validations` ran the R4B model; `fast_path_hits` were accepted from a clean shape after
+    their primitives passed. The full validations split into `new_shapes` (first of a shape, or a
+    shape evicted since), `primitive_fallbacks` (a clean shape whose primitives failed: the model
+    then gives the exact findings) and `uncovered` (shapes the fast path never takes: extensions,
+    contained resources, ...). `shapes_cached` is the number of clean shapes held now.
+    """
+
+    full_validations: int = 0
+    fast_path_hits: int = 0
+    new_shapes: int = 0
+    primitive_fallbacks: int = 0
+    uncovered: int = 0
+    shapes_cached: int = 0
+    shape_evictions: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain dict, e.g. for Dagster metadata."""
+        return {
+            "full_validations": self.full_validations,
+            "fast_path_hits": self.fast_path_hits,
+            "new_shapes": self.new_shapes,
+            "primitive_fallbacks": self.primitive_fallbacks,
+            "uncovered": self.uncovered,
+            "shapes_cached": self.shapes_cached,
+            "shape_evictions": self.shape_evictions,
+        }
+
+
 class StructuralValidator:
-    """Validate resource dicts against R4B models and decide rejection per the mode."""
+    """Validate resource dicts against R4B models and decide rejection per the mode.
+
+    `fast_path` (default on) validates each resource shape once with the full model and later
+    resources of a clean shape by their primitives only; outcomes are identical either way
+    (tests/unit/test_structural_fast_path.py proves it). `max_shapes` bounds the shape cache (LRU).
+    Not thread-safe: use one validator per landing run.
+    """
 
     def __init__(
-        self, mode: Mode = "used_elements", used_elements: Mapping[str, Iterable[str]] | None = None
+        self,
+        mode: Mode = "used_elements",
+        used_elements: Mapping[str, Iterable[str]] | None = None,
+        *,
+        fast_path: bool = True,
+        max_shapes: int = 4096,
     ) -> None:
         self.mode: Mode = mode
         self.used = {k: tuple(v) for k, v in (used_elements or USED_ELEMENTS).items()}
+        self._shapes: ShapeCache | None = ShapeCache(max_shapes) if fast_path else None
+        self._stats = ValidatorStats()
+
+    @property
+    def stats(self) -> ValidatorStats:
+        """Counters of full-model validations and fast-path hits since this validator was made."""
+        if self._shapes is not None:
+            self._stats.shapes_cached = len(self._shapes)
+            self._stats.shape_evictions = self._shapes.evictions
+        return self._stats
 
     def validate(self, resource: Any, expected_type: str | None = None) -> ValidationOutcome:
         """Validate one resource. Never raises for bad input: the outcome says why it is rejected."""
@@ -313,21 +376,62 @@ class StructuralValidator:
         except (KeyError, ValueError, AttributeError, ImportError):
             return ValidationOutcome(True, f"unknown resource type {rtype!r}")
         used = self.used.get(rtype, ())
+        # Binding checks are not part of the model: they run for every resource, on both paths.
         findings = self._binding_findings(rtype, resource, used)
+        hit, shape_key = self._fast_path(model, rtype, resource)
+        if hit:
+            return self._judge(findings)
+        self._stats.full_validations += 1
         try:
             model.model_validate(resource)
         except ValidationError as exc:
             findings.extend(self._model_findings(exc, used))
-        except (TypeError, ValueError) as exc:  # model-level validators can raise plain errors
+        except Exception as exc:
+            # Model-level validators can raise plain errors on malformed input (TypeError, ValueError,
+            # AttributeError: FHIRPrimitiveExtension calls `.get` on whatever `_status` holds, and
+            # RecursionError on items nested a few hundred deep); these raised out of validate()
+            # before. Bad input must become a rejection.
             f = Finding("", str(exc)[:500], type(exc).__name__, True)
             return ValidationOutcome(True, f"unparseable: {str(exc)[:200]}", [*findings, f])
+        else:
+            # The model found nothing: later resources of this shape need only their primitives checked.
+            if self._shapes is not None and shape_key is not None:
+                self._shapes.remember(shape_key)
         return self._judge(findings)
+
+    def _fast_path(self, model: Any, rtype: str, resource: dict[str, Any]) -> tuple[bool, Any]:
+        """(True, None) when the model would find nothing: a clean shape whose primitives all pass.
+        Otherwise (False, key): the shape key to remember if the full model then finds nothing, or
+        None when there is nothing to remember (no fast path for this resource, or already known)."""
+        if self._shapes is None:
+            return False, None
+        if getattr(model, "__resource_type__", None) != rtype:
+            self._stats.uncovered += 1
+            return False, None
+        try:
+            probe = self._shapes.probe(model, resource)
+        except RecursionError:  # nesting deeper than Python's stack: the model decides (and reports)
+            probe = None
+        if probe is None:
+            self._stats.uncovered += 1
+            return False, None
+        signature, leaves = probe
+        key = (rtype, self.mode, signature)
+        if not self._shapes.is_clean(key):
+            self._stats.new_shapes += 1
+            return False, key
+        if self._shapes.primitives_ok(leaves):
+            self._stats.fast_path_hits += 1
+            return True, None
+        self._stats.primitive_fallbacks += 1
+        return False, None  # the shape is already recorded; the model now gives the exact findings
 
     def _binding_findings(self, rtype: str, resource: dict[str, Any], used: tuple[str, ...]) -> list[Finding]:
         out: list[Finding] = []
         for element, allowed in REQUIRED_CODES.get(rtype, {}).items():
             value = resource.get(element)
-            if value is not None and value not in allowed:
+            # isinstance first: `[] in frozenset()` raises TypeError, and validate() must never raise.
+            if value is not None and not (isinstance(value, str) and value in allowed):
                 blocking = self.mode == "strict" or touches(element, used)
                 out.append(
                     Finding(

@@ -111,3 +111,35 @@ def test_touches_matches_children_and_parents_not_siblings():
     assert not touches("item.answerOption.extension.valueString", used)
     assert not touches("statusReason", used)
     assert touches("", used)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize(
+    ("extra", "reason_part"),
+    [
+        ({"status": []}, "status"),  # unhashable code: the binding check raised TypeError before
+        ({"status": {"x": 1}}, "status"),
+        ({"_status": "2026"}, "unparseable"),  # FHIRPrimitiveExtension raised AttributeError before
+    ],
+)
+def test_malformed_values_are_rejected_never_raised(extra, reason_part, fast_path):
+    resource = {"resourceType": "QuestionnaireResponse", "id": "a", "status": "completed", **extra}
+    outcome = StructuralValidator(fast_path=fast_path).validate(resource)
+    assert outcome.rejected
+    assert reason_part in (outcome.reason or "")
+
+
+def _nested_items(depth: int) -> dict:
+    item: dict = {"linkId": "x"}
+    for _ in range(depth):
+        item = {"linkId": "g", "item": [item]}
+    return {"resourceType": "QuestionnaireResponse", "id": "a", "status": "completed", "item": [item]}
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize(("depth", "rejected"), [(40, False), (3000, True)])
+def test_deep_nesting_is_judged_not_raised(depth, rejected, fast_path):
+    outcome = StructuralValidator(fast_path=fast_path).validate(_nested_items(depth))
+    assert outcome.rejected is rejected
+    if rejected:
+        assert "recursion" in (outcome.reason or "")

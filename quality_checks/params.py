@@ -1,0 +1,190 @@
+"""Thresholds the suites use, and the instrument registry as lookup tables.
+
+Every threshold has a default here and an environment override `ALLIANCE_QI_QUALITY_<NAME>`
+(e.g. `ALLIANCE_QI_QUALITY_FRESHNESS_MAX_DAYS=2`). Instrument ranges are never typed in a suite:
+they come from `fhir_mappings.registry.load_registry()` and are registered in DuckDB as
+`qc_registry_scales`, `qc_registry_items` and `qc_registry_instruments` for the suite SQL, and
+handed to `$params` / `for_each` expansions for the expectations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from fhir_mappings.registry import Instrument, load_registry
+from quality_checks.structural import REQUIRED_CODES
+
+ENV_PREFIX = "ALLIANCE_QI_QUALITY_"
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """Thresholds for the suites (defaults documented in docs/data-quality.md)."""
+
+    authored_floor: date = date(2000, 1, 1)  # no WAI-SR/SRS/ORS response predates this
+    future_skew_hours: float = 24.0  # clock skew and time zones allowed before `authored` is "future"
+    session_before_hours: float = 24.0  # a response may be authored this long before its session starts
+    session_after_hours: float = 168.0  # ... or this long after it ends (amendments within a week)
+    freshness_max_days: float = 7.0  # newest QuestionnaireResponse/Encounter lastUpdated per source
+    pull_max_days: float = 2.0  # newest completed pull per source
+    min_cell: int = 11  # published counts 1..min_cell-1 must be suppressed
+    max_quarantine_percent: float = 20.0  # above this share a row-level ERROR blocks instead
+    now: datetime | None = None  # fixed "now" for tests; None = the clock at run time
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> QualitySettings:
+        """Defaults overridden by `ALLIANCE_QI_QUALITY_<FIELD>` environment variables."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = env.get(ENV_PREFIX + f.name.upper())
+            if value is None or f.name in ("now", "extra"):
+                continue
+            try:
+                if f.name == "authored_floor":
+                    kwargs[f.name] = date.fromisoformat(value)
+                elif f.name == "min_cell":
+                    kwargs[f.name] = int(value)
+                else:
+                    kwargs[f.name] = float(value)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={value!r}: {exc}") from exc
+        return cls(**kwargs)
+
+    def clock(self) -> datetime:
+        """The instant checks compare against."""
+        return self.now or datetime.now(UTC)
+
+    def values(self, registry: Mapping[str, Instrument]) -> dict[str, Any]:
+        """Everything a `$name` in a suite (SQL or expectation kwargs) may refer to."""
+        now = self.clock()
+        floor = datetime.combine(self.authored_floor, datetime.min.time(), tzinfo=UTC)
+        return {
+            "now": now,
+            "authored_floor": floor,
+            "authored_ceiling": now + timedelta(hours=self.future_skew_hours),
+            "future_skew_hours": self.future_skew_hours,
+            "session_before_hours": self.session_before_hours,
+            "session_after_hours": self.session_after_hours,
+            "session_before_hours_negative": -self.session_before_hours,
+            "freshness_max_days": self.freshness_max_days,
+            "pull_max_days": self.pull_max_days,
+            "min_cell": self.min_cell,
+            "small_counts": list(range(1, self.min_cell)),
+            "qr_statuses": sorted(REQUIRED_CODES["QuestionnaireResponse"]["status"]),
+            "scored_statuses": ["amended", "completed"],
+            "excluded_statuses": ["entered-in-error", "in-progress", "stopped"],
+            "unmapped_reasons": [
+                "unknown questionnaire",
+                "unresolvable canonical",
+                "unmapped items",
+                "unscoreable answer",
+            ],
+            "raters": ["clinician", "other", "patient"],
+            "instrument_ids": sorted(registry),
+            **self.extra,
+        }
+
+
+INSTRUMENT_COLUMNS = [
+    "instrument",
+    "domain",
+    "default_rater",
+    "item_min",
+    "item_max",
+    "total_min",
+    "total_max",
+    "n_items",
+    "registry_version",
+    "registry_file",
+]
+SCALE_COLUMNS = ["instrument", "scale", "scale_min", "scale_max", "items_expected", "rule"]
+ITEM_COLUMNS = ["instrument", "item_number", "link_ids", "codes", "item_min", "item_max"]
+
+
+def registry_frames(registry: Mapping[str, Instrument]) -> dict[str, pd.DataFrame]:
+    """The registry as three small tables (ranges, items, instruments) for suite SQL and expansions."""
+    scales, items, instruments = [], [], []
+    for inst in registry.values():
+        lo, hi = inst.item_range
+        total = inst.scales["total"].range
+        instruments.append(
+            {
+                "instrument": inst.id,
+                "domain": inst.domain,
+                "default_rater": inst.default_rater,
+                "item_min": float(lo),
+                "item_max": float(hi),
+                "total_min": float(total[0]),
+                "total_max": float(total[1]),
+                "n_items": len(inst.items),
+                "registry_version": inst.registry_version,
+                "registry_file": inst.source_file,
+            }
+        )
+        for name, scale in inst.scales.items():
+            scales.append(
+                {
+                    "instrument": inst.id,
+                    "scale": name,
+                    "scale_min": float(scale.range[0]),
+                    "scale_max": float(scale.range[1]),
+                    "items_expected": len(scale.items),
+                    "rule": scale.rule,
+                }
+            )
+        for item in inst.items:
+            items.append(
+                {
+                    "instrument": inst.id,
+                    "item_number": item.number,
+                    "link_ids": list(item.link_ids),
+                    "codes": list(item.codes),
+                    "item_min": float(lo),
+                    "item_max": float(hi),
+                }
+            )
+    return {
+        "qc_registry_instruments": pd.DataFrame(instruments, columns=INSTRUMENT_COLUMNS),
+        "qc_registry_scales": pd.DataFrame(scales, columns=SCALE_COLUMNS),
+        "qc_registry_items": pd.DataFrame(items, columns=ITEM_COLUMNS),
+    }
+
+
+def register_registry(con: duckdb.DuckDBPyConnection, frames: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Register the registry frames as temporary views on `con`; returns their names."""
+    for name, frame in frames.items():
+        con.register(f"_{name}_df", frame)
+        # Cast list columns explicitly: pandas hands DuckDB Python lists as generic objects.
+        if name == "qc_registry_items":
+            con.execute(
+                f"""CREATE OR REPLACE TEMP VIEW {name} AS
+                    SELECT instrument, item_number::INTEGER AS item_number,
+                           link_ids::VARCHAR[] AS link_ids, codes::VARCHAR[] AS codes,
+                           item_min::DOUBLE AS item_min, item_max::DOUBLE AS item_max
+                    FROM _{name}_df"""  # noqa: S608 - names are this module's constants
+            )
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM _{name}_df")  # noqa: S608
+    return list(frames)
+
+
+def unregister_registry(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+    """Drop what `register_registry` created."""
+    for name in names:
+        con.execute(f"DROP VIEW IF EXISTS {name}")
+        con.unregister(f"_{name}_df")
+
+
+def load_default_registry() -> dict[str, Instrument]:
+    """The registry as configured (shipped files plus the site folder)."""
+    return load_registry()

@@ -1,0 +1,552 @@
+"""Run an expectation suite with Great Expectations 1.x over DataFrames fetched from DuckDB.
+
+For each dataset of a suite: run its SQL in DuckDB (registry lookups registered beside it), hand
+the result to an *ephemeral* GX context as a pandas DataFrame (GX's SQL datasource over duckdb
+silently returns failures, GUIDE.md), validate every expectation of every check on it in one pass,
+and turn GX's results into one `CheckOutcome` per check: success, unexpected rows (by a `_row`
+index column GX reports back), up to 20 sample keys, and the records to quarantine.
+
+Outcomes: `passed`; `warning` (a WARN check failed: annotate only); `contained` (a row-level ERROR
+check failed, every offending record was quarantined and they are at most `max_quarantine_percent`
+of the rows, so downstream assets may run without them); `blocking` (any other ERROR failure,
+including a check that could not run); `skipped` (the table does not exist and the suite allows
+that: recorded as skipped-not-present, never as a pass).
+
+Great Expectations is imported lazily (about 6 s) on the first validation, never at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import orjson
+import pandas as pd
+
+from fhir_mappings.registry import Instrument
+from quality_checks.params import QualitySettings, register_registry, registry_frames, unregister_registry
+from quality_checks.store import (
+    QuarantineRecord,
+    ResultRow,
+    append_quarantine,
+    append_result,
+    ensure_quality_schema,
+    table_exists,
+)
+from quality_checks.suite import Check, Dataset, ExpectationSpec, Suite, SuiteError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SIZE = 20
+ROW = "_row"  # positional index column GX reports back for every unexpected row
+_PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # registry ids/scales used inside GX row conditions
+
+
+@dataclass
+class CheckOutcome:
+    """What one check found in one evaluation."""
+
+    check: Check
+    outcome: str  # passed | warning | contained | blocking | skipped
+    success: bool | None
+    element_count: int | None = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    sample_keys: list[str] = field(default_factory=list)
+    quarantine: list[QuarantineRecord] = field(default_factory=list)
+    quarantined: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocks(self) -> bool:
+        """True when downstream assets must not run."""
+        return self.outcome == "blocking"
+
+    def summary(self) -> str:
+        """One line for logs and Dagster descriptions."""
+        if self.outcome == "skipped":
+            return f"{self.check.id}: skipped ({self.details.get('skipped', 'not present')})"
+        if self.details.get("error"):
+            return f"{self.check.id}: could not run: {self.details['error']}"
+        counts = (
+            f"{self.unexpected_count} of {self.element_count} rows"
+            if self.unexpected_count is not None
+            else "table-level"
+        )
+        extra = f", {self.quarantined} quarantined" if self.quarantined else ""
+        return f"{self.check.id}: {self.outcome} ({counts}{extra})"
+
+
+@dataclass
+class SuiteRun:
+    """Every outcome of one suite evaluation."""
+
+    suite: Suite
+    run_id: str
+    checked_at: datetime
+    outcomes: list[CheckOutcome]
+
+    @property
+    def blocking(self) -> list[CheckOutcome]:
+        """Outcomes that stop downstream assets."""
+        return [o for o in self.outcomes if o.blocks]
+
+    def by_id(self) -> dict[str, CheckOutcome]:
+        """Outcomes keyed by check id."""
+        return {o.check.id: o for o in self.outcomes}
+
+
+@dataclass(frozen=True)
+class _Gx:
+    gx: Any
+    gxe: Any
+    batch_definition: Any
+
+
+@functools.cache
+def _gx() -> _Gx:
+    """One ephemeral GX context per process, created on first use (the import takes ~6 s)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = context.data_sources.add_pandas("quality_checks").add_dataframe_asset("frame")
+    return _Gx(gx, gxe, asset.add_batch_definition_whole_dataframe("whole_frame"))
+
+
+# ---------------------------------------------------------------- parameters and expansions
+
+
+def _resolve(value: Any, scope: Mapping[str, Any], where: str) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        name = value[1:]
+        if name not in scope:
+            raise SuiteError(f"{where}: unknown parameter ${name}")
+        return scope[name]
+    if isinstance(value, list):
+        return [_resolve(v, scope, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v, scope, where) for k, v in value.items()}
+    return value
+
+
+def _safe(value: Any, where: str) -> str:
+    text = str(value)
+    if not _SAFE_VALUE.match(text):
+        raise SuiteError(f"{where}: {text!r} cannot be used in a row condition")
+    return text
+
+
+def count_columns(frame: pd.DataFrame, extra: Mapping[str, Any]) -> list[str]:
+    """Integer columns whose name matches the marts' count pattern (plus explicit, minus excluded)."""
+    pattern = re.compile(str(extra.get("count_pattern") or r"^$"))
+    not_pattern = str(extra.get("count_exclude_pattern") or "")
+    excluded = re.compile(not_pattern) if not_pattern else None
+    exclude = set(extra.get("count_exclude") or [])
+    include = [c for c in extra.get("count_include") or [] if c in frame.columns]
+    found = [
+        str(c)
+        for c in frame.columns
+        if c != ROW
+        and str(c) not in exclude
+        and pd.api.types.is_integer_dtype(frame[c].dtype)
+        and pattern.search(str(c))
+        and not (excluded and excluded.search(str(c)))
+    ]
+    return list(dict.fromkeys([*found, *include]))
+
+
+def _expand(
+    spec: ExpectationSpec,
+    frames: Mapping[str, pd.DataFrame],
+    frame: pd.DataFrame,
+    suite: Suite,
+    where: str,
+) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    """(label, variables, row_condition) for each expectation the spec stands for."""
+    if spec.for_each is None:
+        yield "", {}, None
+    elif spec.for_each in ("registry_scale", "registry_total"):
+        scales = frames["qc_registry_scales"]
+        if spec.for_each == "registry_total":
+            scales = scales[scales["scale"] == "total"]
+        for row in scales.to_dict("records"):
+            i, s = _safe(row["instrument"], where), _safe(row["scale"], where)
+            label = f"{i}/{s} [{row['scale_min']:g}, {row['scale_max']:g}]"
+            yield label, dict(row), f'instrument=="{i}" & scale=="{s}"'
+    elif spec.for_each == "registry_instrument":
+        for row in frames["qc_registry_instruments"].to_dict("records"):
+            i = _safe(row["instrument"], where)
+            yield f"{i} items [{row['item_min']:g}, {row['item_max']:g}]", dict(row), f'instrument=="{i}"'
+    elif spec.for_each == "count_column":
+        for column in count_columns(frame, suite.extra):
+            yield column, {"column": column}, None
+    else:  # pragma: no cover - suite.py validates for_each
+        raise SuiteError(f"{where}: unknown for_each {spec.for_each}")
+
+
+def _sql_params(sql: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The `$name` parameters the SQL uses (DuckDB refuses unused named parameters)."""
+    names = set(_PARAM.findall(sql))
+    missing = names - set(values)
+    if missing:
+        raise SuiteError(f"unknown SQL parameter(s): {sorted(missing)}")
+    return {n: values[n] for n in names}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _key(row: Mapping[str, Any], columns: tuple[str, ...]) -> str:
+    parts = []
+    for c in columns:
+        v = row.get(c)
+        parts.append("" if v is None or (isinstance(v, float) and v != v) or v is pd.NA else str(v))
+    return "|".join(parts)
+
+
+def _records(frame: pd.DataFrame, rows: list[int]) -> list[dict[str, Any]]:
+    """The offending rows as JSON-safe dicts (timestamps ISO 8601)."""
+    if not rows:
+        return []
+    subset = frame.iloc[rows].drop(columns=[ROW])
+    return list(orjson.loads(subset.to_json(orient="records", date_format="iso")))
+
+
+def _exception_message(info: Any) -> str | None:
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "exception")
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message") or "exception")
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """numpy / pandas scalars to plain Python for JSON details."""
+    if hasattr(value, "item") and not isinstance(value, list | dict | str):
+        try:
+            return value.item()
+        except (ValueError, AttributeError):
+            return str(value)
+    return value
+
+
+class _Planned:
+    """The GX expectations planned for one check, or why it cannot run."""
+
+    def __init__(self, check: Check) -> None:
+        self.check = check
+        self.parts: list[tuple[str, Any]] = []  # (label, GX expectation)
+        self.error: str | None = None
+
+
+def _plan(
+    check: Check,
+    frame: pd.DataFrame,
+    frames: Mapping[str, pd.DataFrame],
+    suite: Suite,
+    values: Mapping[str, Any],
+    gx: _Gx,
+) -> _Planned:
+    planned = _Planned(check)
+    missing_keys = [k for k in check.key_columns if k not in frame.columns]
+    if missing_keys:
+        planned.error = f"key column(s) {missing_keys} not in the data"
+        return planned
+    where = f"{suite.name}.{check.id}"
+    for n, spec in enumerate(check.expectations):
+        try:
+            expansions = list(_expand(spec, frames, frame, suite, where))
+            for label, variables, condition in expansions:
+                kwargs = _resolve(dict(spec.kwargs), {**values, **variables}, where)
+                columns = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
+                columns += list(kwargs.get("column_list", []))
+                absent = [c for c in columns if c not in frame.columns]
+                if absent:
+                    planned.error = f"column(s) {absent} not in the data"
+                    return planned
+                if condition:
+                    kwargs = {**kwargs, "row_condition": condition, "condition_parser": "pandas"}
+                cls = getattr(gx.gxe, spec.class_name, None)
+                if cls is None:
+                    raise SuiteError(f"{where}: Great Expectations has no {spec.class_name}")
+                meta = {"check": check.id, "part": f"{n}:{label}"}
+                planned.parts.append((label or spec.type, cls(**kwargs, meta=meta)))
+        except (SuiteError, ValueError, TypeError) as exc:  # pydantic errors are ValueErrors
+            planned.error = str(exc)
+            return planned
+    return planned
+
+
+def _outcome(
+    check: Check,
+    planned: _Planned,
+    results: list[Any],
+    frame: pd.DataFrame,
+    settings: QualitySettings,
+) -> CheckOutcome:
+    if planned.error:
+        return CheckOutcome(
+            check=check,
+            outcome="blocking" if check.severity == "ERROR" else "warning",
+            success=False,
+            details={"error": planned.error},
+        )
+    rows: set[int] = set()
+    row_level = False
+    success = True
+    parts = []
+    element_count: int | None = None
+    for res in results:
+        r = res.result or {}
+        label = str(res.expectation_config.meta.get("part", "")).split(":", 1)[-1]
+        error = _exception_message(res.exception_info)
+        part_ok = bool(res.success) and error is None
+        success = success and part_ok
+        index = r.get("unexpected_index_list")
+        if isinstance(index, list):
+            row_level = True
+            rows.update(int(i[ROW]) for i in index if isinstance(i, dict) and ROW in i)
+        elif r.get("element_count") is not None:
+            element_count = int(r["element_count"])
+        if not part_ok or len(results) <= 3:
+            parts.append(
+                {
+                    "expectation": res.expectation_config.type,
+                    "part": label or None,
+                    "success": part_ok,
+                    "element_count": _plain(r.get("element_count")),
+                    "unexpected_count": _plain(r.get("unexpected_count")),
+                    "observed_value": _plain(r.get("observed_value")),
+                    "partial_unexpected": [_plain(v) for v in (r.get("partial_unexpected_list") or [])[:5]],
+                    "error": error,
+                }
+            )
+    ordered = sorted(rows)
+    details: dict[str, Any] = {"parts": parts, "expectations_run": len(results)}
+    if not results:
+        details["note"] = "nothing to check (no expansion applied)"
+    if row_level:
+        element_count = len(frame)
+        unexpected: int | None = len(ordered)
+    else:
+        unexpected = None
+    pct: float | None = None
+    if row_level:
+        pct = 100.0 * len(ordered) / element_count if element_count else 0.0
+    records = frame.iloc[ordered].to_dict("records") if ordered else []
+    keys = list(dict.fromkeys(_key(rec, check.key_columns) for rec in records))
+    outcome = "passed"
+    quarantine: list[QuarantineRecord] = []
+    if not success:
+        if check.severity == "WARN":
+            outcome = "warning"
+        else:
+            limit = (
+                check.max_quarantine_percent
+                if check.max_quarantine_percent is not None
+                else settings.max_quarantine_percent
+            )
+            details["max_quarantine_percent"] = limit
+            if check.quarantine and row_level and ordered and pct is not None and pct <= limit:
+                outcome = "contained"
+            else:
+                outcome = "blocking"
+                if check.quarantine and row_level and pct is not None and pct > limit:
+                    details["blocked_because"] = f"{pct:.1f}% of rows failed, above the {limit:g}% limit"
+                elif check.quarantine and not ordered:
+                    details["blocked_because"] = "failed without identifying offending rows"
+            if check.quarantine and ordered:
+                reason = f"{check.id}: {check.description}"
+                failing_labels = [p["part"] for p in parts if not p["success"] and p["part"]]
+                if failing_labels:
+                    reason += f" [{'; '.join(failing_labels[:5])}]"
+                seen: set[tuple[str | None, str]] = set()
+                for rec, json_rec in zip(records, _records(frame, ordered), strict=True):
+                    source = rec.get("source") if isinstance(rec.get("source"), str) else None
+                    key = _key(rec, check.key_columns)
+                    if (source, key) in seen:
+                        continue
+                    seen.add((source, key))
+                    quarantine.append(QuarantineRecord(source, key, reason, json_rec))
+    return CheckOutcome(
+        check=check,
+        outcome=outcome,
+        success=success,
+        element_count=element_count,
+        unexpected_count=unexpected,
+        unexpected_percent=pct,
+        sample_keys=keys[:SAMPLE_SIZE],
+        quarantine=quarantine,
+        details=details,
+    )
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, dataset: Dataset, values: Mapping[str, Any]) -> pd.DataFrame:
+    frame = con.execute(dataset.sql, _sql_params(dataset.sql, values)).df()
+    frame[ROW] = range(len(frame))
+    return frame
+
+
+def evaluate_suite(
+    con: duckdb.DuckDBPyConnection,
+    suite: Suite,
+    *,
+    settings: QualitySettings | None = None,
+    registry: Mapping[str, Instrument] | None = None,
+    only: set[str] | None = None,
+) -> list[CheckOutcome]:
+    """Evaluate every check of `suite` (or those in `only`) without writing anything."""
+    settings = settings or QualitySettings.from_env()
+    if registry is None:
+        from fhir_mappings.registry import load_registry
+
+        registry = load_registry()
+    frames = registry_frames(registry)
+    values = settings.values(registry)
+    checks = [c for c in suite.checks if only is None or c.id in only]
+    outcomes: dict[str, CheckOutcome] = {}
+    registered = register_registry(con, frames)
+    try:
+        for name, dataset in suite.datasets.items():
+            on_dataset = [c for c in checks if c.dataset == name]
+            if not on_dataset:
+                continue
+            missing = [t for t in dataset.requires if not table_exists(con, t)]
+            if missing:
+                for c in on_dataset:
+                    if suite.when_missing == "skip":
+                        outcomes[c.id] = CheckOutcome(
+                            c, "skipped", None, details={"skipped": f"not present: {', '.join(missing)}"}
+                        )
+                    else:
+                        outcomes[c.id] = CheckOutcome(
+                            c,
+                            "blocking" if c.severity == "ERROR" else "warning",
+                            False,
+                            details={"error": f"table(s) not present: {', '.join(missing)}"},
+                        )
+                continue
+            try:
+                frame = _fetch(con, dataset, values)
+            except (duckdb.Error, SuiteError) as exc:
+                for c in on_dataset:
+                    outcomes[c.id] = CheckOutcome(
+                        c,
+                        "blocking" if c.severity == "ERROR" else "warning",
+                        False,
+                        details={"error": f"dataset {name}: {exc}"},
+                    )
+                continue
+            gx = _gx()
+            plans = [_plan(c, frame, frames, suite, values, gx) for c in on_dataset]
+            gx_suite = gx.gx.ExpectationSuite(name=f"{suite.name}.{name}")
+            for p in plans:
+                if not p.error:
+                    for _, expectation in p.parts:
+                        gx_suite.add_expectation(expectation)
+            by_check: dict[str, list[Any]] = {c.id: [] for c in on_dataset}
+            if gx_suite.expectations:
+                batch = gx.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+                validation = batch.validate(
+                    gx_suite,
+                    result_format={
+                        "result_format": "COMPLETE",
+                        "unexpected_index_column_names": [ROW],
+                        "partial_unexpected_count": SAMPLE_SIZE,
+                    },
+                )
+                for res in validation.results:
+                    by_check[str(res.expectation_config.meta.get("check"))].append(res)
+            for p in plans:
+                outcomes[p.check.id] = _outcome(p.check, p, by_check[p.check.id], frame, settings)
+    finally:
+        unregister_registry(con, registered)
+    return [outcomes[c.id] for c in checks]
+
+
+def run_suite(
+    con: duckdb.DuckDBPyConnection,
+    suite: Suite,
+    *,
+    run_id: str | None = None,
+    settings: QualitySettings | None = None,
+    registry: Mapping[str, Instrument] | None = None,
+    only: set[str] | None = None,
+) -> SuiteRun:
+    """Evaluate `suite` and append every result to `quality.check_results` and every offending record
+    of a failed row-level ERROR check to `quality.quarantine` (nothing is ever deleted)."""
+    run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
+    outcomes = evaluate_suite(con, suite, settings=settings, registry=registry, only=only)
+    checked_at = datetime.now(UTC)
+    ensure_quality_schema(con)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for o in outcomes:
+            # Idempotent per run: a retried step re-flags the same records without writing them twice.
+            append_quarantine(
+                con,
+                run_id=run_id,
+                at=checked_at,
+                table_name=o.check.table,
+                expectation_id=o.check.id,
+                severity=o.check.severity,
+                records=o.quarantine,
+            )
+            o.quarantined = len(o.quarantine)
+            append_result(
+                con,
+                ResultRow(
+                    run_id=run_id,
+                    checked_at=checked_at,
+                    suite=suite.name,
+                    table_name=o.check.table,
+                    expectation_id=o.check.id,
+                    expectation=o.check.gx_types,
+                    severity=o.check.severity,
+                    success=o.success,
+                    element_count=o.element_count,
+                    unexpected_count=o.unexpected_count,
+                    unexpected_percent=o.unexpected_percent,
+                    sample_keys=o.sample_keys,
+                    details={**o.details, "description": o.check.description},
+                    outcome=o.outcome,
+                    quarantined=o.quarantined,
+                ),
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    for o in outcomes:
+        log.info("%s %s", suite.name, o.summary())
+    return SuiteRun(suite=suite, run_id=run_id, checked_at=checked_at, outcomes=outcomes)
+
+
+def run_all(
+    con: duckdb.DuckDBPyConnection,
+    suites: list[Suite],
+    *,
+    run_id: str | None = None,
+    settings: QualitySettings | None = None,
+    registry: Mapping[str, Instrument] | None = None,
+) -> list[SuiteRun]:
+    """Run several suites under one run id (e.g. outside Dagster, for a report)."""
+    run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
+    return [run_suite(con, s, run_id=run_id, settings=settings, registry=registry) for s in suites]

@@ -1,0 +1,171 @@
+"""Clinical staging and marts: thin Dagster assets over `marts/` (pure Python + DuckDB).
+
+Keys `staging/<table>` (group `staging`) and `marts/<mart>` (group `marts`). Mart settings come from
+`ALLIANCE_QI_MART_SETTINGS` / `ALLIANCE_QI_MART_*`, the pseudonym key from `ALLIANCE_QI_PSEUDONYM_KEY`
+or `ALLIANCE_QI_PSEUDONYM_KEY_FILE` (never from Dagster config). Every table is rebuilt whole, so
+re-materialising changes nothing.
+"""
+
+import dagster as dg
+
+from marts.build import (
+    MART_INPUTS,
+    MART_NAMES,
+    STAGING_BUILT,
+    build_mart,
+    build_staging,
+    make_context,
+)
+from marts.staging import RAW_INPUTS, STAGING_INPUTS
+from pipelines.resources.fhir_source import WarehouseResource
+
+STAGING_DESCRIPTIONS: dict[str, str] = {
+    "practitioners": "One row per Practitioner (newest version): id, active, gender; no names or contacts.",
+    "practitioner_roles": "One row per PractitionerRole: practitioner, organization, role code.",
+    "patients": (
+        "One row per Patient (newest version): gender, birth year, age and age band at the reference date, "
+        "managing organization; no names, identifiers, contacts or exact birth date."
+    ),
+    "encounters": (
+        "One row per Encounter: patient, EpisodeOfCare, practitioner (primary performer, PractitionerRole "
+        "resolved), clinic (serviceProvider), status, period, appointment."
+    ),
+    "episodes": "One row per EpisodeOfCare: patient, status, period, care manager, managing organization.",
+    "appointments": "One row per Appointment: patient, practitioner, status, start.",
+    "dispenses": (
+        "One row per MedicationDispense: patient, medication code/display/key, whenHandedOver, daysSupply "
+        "(days), status, authorizing MedicationRequest."
+    ),
+    "medication_requests": "One row per MedicationRequest: patient, medication, status, intent, authoredOn.",
+    "sessions": (
+        "One row per attended session (finished Encounter) with its session number within the treatment "
+        "episode: the EpisodeOfCare when the Encounter names one, else a gap rule (new episode after more "
+        "than episode_gap_days without a session)."
+    ),
+    "treatment_episodes": (
+        "One row per treatment episode (EpisodeOfCare or gap-rule episode): patient, status, closed, period, "
+        "therapist, clinic, sessions attended, age band at start."
+    ),
+    "session_measures": (
+        "One row per session x instrument x scale: the valid, non-quarantined score of the newest response "
+        "of each instrument at each attended session, with its rater."
+    ),
+}
+
+MART_DESCRIPTIONS: dict[str, str] = {
+    "alliance_sessions": (
+        "One row per attended session: patient- and clinician-rated alliance (WAI-SR total, mean, goal, "
+        "task, bond; SRS), rater discrepancy, low-alliance flags, rupture and repair flags, thresholds used. "
+        "Keyed pseudonyms only."
+    ),
+    "episode_outcomes": (
+        "One row per treatment episode: baseline and last PHQ-9/GAD-7/ORS, change, reliable improvement and "
+        "deterioration, recovery, reliable recovery, response, remission, early and mean alliance by rater, "
+        "ruptures, attendance, dropout, thresholds used."
+    ),
+    "adherence": (
+        "One row per patient x adherence period (PQA measurement year by default): PDC and adherent flag, "
+        "MARS and DAI-10 first/last/mean, attendance, patient- and clinician-rated alliance side by side."
+    ),
+    "therapist_alliance": (
+        "One row per therapist x period: caseload, mean alliance, empirical-Bayes shrunken mean with its "
+        "interval, ICC, funnel limits, outcome rates; rows under min_cell patients suppressed."
+    ),
+    "qi_monthly": (
+        "One row per clinic x month (plus a practice row per month): measurement completion, mean alliance, "
+        "low-alliance share, ruptures, recovery and reliable improvement, PDC adherence, attendance, "
+        "data-quality pass rate; small cells suppressed with complements."
+    ),
+    "alliance_associations": (
+        "One row per question x method: the clinic's own estimates (with CI, n and method) of alliance vs "
+        "outcome, early alliance vs outcome, patient- vs clinician-rated alliance vs MARS, DAI-10 and PDC, "
+        "rater agreement, therapist ICC, rupture repair vs outcome."
+    ),
+}
+
+# Staging tables each mart reads (besides other marts).
+MART_STAGING_INPUTS: dict[str, tuple[str, ...]] = {
+    "alliance_sessions": ("sessions", "session_measures", "treatment_episodes"),
+    "episode_outcomes": ("treatment_episodes", "session_measures", "appointments", "patients"),
+    "adherence": ("sessions", "session_measures", "dispenses", "appointments"),
+    "therapist_alliance": (),
+    "qi_monthly": (
+        "sessions",
+        "treatment_episodes",
+        "appointments",
+        "dispenses",
+        "measure_scores",
+        "questionnaire_answers",
+    ),
+    "alliance_associations": (),
+}
+
+
+def _staging_deps(name: str) -> list[dg.AssetKey]:
+    if name == "session_measures":
+        return [dg.AssetKey(["staging", "sessions"]), dg.AssetKey(["staging", "measure_scores"])]
+    raw = [dg.AssetKey(["raw", t]) for t in RAW_INPUTS[name]]
+    return [*raw, *(dg.AssetKey(["staging", t]) for t in STAGING_INPUTS[name])]
+
+
+def build_staging_asset(name: str) -> dg.AssetsDefinition:
+    """The asset `staging/<name>` for one clinical staging table."""
+
+    @dg.asset(
+        key=dg.AssetKey(["staging", name]),
+        group_name="staging",
+        deps=_staging_deps(name),
+        kinds={"duckdb", "sql"},
+        owners=["team:data-engineering"],
+        tags={"layer": "staging"},
+        description=f"{STAGING_DESCRIPTIONS[name]} (staging.{name}; rebuilt whole from its inputs)",
+    )
+    def _staging_asset(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        ctx = make_context(need_key=False)
+        with warehouse.connect() as con:
+            counts = build_staging(con, name, ctx)
+        context.log.info(f"staging.{name}: {counts}")
+        return dg.MaterializeResult(metadata={**counts, "dagster/row_count": counts["rows"]})
+
+    return _staging_asset
+
+
+def build_mart_asset(name: str) -> dg.AssetsDefinition:
+    """The asset `marts/<name>` for one mart."""
+    deps = [
+        *(dg.AssetKey(["staging", t]) for t in MART_STAGING_INPUTS[name]),
+        *(dg.AssetKey(["marts", m]) for m in MART_INPUTS[name]),
+    ]
+
+    @dg.asset(
+        key=dg.AssetKey(["marts", name]),
+        group_name="marts",
+        deps=deps,
+        kinds={"duckdb"},
+        owners=["team:data-engineering"],
+        tags={"layer": "marts"},
+        description=f"{MART_DESCRIPTIONS[name]} (marts.{name}; docs/marts.md)",
+    )
+    def _mart_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        ctx = make_context()
+        with warehouse.connect() as con:
+            rows = build_mart(con, name, ctx)
+        context.log.info(f"marts.{name}: {rows} rows")
+        s = ctx.settings
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": rows,
+                "min_cell": s.min_cell,
+                "pdc_threshold": s.pdc_threshold,
+                "rupture_drop": s.rupture_drop,
+                "episode_gap_days": s.episode_gap_days,
+            }
+        )
+
+    return _mart_asset
+
+
+staging_clinical_assets: list[dg.AssetsDefinition] = [build_staging_asset(n) for n in STAGING_BUILT]
+mart_assets: list[dg.AssetsDefinition] = [build_mart_asset(n) for n in MART_NAMES]

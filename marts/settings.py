@@ -1,0 +1,188 @@
+"""Mart settings and the thresholds that shape mart rows.
+
+Two sources, both recorded in columns beside the rows they shaped:
+- the instrument registry (`fhir_mappings/instruments/*.yaml`, site-overridable): caseness,
+  reliable change, response, remission, SRS concern, low-alliance cut-offs;
+- `MartSettings` (episode gap rule, rupture and repair rules, PDC, small-cell size, periods),
+  overridable by a YAML file (`ALLIANCE_QI_MART_SETTINGS`) and by environment variables
+  `ALLIANCE_QI_MART_<FIELD>` (e.g. `ALLIANCE_QI_MART_PDC_THRESHOLD=0.9`; lists comma-separated).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from fhir_mappings.registry import Instrument, load_registry
+
+ENV_PREFIX = "ALLIANCE_QI_MART_"
+SETTINGS_FILE_ENV = "ALLIANCE_QI_MART_SETTINGS"
+
+PeriodType = Literal["all", "year", "quarter", "month"]
+DEFAULT_THERAPIST_PERIODS: tuple[PeriodType, ...] = ("all", "year")
+
+
+class MartSettingsError(ValueError):
+    """A mart setting (file or environment) is invalid; the message names it."""
+
+
+class MartSettings(BaseModel):
+    """Site-configurable rules of the marts (defaults follow ../shared/DOMAIN.md; docs/marts.md)."""
+
+    # A new treatment episode after more than this many days without a session, for sessions
+    # whose Encounter names no EpisodeOfCare.
+    episode_gap_days: int = Field(default=90, ge=1)
+    # Rupture: the patient-rated WAI-SR mean (1-5) falls by at least this much from the previous
+    # measured session (the generator's ruptures are >= 13 sum points, i.e. > 1 mean point).
+    rupture_drop: float = Field(default=1.0, gt=0)
+    # SRS criterion of a rupture: 'falls_below' (below the cut-off after a session at or above it),
+    # 'below' (any session below the cut-off) or 'off'.
+    rupture_srs_rule: Literal["falls_below", "below", "off"] = "falls_below"
+    # Repair: back to the pre-rupture level within this many following sessions.
+    repair_window_sessions: int = Field(default=2, ge=1)
+    # Early alliance: sessions 1..early_sessions.
+    early_sessions: int = Field(default=3, ge=1)
+    # PDC (PQA): adherent when PDC >= pdc_threshold; needs pdc_min_fills fills on different dates.
+    pdc_threshold: float = Field(default=0.80, gt=0, le=1)
+    pdc_min_fills: int = Field(default=2, ge=1)
+    # marts.adherence: one row per patient x period; 'year' is the PQA measurement year.
+    adherence_period: Literal["year", "quarter", "all"] = "year"
+    # qi_monthly: PDC over the trailing window ending on the month's last day.
+    pdc_window_days: int = Field(default=180, ge=28)
+    dispense_statuses: list[str] = Field(default_factory=lambda: ["completed"])
+    # Appointment statuses counted as booked, attended and missed.
+    appointment_attended: list[str] = Field(default_factory=lambda: ["fulfilled", "arrived", "checked-in"])
+    appointment_missed: list[str] = Field(default_factory=lambda: ["noshow", "cancelled"])
+    # Dropout: an ended episode with an unplanned ending and fewer than this many sessions.
+    dropout_fewer_than_sessions: int = Field(default=8, ge=1)
+    # Small cells: counts 1..min_cell-1 are suppressed in aggregates (CMS: 1-10).
+    min_cell: int = Field(default=11, ge=2)
+    therapist_periods: list[PeriodType] = Field(default_factory=lambda: list(DEFAULT_THERAPIST_PERIODS))
+    # Date the marts are "as of" (ages, open episodes, PDC of active episodes). None: the latest
+    # session, appointment or dispense date in the data, so the marts depend on data only.
+    reference_date: date | None = None
+    # Lower bounds of the age bands (years); below the first is '<first'.
+    age_bands: list[int] = Field(default_factory=lambda: [18, 25, 35, 45, 55, 65])
+    funnel_z: list[float] = Field(default_factory=lambda: [1.96, 3.09])
+    ci_level: float = Field(default=0.95, gt=0, lt=1)
+    bootstrap_samples: int = Field(default=500, ge=50)
+    bootstrap_seed: int = 20260501
+    pseudonym_key_file: str | None = None
+
+    @field_validator(
+        "dispense_statuses",
+        "appointment_attended",
+        "appointment_missed",
+        "therapist_periods",
+        "age_bands",
+        "funnel_z",
+        mode="before",
+    )
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MartSettings:
+        if self.age_bands != sorted(set(self.age_bands)) or not self.age_bands:
+            raise ValueError("age_bands must be increasing lower bounds")
+        if len(self.funnel_z) != 2 or not 0 < self.funnel_z[0] < self.funnel_z[1]:
+            raise ValueError("funnel_z must be two increasing positive z values (inner, outer)")
+        if not self.therapist_periods:
+            raise ValueError("therapist_periods needs at least one period type")
+        return self
+
+
+def load_mart_settings(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+) -> MartSettings:
+    """Defaults, then the YAML file (`path` or `$ALLIANCE_QI_MART_SETTINGS`), then the environment,
+    then keyword overrides."""
+    environ = dict(os.environ if env is None else env)
+    data: dict[str, Any] = {}
+    file = path or environ.get(SETTINGS_FILE_ENV)
+    if file:
+        try:
+            loaded = yaml.safe_load(Path(file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise MartSettingsError(f"{file}: cannot read mart settings: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise MartSettingsError(f"{file}: expected a mapping of mart settings")
+        data.update(loaded.get("marts", loaded))
+    for name in MartSettings.model_fields:
+        var = ENV_PREFIX + name.upper()
+        if environ.get(var):
+            data[name] = environ[var]
+    data.update(overrides)
+    unknown = set(data) - set(MartSettings.model_fields)
+    if unknown:
+        raise MartSettingsError(f"unknown mart settings: {', '.join(sorted(unknown))}")
+    try:
+        return MartSettings.model_validate(data)
+    except ValidationError as exc:
+        raise MartSettingsError(f"invalid mart settings: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Instrument cut-offs from the registry (names match the columns that record them)."""
+
+    phq9_caseness: float = 10
+    phq9_reliable_change: float = 6
+    phq9_response_drop_fraction: float = 0.5
+    phq9_remission_below: float = 5
+    gad7_caseness: float = 8
+    gad7_reliable_change: float = 4
+    ors_clinical_cutoff: float = 25
+    ors_reliable_change: float = 5
+    srs_concern_below: float = 36
+    wai_sr_low_alliance_mean: float = 3.0
+    wai_therapist_low_alliance_mean: float = 3.0
+    dai10_positive_above: float = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+# (instrument id, registry threshold key) -> Thresholds field
+_REGISTRY_KEYS: dict[tuple[str, str], str] = {
+    ("phq9", "caseness"): "phq9_caseness",
+    ("phq9", "reliable_change"): "phq9_reliable_change",
+    ("phq9", "response_drop_fraction"): "phq9_response_drop_fraction",
+    ("phq9", "remission_below"): "phq9_remission_below",
+    ("gad7", "caseness"): "gad7_caseness",
+    ("gad7", "reliable_change"): "gad7_reliable_change",
+    ("ors", "clinical_cutoff"): "ors_clinical_cutoff",
+    ("ors", "reliable_change"): "ors_reliable_change",
+    ("srs", "concern_below"): "srs_concern_below",
+    ("wai_sr", "low_alliance_mean"): "wai_sr_low_alliance_mean",
+    ("wai_therapist", "low_alliance_mean"): "wai_therapist_low_alliance_mean",
+    ("dai10", "positive_above"): "dai10_positive_above",
+}
+
+
+def thresholds_from_registry(registry: Mapping[str, Instrument] | None = None) -> Thresholds:
+    """The registry's thresholds (site files included); a missing key keeps the DOMAIN.md default."""
+    reg = load_registry() if registry is None else registry
+    values: dict[str, float] = {}
+    for (instrument, key), field_name in _REGISTRY_KEYS.items():
+        inst = reg.get(instrument)
+        if inst is None or key not in inst.thresholds:
+            continue
+        try:
+            values[field_name] = float(inst.thresholds[key])
+        except (TypeError, ValueError) as exc:
+            raise MartSettingsError(
+                f"registry {inst.source_file}: threshold {key!r} must be a number, "
+                f"got {inst.thresholds[key]!r}"
+            ) from exc
+    return Thresholds(**values)

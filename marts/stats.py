@@ -1,0 +1,241 @@
+"""Statistics the marts need, as small pure functions (standard library + numpy only).
+
+- correlations (Pearson, Spearman) with Fisher-z confidence intervals (Spearman's standard error
+  uses the Fieller, Hartley & Pearson 1957 factor 1.06);
+- the difference between two dependent correlations that share a variable (Zou 2007), for
+  "does patient-rated alliance predict adherence better than clinician-rated alliance";
+- one-way random-effects variance components for unbalanced groups (ANOVA estimator with n0),
+  the ICC, empirical-Bayes shrunken group means with intervals, and funnel-plot limits;
+- a deterministic cluster bootstrap interval for the ICC.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+
+def z_for(level: float) -> float:
+    """Two-sided standard normal quantile for a confidence level (0.95 -> 1.959964)."""
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """A correlation with its Fisher-z interval and a normal-approximation p-value."""
+
+    method: str
+    estimate: float | None
+    ci_lower: float | None
+    ci_upper: float | None
+    n: int
+    p_value: float | None
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank."""
+    arr = np.asarray(values, dtype=float)
+    order = np.argsort(arr, kind="mergesort")
+    ranks = np.empty(len(arr), dtype=float)
+    sorted_vals = arr[order]
+    i = 0
+    while i < len(arr):
+        j = i
+        while j + 1 < len(arr) and sorted_vals[j + 1] == sorted_vals[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def pearson_r(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r; None with fewer than 3 pairs or no variation."""
+    if len(x) != len(y):
+        raise ValueError("x and y differ in length")
+    if len(x) < 3:
+        return None
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    dx, dy = xa - xa.mean(), ya - ya.mean()
+    sxx, syy = float((dx * dx).sum()), float((dy * dy).sum())
+    if sxx <= 0 or syy <= 0:
+        return None
+    return float((dx * dy).sum() / math.sqrt(sxx * syy))
+
+
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rho: Pearson's r of the (average) ranks."""
+    if len(x) < 3:
+        return None
+    return pearson_r(list(_ranks(x)), list(_ranks(y)))
+
+
+def fisher_ci(r: float, n: int, level: float = 0.95, se_factor: float = 1.0) -> tuple[float, float] | None:
+    """Fisher-z interval tanh(atanh(r) -+ z * sqrt(se_factor / (n - 3))); None when n <= 3."""
+    if n <= 3:
+        return None
+    r = max(min(r, 0.9999999), -0.9999999)
+    half = z_for(level) * math.sqrt(se_factor / (n - 3))
+    zr = math.atanh(r)
+    return math.tanh(zr - half), math.tanh(zr + half)
+
+
+def correlate(x: Sequence[float], y: Sequence[float], method: str, level: float = 0.95) -> Correlation:
+    """Pearson or Spearman correlation of paired values, with its Fisher-z interval."""
+    n = len(x)
+    if method == "pearson":
+        r, factor = pearson_r(x, y), 1.0
+    elif method == "spearman":
+        r, factor = spearman_rho(x, y), 1.06
+    else:
+        raise ValueError(f"unknown correlation method {method!r}")
+    if r is None:
+        return Correlation(method, None, None, None, n, None)
+    ci = fisher_ci(r, n, level, factor)
+    p = None
+    if n > 3:
+        zstat = abs(math.atanh(max(min(r, 0.9999999), -0.9999999))) * math.sqrt((n - 3) / factor)
+        p = math.erfc(zstat / math.sqrt(2))
+    return Correlation(method, r, ci[0] if ci else None, ci[1] if ci else None, n, p)
+
+
+def zou_difference(
+    r12: float, r13: float, r23: float, n: int, level: float = 0.95
+) -> tuple[float, float, float] | None:
+    """r12 - r13 for two correlations sharing variable 1, with Zou's (2007) interval.
+
+    Variable 1 is the outcome (e.g. MARS), 2 and 3 the predictors (patient- and clinician-rated
+    alliance), r23 their correlation, all on the same n cases.
+    """
+    c12, c13 = fisher_ci(r12, n, level), fisher_ci(r13, n, level)
+    if c12 is None or c13 is None:
+        return None
+    (l1, u1), (l2, u2) = c12, c13
+    denom = (1 - r12**2) * (1 - r13**2)
+    if denom <= 0:
+        return None
+    corr = ((r23 - 0.5 * r12 * r13) * (1 - r12**2 - r13**2 - r23**2) + r23**3) / denom
+    d = r12 - r13
+    lower = d - math.sqrt(max(0.0, (r12 - l1) ** 2 + (u2 - r13) ** 2 - 2 * corr * (r12 - l1) * (u2 - r13)))
+    upper = d + math.sqrt(max(0.0, (u1 - r12) ** 2 + (r13 - l2) ** 2 - 2 * corr * (u1 - r12) * (r13 - l2)))
+    return d, lower, upper
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """One-way random-effects decomposition of observations nested in groups."""
+
+    grand_mean: float
+    tau2: float  # between-group variance (truncated at 0)
+    sigma2: float  # within-group variance
+    icc: float | None
+    groups: int
+    observations: int
+    n0: float | None
+
+
+def variance_components(groups: Mapping[str, Sequence[float]]) -> VarianceComponents | None:
+    """ANOVA estimator for unbalanced groups: MSB, MSW, n0 = (N - sum n_i^2 / N) / (k - 1),
+    tau2 = max(0, (MSB - MSW) / n0), sigma2 = MSW, ICC = tau2 / (tau2 + sigma2).
+
+    The grand mean is the mean of all observations. None when no group has data. With one group or
+    no within-group replication tau2 or sigma2 cannot be separated and the ICC is None.
+    """
+    data = {g: np.asarray(v, dtype=float) for g, v in groups.items() if len(v) > 0}
+    if not data:
+        return None
+    k = len(data)
+    total = sum(len(v) for v in data.values())
+    grand = float(np.concatenate(list(data.values())).mean())
+    if k < 2 or total - k < 1:
+        return VarianceComponents(grand, 0.0, 0.0, None, k, total, None)
+    ssb = sum(len(v) * (float(v.mean()) - grand) ** 2 for v in data.values())
+    ssw = sum(float(((v - v.mean()) ** 2).sum()) for v in data.values())
+    msb, msw = ssb / (k - 1), ssw / (total - k)
+    n0 = (total - sum(len(v) ** 2 for v in data.values()) / total) / (k - 1)
+    tau2 = max(0.0, (msb - msw) / n0) if n0 > 0 else 0.0
+    icc = tau2 / (tau2 + msw) if tau2 + msw > 0 else None
+    return VarianceComponents(grand, tau2, msw, icc, k, total, n0)
+
+
+@dataclass(frozen=True)
+class Shrunken:
+    """Empirical-Bayes estimate of one group mean."""
+
+    estimate: float
+    weight: float  # tau2 / (tau2 + sigma2 / n): 0 = all grand mean, 1 = all own mean
+    ci_lower: float
+    ci_upper: float
+
+
+def eb_shrink(mean: float, n: int, grand: float, tau2: float, sigma2: float, level: float = 0.95) -> Shrunken:
+    """grand + w * (mean - grand), w = tau2 / (tau2 + sigma2 / n); interval from the posterior
+    variance w * sigma2 / n (= 1 / (1/tau2 + n/sigma2))."""
+    if n < 1:
+        raise ValueError("a group needs at least one observation")
+    if tau2 <= 0:
+        return Shrunken(grand, 0.0, grand, grand)
+    if sigma2 <= 0:
+        return Shrunken(mean, 1.0, mean, mean)
+    w = tau2 / (tau2 + sigma2 / n)
+    est = grand + w * (mean - grand)
+    half = z_for(level) * math.sqrt(w * sigma2 / n)
+    return Shrunken(est, w, est - half, est + half)
+
+
+def funnel_limits(grand: float, sigma: float, n: int, z: float) -> tuple[float, float]:
+    """Funnel-plot control limits grand -+ z * sigma / sqrt(n)."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    half = z * sigma / math.sqrt(n)
+    return grand - half, grand + half
+
+
+def bootstrap_icc(
+    groups: Mapping[str, Sequence[float]], samples: int, seed: int, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile interval of the ICC over a cluster bootstrap (groups resampled with replacement).
+
+    Deterministic for a given seed. None with fewer than 3 groups.
+    """
+    keys = sorted(g for g, v in groups.items() if len(v) > 0)
+    if len(keys) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    values: list[float] = []
+    for _ in range(samples):
+        pick = rng.integers(0, len(keys), size=len(keys))
+        resampled = {f"{i}": groups[keys[j]] for i, j in enumerate(pick)}
+        vc = variance_components(resampled)
+        if vc is not None and vc.icc is not None:
+            values.append(vc.icc)
+    if len(values) < samples // 2:
+        return None
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def mean_difference_ci(
+    a: Sequence[float], b: Sequence[float], level: float = 0.95
+) -> tuple[float, float, float] | None:
+    """mean(a) - mean(b) with a Welch-type normal interval; None unless both groups have >= 2 values."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    aa, bb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = float(aa.mean() - bb.mean())
+    se = math.sqrt(float(aa.var(ddof=1)) / len(aa) + float(bb.var(ddof=1)) / len(bb))
+    half = z_for(level) * se
+    return d, d - half, d + half
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float] | None:
+    """Mean with a normal interval; None with fewer than 2 values."""
+    if len(values) < 2:
+        return None
+    arr = np.asarray(values, dtype=float)
+    m = float(arr.mean())
+    half = z_for(level) * float(arr.std(ddof=1)) / math.sqrt(len(arr))
+    return m, m - half, m + half

@@ -1,0 +1,298 @@
+"""`marts.therapist_alliance`: one row per therapist x period.
+
+Unit of analysis: the patient. For each therapist and period, each patient's patient-rated WAI-SR
+mean scores in the period's sessions are averaged; the therapist's mean alliance is the mean of those
+patient means. Variance components (one-way random effects, patients nested in therapists) are
+estimated per period over every therapist with data, then each therapist gets the empirical-Bayes
+shrunken mean `grand + tau2 / (tau2 + sigma2 / n) * (mean - grand)` with its interval, and funnel
+limits `grand -+ z * sigma / sqrt(n)` (sigma = within-therapist SD, n = the therapist's patients).
+Outcome rates count episodes that ended in the period, attributed to the episode's therapist.
+
+Rows with a caseload of 1 to min_cell - 1 patients are suppressed whole; other counts of 1 to
+min_cell - 1 are suppressed with their complements (marts.suppression).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from datetime import date
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from marts.frames import write_table
+from marts.settings import MartSettings
+from marts.stats import eb_shrink, funnel_limits, variance_components
+from marts.suppression import Relation, apply_rates, is_small, suppress
+
+COLUMNS: list[tuple[str, str]] = [
+    ("period_type", "VARCHAR"),
+    ("period_start", "DATE"),
+    ("period_end", "DATE"),
+    ("therapist_key", "VARCHAR"),
+    ("clinic_key", "VARCHAR"),
+    ("suppressed", "BOOLEAN"),
+    ("caseload", "INTEGER"),
+    ("patients_with_alliance", "INTEGER"),
+    ("sessions_with_alliance", "INTEGER"),
+    ("mean_alliance", "DOUBLE"),
+    ("shrunken_alliance", "DOUBLE"),
+    ("shrunken_ci_lower", "DOUBLE"),
+    ("shrunken_ci_upper", "DOUBLE"),
+    ("shrinkage_weight", "DOUBLE"),
+    ("funnel_inner_lower", "DOUBLE"),
+    ("funnel_inner_upper", "DOUBLE"),
+    ("funnel_outer_lower", "DOUBLE"),
+    ("funnel_outer_upper", "DOUBLE"),
+    ("funnel_position", "VARCHAR"),
+    ("mean_alliance_clinician", "DOUBLE"),
+    ("episodes_ended", "INTEGER"),
+    ("episodes_outcome_complete", "INTEGER"),
+    ("episodes_case_complete", "INTEGER"),
+    ("episodes_recovered", "INTEGER"),
+    ("recovery_rate", "DOUBLE"),
+    ("episodes_reliably_improved", "INTEGER"),
+    ("reliable_improvement_rate", "DOUBLE"),
+    ("episodes_dropout", "INTEGER"),
+    ("dropout_rate", "DOUBLE"),
+    ("grand_mean", "DOUBLE"),
+    ("tau2", "DOUBLE"),
+    ("sigma2", "DOUBLE"),
+    ("icc", "DOUBLE"),
+    ("therapists_in_model", "INTEGER"),
+    ("patients_in_model", "INTEGER"),
+    ("min_cell", "INTEGER"),
+    ("funnel_z_inner", "DOUBLE"),
+    ("funnel_z_outer", "DOUBLE"),
+    ("ci_level", "DOUBLE"),
+]
+
+COUNT_COLUMNS = (
+    "caseload",
+    "patients_with_alliance",
+    "sessions_with_alliance",
+    "episodes_ended",
+    "episodes_outcome_complete",
+    "episodes_case_complete",
+    "episodes_recovered",
+    "episodes_reliably_improved",
+    "episodes_dropout",
+)
+# (total, part): the part's complement (total - part) is not shown but follows from the row.
+ROW_RELATIONS: tuple[tuple[str, str], ...] = (
+    ("caseload", "patients_with_alliance"),
+    ("episodes_ended", "episodes_outcome_complete"),
+    ("episodes_ended", "episodes_dropout"),
+    ("episodes_outcome_complete", "episodes_case_complete"),
+    ("episodes_outcome_complete", "episodes_reliably_improved"),
+    ("episodes_case_complete", "episodes_recovered"),
+)
+RATES: dict[str, tuple[str, str]] = {
+    "recovery_rate": ("episodes_recovered", "episodes_case_complete"),
+    "reliable_improvement_rate": ("episodes_reliably_improved", "episodes_outcome_complete"),
+    "dropout_rate": ("episodes_dropout", "episodes_ended"),
+}
+# Alliance statistics shown only when patients_with_alliance is not a small count.
+ALLIANCE_STATS = (
+    "mean_alliance",
+    "shrunken_alliance",
+    "shrunken_ci_lower",
+    "shrunken_ci_upper",
+    "shrinkage_weight",
+    "funnel_inner_lower",
+    "funnel_inner_upper",
+    "funnel_outer_lower",
+    "funnel_outer_upper",
+    "funnel_position",
+    "mean_alliance_clinician",
+)
+
+
+def period_of(kind: str, d: date, span: tuple[date, date]) -> tuple[date, date]:
+    """The period of type `kind` that contains day `d` ('all' is the whole data span)."""
+    if kind == "all":
+        return span
+    if kind == "year":
+        return date(d.year, 1, 1), date(d.year, 12, 31)
+    if kind == "quarter":
+        q0 = 3 * ((d.month - 1) // 3) + 1
+        end = date(d.year + 1, 1, 1) if q0 == 10 else date(d.year, q0 + 3, 1)
+        return date(d.year, q0, 1), date.fromordinal(end.toordinal() - 1)
+    if kind == "month":
+        end = date(d.year + 1, 1, 1) if d.month == 12 else date(d.year, d.month + 1, 1)
+        return date(d.year, d.month, 1), date.fromordinal(end.toordinal() - 1)
+    raise ValueError(f"unknown period type {kind!r}")
+
+
+def funnel_position(mean: float, inner: tuple[float, float], outer: tuple[float, float]) -> str:
+    """Where a mean falls against the funnel limits."""
+    if mean > outer[1]:
+        return "above_outer"
+    if mean > inner[1]:
+        return "above_inner"
+    if mean < outer[0]:
+        return "below_outer"
+    if mean < inner[0]:
+        return "below_inner"
+    return "within"
+
+
+def _period_rows(
+    kind: str,
+    period: tuple[date, date],
+    sessions: pd.DataFrame,
+    episodes: pd.DataFrame,
+    settings: MartSettings,
+) -> list[dict[str, Any]]:
+    z_inner, z_outer = settings.funnel_z
+    ses = sessions[(sessions.session_date >= period[0]) & (sessions.session_date <= period[1])]
+    eps = episodes[(episodes.end_date >= period[0]) & (episodes.end_date <= period[1])]
+    measured = ses[ses.wai_sr_mean.notna()]
+    patient_means = measured.groupby(["therapist_key", "patient_key"]).wai_sr_mean.mean()
+    groups: dict[str, list[float]] = defaultdict(list)
+    for (therapist, _), value in patient_means.items():
+        groups[str(therapist)].append(float(value))
+    vc = variance_components(groups)
+    clin = (
+        ses[ses.wai_clinician_mean.notna()]
+        .groupby(["therapist_key", "patient_key"])
+        .wai_clinician_mean.mean()
+    )
+    therapists = sorted(set(ses.therapist_key.dropna()) | set(eps.therapist_key.dropna()))
+    rows: list[dict[str, Any]] = []
+    for th in therapists:
+        own = ses[ses.therapist_key == th]
+        clinic = own.clinic_key.mode()
+        row: dict[str, Any] = {
+            "period_type": kind,
+            "period_start": period[0],
+            "period_end": period[1],
+            "therapist_key": th,
+            "clinic_key": clinic.iloc[0] if len(clinic) else None,
+            "caseload": int(own.patient_key.nunique()),
+            "patients_with_alliance": len(groups.get(th, [])),
+            "sessions_with_alliance": int(own.wai_sr_mean.notna().sum()),
+            "min_cell": settings.min_cell,
+            "funnel_z_inner": z_inner,
+            "funnel_z_outer": z_outer,
+            "ci_level": settings.ci_level,
+        }
+        values = groups.get(th, [])
+        if values and vc is not None:
+            n = len(values)
+            mean = sum(values) / n
+            sigma = math.sqrt(vc.sigma2)
+            shr = eb_shrink(mean, n, vc.grand_mean, vc.tau2, vc.sigma2, settings.ci_level)
+            inner = funnel_limits(vc.grand_mean, sigma, n, z_inner)
+            outer = funnel_limits(vc.grand_mean, sigma, n, z_outer)
+            row.update(
+                mean_alliance=mean,
+                shrunken_alliance=shr.estimate,
+                shrunken_ci_lower=shr.ci_lower,
+                shrunken_ci_upper=shr.ci_upper,
+                shrinkage_weight=shr.weight,
+                funnel_inner_lower=inner[0],
+                funnel_inner_upper=inner[1],
+                funnel_outer_lower=outer[0],
+                funnel_outer_upper=outer[1],
+                funnel_position=funnel_position(mean, inner, outer),
+            )
+        if th in clin.index.get_level_values(0):
+            row["mean_alliance_clinician"] = float(clin.loc[th].mean())
+        own_eps = eps[eps.therapist_key == th]
+        row.update(
+            episodes_ended=len(own_eps),
+            episodes_outcome_complete=int((own_eps.outcome_complete == True).sum()),  # noqa: E712
+            episodes_case_complete=int(
+                ((own_eps.outcome_complete == True) & (own_eps.case_at_start == True)).sum()  # noqa: E712
+            ),
+            episodes_recovered=int((own_eps.recovery == True).sum()),  # noqa: E712
+            episodes_reliably_improved=int((own_eps.reliable_improvement == True).sum()),  # noqa: E712
+            episodes_dropout=int((own_eps.dropout == True).sum()),  # noqa: E712
+        )
+        for rate, (num, den) in RATES.items():
+            row[rate] = row[num] / row[den] if row[den] else None
+        if vc is not None:
+            row.update(
+                grand_mean=vc.grand_mean,
+                tau2=vc.tau2,
+                sigma2=vc.sigma2,
+                icc=vc.icc,
+                therapists_in_model=vc.groups,
+                patients_in_model=vc.observations,
+            )
+            if vc.observations < settings.min_cell:
+                row.update(grand_mean=None, tau2=None, sigma2=None, icc=None, patients_in_model=None)
+        rows.append(row)
+    return rows
+
+
+def suppress_therapist_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
+    """Blank small counts (whole rows when the caseload is small), their complements, rates and
+    alliance statistics over a small number of patients; sets `suppressed`. In place."""
+    values: dict[tuple[Hashable, str], int | None] = {}
+    relations: list[Relation] = []
+    for i, row in enumerate(rows):
+        for col in COUNT_COLUMNS:
+            values[(i, col)] = row.get(col)
+        for total, part in ROW_RELATIONS:
+            relations.append(Relation((i, total), ((i, part),), hidden_remainder=True))
+    result = suppress(values, relations, min_cell)
+    blanked = result.suppressed | apply_rates(result.suppressed, RATES, range(len(rows)))
+    for i, row in enumerate(rows):
+        row_small = is_small(row.get("caseload"), min_cell)
+        row["suppressed"] = row_small
+        if row_small:
+            for col in (*COUNT_COLUMNS, *RATES, *ALLIANCE_STATS):
+                row[col] = None
+            continue
+        if is_small(row.get("patients_with_alliance"), min_cell):
+            for col in ALLIANCE_STATS:
+                row[col] = None
+        for col in (*COUNT_COLUMNS, *RATES):
+            if (i, col) in blanked:
+                row[col] = None
+
+
+def _frames(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    sessions = con.execute(
+        """SELECT therapist_key, clinic_key, patient_key, session_date, wai_sr_mean, wai_clinician_mean
+           FROM marts.alliance_sessions WHERE therapist_key IS NOT NULL
+           ORDER BY therapist_key, patient_key, session_date, session_key"""
+    ).df()
+    episodes = con.execute(
+        """SELECT therapist_key, end_date, outcome_complete, case_at_start, recovery,
+                  reliable_improvement, dropout
+           FROM marts.episode_outcomes WHERE episode_closed AND therapist_key IS NOT NULL
+           ORDER BY episode_key"""
+    ).df()
+    for df, col in ((sessions, "session_date"), (episodes, "end_date")):
+        df[col] = pd.to_datetime(df[col]).dt.date
+    return sessions, episodes
+
+
+def therapist_rows(
+    sessions: pd.DataFrame, episodes: pd.DataFrame, settings: MartSettings
+) -> list[dict[str, Any]]:
+    """Every therapist x period row, before suppression."""
+    dates: list[date] = [*sessions.session_date.dropna(), *episodes.end_date.dropna()]
+    if not dates:
+        return []
+    span = (min(dates), max(dates))
+    rows: list[dict[str, Any]] = []
+    for kind in settings.therapist_periods:
+        periods: Iterable[tuple[date, date]] = sorted({period_of(kind, d, span) for d in dates})
+        for period in periods:
+            rows.extend(_period_rows(kind, period, sessions, episodes, settings))
+    return rows
+
+
+def build_therapist_alliance(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int:
+    """(Re)build marts.therapist_alliance (needs alliance_sessions and episode_outcomes)."""
+    sessions, episodes = _frames(con)
+    rows = therapist_rows(sessions, episodes, settings)
+    suppress_therapist_rows(rows, settings.min_cell)
+    return write_table(con, "marts.therapist_alliance", COLUMNS, rows)

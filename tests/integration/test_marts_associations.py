@@ -1,0 +1,195 @@
+"""End to end on a generated clinic with built-in effects (demo.generator, with its planted mess):
+raw landing (folder source) -> flattening -> questionnaire resolution -> scoring -> marts.
+
+The associations mart must recover the generator's effects in direction and rough size, PDC must
+equal the generator's own PQA computation, ruptures must be found where the generator planted them,
+the marts must carry no FHIR id, and a rebuild must change nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from demo.generator import GeneratedData, GeneratorConfig, effect_summary, generate
+from demo.loader import write_ndjson
+from fhir_mappings.flatten import build_questionnaire_answers
+from fhir_mappings.questionnaires import build_questionnaire_tables
+from fhir_mappings.scoring import build_measure_scores
+from marts.build import MART_NAMES, build_marts, build_staging, make_context
+from marts.privacy import pseudonym
+from marts.settings import load_mart_settings
+from pipelines.extract import SourceSpec, extract_resource_type
+from pipelines.settings import RESOURCE_TYPES
+from pipelines.warehouse import ensure_raw_schema
+from quality_checks.structural import StructuralValidator
+
+KEY = b"integration-test-key-0123456789"
+SOURCE = "demo"
+
+
+@pytest.fixture(scope="module")
+def clinic() -> GeneratedData:
+    return generate(GeneratorConfig(patients=150, seed=42))
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory, clinic: GeneratedData) -> duckdb.DuckDBPyConnection:
+    folder = tmp_path_factory.mktemp("ndjson")
+    write_ndjson(Path(folder), clinic)
+    con = duckdb.connect(str(tmp_path_factory.mktemp("wh") / "warehouse.duckdb"))
+    ensure_raw_schema(con)
+    validator = StructuralValidator()
+    spec = SourceSpec(name=SOURCE, kind="folder", folder=str(folder))
+    for rtype in RESOURCE_TYPES:
+        extract_resource_type(con, spec, None, rtype, "it-run", validator)
+    build_questionnaire_answers(con)
+    build_questionnaire_tables(con)
+    build_measure_scores(con)
+    build_marts(con, load_mart_settings(env={}), key=KEY)
+    return con
+
+
+def _assoc(
+    con: duckdb.DuckDBPyConnection, qid: str, method: str = "pearson"
+) -> tuple[float, float, float, int]:
+    rows = con.execute(
+        "SELECT estimate, ci_lower, ci_upper, n FROM marts.alliance_associations "
+        "WHERE question_id = ? AND method LIKE ?",
+        [qid, f"{method}%"],
+    ).fetchall()
+    assert len(rows) == 1, qid
+    est, lo, hi, n = rows[0]
+    assert est is not None and lo <= est <= hi, qid
+    return est, lo, hi, n
+
+
+def test_associations_recover_the_built_in_effects(warehouse, clinic):
+    truth = effect_summary(clinic)
+    # early patient-rated alliance predicts PHQ-9 improvement (generator: r ~ 0.5)
+    est, lo, _, n = _assoc(warehouse, "early_alliance_vs_phq9_improvement")
+    assert abs(est - truth["r_early_alliance_vs_phq9_drop"]) < 0.15 and lo > 0.2 and n > 100
+    assert _assoc(warehouse, "early_alliance_vs_phq9_improvement", "spearman")[1] > 0.2
+    # patient-rated alliance predicts MARS, clinician-rated barely does, and the difference is clear
+    p_mars = _assoc(warehouse, "patient_alliance_vs_mars")
+    c_mars = _assoc(warehouse, "clinician_alliance_vs_mars")
+    assert abs(p_mars[0] - truth["r_patient_alliance_vs_mars"]) < 0.15 and p_mars[1] > 0.45
+    assert abs(c_mars[0] - truth["r_clinician_alliance_vs_mars"]) < 0.15 and c_mars[0] < 0.4
+    assert _assoc(warehouse, "patient_minus_clinician_alliance_vs_mars", "difference")[1] > 0.15
+    # the same for drug attitudes (generator: ~0.68 vs ~0.13)
+    p_dai = _assoc(warehouse, "patient_alliance_vs_dai10")
+    c_dai = _assoc(warehouse, "clinician_alliance_vs_dai10")
+    assert p_dai[0] > 0.45 and c_dai[0] < 0.35
+    assert _assoc(warehouse, "patient_minus_clinician_alliance_vs_dai10", "difference")[1] > 0.15
+    # and for refills (PDC)
+    p_pdc = _assoc(warehouse, "patient_alliance_vs_pdc")
+    assert abs(p_pdc[0] - truth["r_patient_alliance_vs_pdc"]) < 0.15 and p_pdc[1] > 0.2
+    assert _assoc(warehouse, "patient_minus_clinician_alliance_vs_pdc", "difference")[1] > 0
+    # raters agree only modestly (generator: ~0.36)
+    agree = _assoc(warehouse, "patient_vs_clinician_alliance")
+    assert abs(agree[0] - truth["r_patient_vs_clinician_alliance"]) < 0.15
+    # therapist effects exist (effect SD ~0.34 against patient SD ~0.45)
+    icc = _assoc(warehouse, "therapist_icc", "one-way")
+    assert 0.1 < icc[0] < 0.6 and icc[1] > 0.05
+
+
+def test_pdc_equals_the_generators_own_pqa_computation(warehouse, clinic):
+    got = dict(
+        warehouse.execute(
+            "SELECT patient_key, pdc FROM marts.adherence WHERE period_type = 'year'"
+        ).fetchall()
+    )
+    expected = {
+        pseudonym(KEY, "patient", SOURCE, pid): v["pdc"]
+        for pid, v in clinic.manifest["truth"]["patients"].items()
+        if v["pdc"] is not None
+    }
+    assert len(expected) > 80
+    for key, pdc in expected.items():
+        assert got.get(key) == pytest.approx(pdc, abs=1e-4)  # the manifest rounds to 4 places
+    assert warehouse.execute("SELECT DISTINCT period_end FROM marts.adherence").fetchall() == [
+        (date(2026, 10, 30),)
+    ]
+
+
+def test_ruptures_are_found_where_the_generator_planted_them(warehouse, clinic):
+    episodes = clinic.manifest["truth"]["episodes"]
+    sessions = warehouse.execute(
+        "SELECT episode_id, session_number, encounter_id FROM staging.sessions"
+    ).fetchall()
+    count: dict[str, int] = {}
+    encounter = {}
+    for eid, number, enc in sessions:
+        count[eid] = max(count.get(eid, 0), number)
+        encounter[(eid, number)] = enc
+    # episodes whose every session landed (a rejected Encounter renumbers the rest)
+    intact = {
+        e for e, t in episodes.items() if count.get(e) == t["sessions_attended"] and t["sessions_attended"]
+    }
+    planted = {
+        pseudonym(KEY, "encounter", SOURCE, encounter[(e, r["session"])])
+        for e in intact
+        for r in episodes[e]["ruptures"]
+    }
+    intact_keys = {pseudonym(KEY, "episode", SOURCE, e) for e in intact}
+    flagged = {
+        k
+        for k, ep in warehouse.execute(
+            "SELECT session_key, episode_key FROM marts.alliance_sessions "
+            "WHERE rupture_basis LIKE 'wai_sr_drop%'"
+        ).fetchall()
+        if ep in intact_keys
+    }
+    assert len(planted) > 50
+    # some planted ruptures lose their WAI-SR to planted mess (invalid, in-progress, withdrawn responses)
+    assert len(planted & flagged) / len(planted) > 0.75
+    assert len(flagged - planted) <= 0.05 * len(flagged)
+
+
+def test_sessions_reconcile_with_landed_encounters(warehouse):
+    finished = warehouse.execute(
+        """SELECT count(*) FROM (SELECT resource FROM raw.encounter
+           QUALIFY row_number() OVER (PARTITION BY source, id ORDER BY last_updated DESC) = 1)
+           WHERE resource ->> 'status' = 'finished'"""
+    ).fetchall()[0][0]
+    assert warehouse.execute("SELECT count(*) FROM marts.alliance_sessions").fetchall()[0][0] == finished
+    measured = warehouse.execute(
+        "SELECT avg(CASE WHEN alliance_measured THEN 1 ELSE 0 END) FROM marts.alliance_sessions"
+    ).fetchall()[0][0]
+    assert measured > 0.95  # every generated session carries WAI-SR and SRS; mess removes a few
+
+
+def test_every_valid_response_is_linked_superseded_or_counted_unlinked(warehouse, clinic):
+    counts = build_staging(warehouse, "session_measures", make_context(key=KEY))
+    valid = warehouse.execute(
+        """SELECT count(DISTINCT (source, response_id)) FROM staging.measure_scores
+           WHERE is_valid AND scale = 'total' AND status IN ('completed', 'amended')"""
+    ).fetchall()[0][0]
+    assert counts["responses_linked"] + counts["responses_unlinked"] + counts["responses_superseded"] == valid
+    # resubmissions planted by the generator are superseded by the newer copy
+    duplicates = sum(1 for m in clinic.manifest["mess"] if m["kind"] == "duplicate_submission")
+    assert counts["responses_superseded"] >= 0.8 * duplicates
+    # unlinked: responses to encounters that were rejected at landing
+    assert counts["responses_unlinked"] < 0.05 * valid
+
+
+def test_marts_carry_no_fhir_ids(warehouse):
+    prefixes = ("pat-", "enc-", "prac-", "eoc-", "org-", "qr-", "appt-", "md-", "mr-", "role-")
+    for mart in MART_NAMES:
+        cols = [r[0] for r in warehouse.execute(f"DESCRIBE marts.{mart}").fetchall() if r[1] == "VARCHAR"]
+        for col in cols:
+            values = [
+                r[0] for r in warehouse.execute(f'SELECT DISTINCT "{col}" FROM marts.{mart}').fetchall()
+            ]
+            assert not [v for v in values if v and str(v).startswith(prefixes)], (mart, col)
+
+
+def test_rebuilding_the_marts_changes_nothing(warehouse):
+    before = {m: warehouse.execute(f"SELECT * FROM marts.{m} ORDER BY ALL").fetchall() for m in MART_NAMES}
+    build_marts(warehouse, load_mart_settings(env={}), key=KEY)
+    after = {m: warehouse.execute(f"SELECT * FROM marts.{m} ORDER BY ALL").fetchall() for m in MART_NAMES}
+    assert after == before
+    assert all(before[m] for m in MART_NAMES)

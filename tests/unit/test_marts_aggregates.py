@@ -1,0 +1,156 @@
+"""Therapist and QI aggregates end to end on a tiny clinic, settings, idempotent rebuilds."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import pytest
+
+from marts.build import MART_NAMES, build_marts
+from marts.scores import MissingInputError
+from marts.settings import MartSettingsError, load_mart_settings, thresholds_from_registry
+from tests.unit.test_marts_helpers import KEY, Clinic, key_of
+
+
+def _two_therapists() -> Clinic:
+    """t1 sees p1 (WAI means 3, 3) and p2 (4); t2 sees p3 (4) and p4 (5); p1 also has a clinician rating."""
+    c = Clinic()
+    plan = {"t1": {"p1": [3.0, 3.0], "p2": [4.0]}, "t2": {"p3": [4.0], "p4": [5.0]}}
+    for t, patients in plan.items():
+        for p, means in patients.items():
+            c.patient(p)
+            c.episode(f"eoc-{p}", p, "2026-03-01", "2026-03-31", org="c1" if t == "t1" else "c2")
+            for i, m in enumerate(means, start=1):
+                enc = f"{p}-{i}"
+                c.encounter(
+                    enc,
+                    p,
+                    f"2026-03-0{i}",
+                    eoc=f"eoc-{p}",
+                    practitioner=f"Practitioner/{t}",
+                    org="c1" if t == "t1" else "c2",
+                )
+                c.wai(enc, p, m)
+    c.wai_clinician("p1-1", "p1", 2.0)
+    return c
+
+
+def test_therapist_alliance_by_hand():
+    c = _two_therapists()
+    c.build(min_cell=2, therapist_periods="all,quarter")
+    rows = c.dicts("SELECT * FROM marts.therapist_alliance WHERE period_type = 'all' ORDER BY mean_alliance")
+    t1, t2 = rows
+    assert t1["therapist_key"] == key_of("practitioner", "t1")
+    assert t1["clinic_key"] == key_of("organization", "c1")
+    # patient means: t1 = [3, 4], t2 = [4, 5]; grand 4; MSB = 1, MSW = 0.5, n0 = 2 -> tau2 = 0.25, ICC 1/3
+    assert (t1["caseload"], t1["patients_with_alliance"], t1["sessions_with_alliance"]) == (2, 2, 3)
+    assert t1["mean_alliance"] == pytest.approx(3.5)
+    assert (t1["grand_mean"], t1["tau2"], t1["sigma2"]) == (
+        pytest.approx(4.0),
+        pytest.approx(0.25),
+        pytest.approx(0.5),
+    )
+    assert t1["icc"] == pytest.approx(1 / 3)
+    # w = 0.25 / (0.25 + 0.5 / 2) = 0.5 -> 4 + 0.5 * (3.5 - 4) = 3.75
+    assert t1["shrinkage_weight"] == pytest.approx(0.5)
+    assert t1["shrunken_alliance"] == pytest.approx(3.75)
+    half = 1.959964 * math.sqrt(0.5 * 0.5 / 2)
+    assert t1["shrunken_ci_upper"] == pytest.approx(3.75 + half, abs=1e-5)
+    # funnel: sigma / sqrt(n) = sqrt(0.5) / sqrt(2) = 0.5
+    assert (t1["funnel_inner_lower"], t1["funnel_inner_upper"]) == (pytest.approx(3.02), pytest.approx(4.98))
+    assert (t1["funnel_outer_lower"], t1["funnel_outer_upper"]) == (
+        pytest.approx(2.455),
+        pytest.approx(5.545),
+    )
+    assert t1["funnel_position"] == "within"
+    assert t1["mean_alliance_clinician"] == pytest.approx(2.0)
+    assert t2["shrunken_alliance"] == pytest.approx(4.25)
+    assert (t1["min_cell"], t1["funnel_z_inner"], t1["funnel_z_outer"]) == (2, 1.96, 3.09)
+    quarters = c.rows(
+        "SELECT DISTINCT period_start, period_end FROM marts.therapist_alliance WHERE period_type = 'quarter'"
+    )
+    assert quarters == [(date(2026, 1, 1), date(2026, 3, 31))]
+
+
+def test_therapist_alliance_suppresses_small_caseloads_by_default():
+    c = _two_therapists()
+    c.build()
+    rows = c.dicts("SELECT suppressed, caseload, mean_alliance, icc FROM marts.therapist_alliance")
+    assert rows and all(
+        r["suppressed"] and r["caseload"] is None and r["mean_alliance"] is None for r in rows
+    )
+    assert all(r["icc"] is None for r in rows)  # 4 patients in the model: too few to show
+
+
+def test_qi_monthly_practice_row_is_the_sum_of_clinic_rows():
+    c = _two_therapists()
+    c.build(min_cell=2)
+    rows = c.dicts("SELECT * FROM marts.qi_monthly ORDER BY level, clinic_key")
+    clinics = [r for r in rows if r["level"] == "clinic"]
+    (practice,) = [r for r in rows if r["level"] == "practice"]
+    assert {r["clinic_key"] for r in clinics} == {key_of("organization", "c1"), key_of("organization", "c2")}
+    assert practice["month"] == date(2026, 3, 1) and practice["clinic_key"] is None
+    assert practice["sessions_attended"] == 5 == sum(r["sessions_attended"] for r in clinics)
+    assert practice["patients_seen"] == 4
+    assert practice["sessions_low_alliance"] == 0 and practice["low_alliance_share"] == 0.0
+    assert practice["mean_alliance"] == pytest.approx((3 + 3 + 4 + 4 + 5) / 5)
+    assert practice["measurement_completion_rate"] == 1.0
+    assert (
+        practice["dq_responses"] == practice["dq_passed"] == 6
+    )  # the scores' responses (no staging responses)
+    assert practice["episodes_ended"] == 4
+    assert (practice["low_alliance_threshold"], practice["pdc_threshold"], practice["min_cell"]) == (
+        3.0,
+        0.8,
+        2,
+    )
+
+
+def test_rebuilding_gives_identical_marts():
+    c = _two_therapists()
+    c.build(min_cell=2)
+    first = {m: c.rows(f"SELECT * FROM marts.{m} ORDER BY ALL") for m in MART_NAMES}
+    c.build(min_cell=2)
+    assert {m: c.rows(f"SELECT * FROM marts.{m} ORDER BY ALL") for m in MART_NAMES} == first
+    assert all(first[m] for m in MART_NAMES)
+
+
+def test_marts_need_the_scoring_table():
+    c = Clinic()
+    c.con.execute("DROP TABLE staging.measure_scores")
+    with pytest.raises(MissingInputError, match=r"staging\.measure_scores"):
+        build_marts(c.con, load_mart_settings(env={}), key=KEY)
+
+
+def test_settings_from_environment_file_and_overrides(tmp_path):
+    f = tmp_path / "marts.yaml"
+    f.write_text("marts:\n  min_cell: 5\n  rupture_drop: 0.75\n")
+    s = load_mart_settings(
+        env={
+            "ALLIANCE_QI_MART_SETTINGS": str(f),
+            "ALLIANCE_QI_MART_PDC_THRESHOLD": "0.9",
+            "ALLIANCE_QI_MART_THERAPIST_PERIODS": "all, quarter",
+            "ALLIANCE_QI_MART_MIN_CELL": "7",
+        },
+        episode_gap_days=60,
+    )
+    assert (s.pdc_threshold, s.min_cell, s.rupture_drop, s.episode_gap_days) == (0.9, 7, 0.75, 60)
+    assert s.therapist_periods == ["all", "quarter"]
+    assert load_mart_settings(env={}).pdc_threshold == 0.8
+    with pytest.raises(MartSettingsError, match="pdc_threshold"):
+        load_mart_settings(env={"ALLIANCE_QI_MART_PDC_THRESHOLD": "1.5"})
+    with pytest.raises(MartSettingsError, match="unknown"):
+        load_mart_settings(env={}, gap=3)
+    with pytest.raises(MartSettingsError, match="funnel_z"):
+        load_mart_settings(env={}, funnel_z=[3.09, 1.96])
+
+
+def test_registry_thresholds_default_and_site_override(tmp_path):
+    t = thresholds_from_registry()
+    assert (t.phq9_caseness, t.phq9_reliable_change, t.gad7_caseness, t.gad7_reliable_change) == (10, 6, 8, 4)
+    assert (t.srs_concern_below, t.ors_clinical_cutoff, t.wai_sr_low_alliance_mean) == (36, 25, 3.0)
+    (tmp_path / "srs.yaml").write_text("extends: srs\nthresholds: {concern_below: 37}\n")
+    from fhir_mappings.registry import load_registry
+
+    assert thresholds_from_registry(load_registry(tmp_path)).srs_concern_below == 37

@@ -1,0 +1,268 @@
+"""Hand-computed cases: session numbering, score linking, early alliance, rupture and repair."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.test_marts_helpers import Clinic, key_of
+
+
+def _sessions(clinic: Clinic) -> list[tuple]:
+    return clinic.rows(
+        "SELECT encounter_id, episode_id, episode_basis, session_number FROM staging.sessions "
+        "ORDER BY encounter_id"
+    )
+
+
+def test_sessions_are_numbered_within_their_episode_of_care_in_date_order():
+    c = Clinic()
+    c.patient("p1")
+    c.episode("eoc1", "p1", "2026-01-01")
+    # inserted out of order; a cancelled encounter is not a session and takes no number
+    c.encounter("e3", "p1", "2026-01-15", eoc="eoc1")
+    c.encounter("e1", "p1", "2026-01-01", eoc="eoc1")
+    c.encounter("e2", "p1", "2026-01-08", eoc="eoc1", status="cancelled")
+    c.encounter("e4", "p1", "2026-01-22", eoc="eoc1")
+    c.build()
+    assert _sessions(c) == [
+        ("e1", "eoc1", "episode_of_care", 1),
+        ("e3", "eoc1", "episode_of_care", 2),
+        ("e4", "eoc1", "episode_of_care", 3),
+    ]
+
+
+def test_gap_rule_starts_a_new_episode_after_more_than_gap_days_without_a_session():
+    c = Clinic()
+    c.patient("p1")
+    c.encounter("e1", "p1", "2026-01-01")
+    c.encounter("e2", "p1", "2026-04-01")  # exactly 90 days later: same episode
+    c.encounter("e3", "p1", "2026-06-30")  # 90 days after e2: same episode
+    c.encounter("e4", "p1", "2026-09-29")  # 91 days after e3: new episode
+    c.encounter("e5", "p1", "2026-10-06")
+    c.build()
+    assert _sessions(c) == [
+        ("e1", "gap:p1:2026-01-01", "gap_rule", 1),
+        ("e2", "gap:p1:2026-01-01", "gap_rule", 2),
+        ("e3", "gap:p1:2026-01-01", "gap_rule", 3),
+        ("e4", "gap:p1:2026-09-29", "gap_rule", 1),
+        ("e5", "gap:p1:2026-09-29", "gap_rule", 2),
+    ]
+    # the first gap episode is closed (last session long before the reference date), the second is open
+    eps = c.rows("SELECT episode_id, closed, period_end FROM staging.treatment_episodes ORDER BY 1")
+    assert [(e, closed) for e, closed, _ in eps] == [
+        ("gap:p1:2026-01-01", True),
+        ("gap:p1:2026-09-29", False),
+    ]
+
+
+def test_gap_days_is_a_setting():
+    c = Clinic()
+    c.patient("p1")
+    c.encounter("e1", "p1", "2026-01-01")
+    c.encounter("e2", "p1", "2026-01-31")  # 30 days
+    c.build(episode_gap_days=29)
+    assert [r[3] for r in _sessions(c)] == [1, 1]
+
+
+def test_practitioner_role_participant_resolves_to_its_practitioner_and_clinic_falls_back_to_episode():
+    c = Clinic()
+    c.patient("p1")
+    c.add({"resourceType": "PractitionerRole", "id": "r9", "practitioner": {"reference": "Practitioner/t9"}})
+    c.episode("eoc1", "p1", "2026-01-01", org="c7")
+    c.encounter("e1", "p1", "2026-01-01", eoc="eoc1", practitioner="PractitionerRole/r9", org=None)
+    c.build()
+    assert c.rows("SELECT practitioner_id, clinic_id FROM staging.sessions") == [("t9", "c7")]
+    assert c.rows("SELECT therapist_key, clinic_key FROM marts.alliance_sessions") == [
+        (key_of("practitioner", "t9"), key_of("organization", "c7"))
+    ]
+
+
+def test_newest_version_of_a_resource_wins():
+    c = Clinic()
+    c.patient("p1")
+    c.encounter("e1", "p1", "2026-01-01")
+    # a later version marks the encounter entered-in-error: no longer a session
+    c.add(
+        {
+            "resourceType": "Encounter",
+            "id": "e1",
+            "status": "entered-in-error",
+            "subject": {"reference": "Patient/p1"},
+        },
+        version="2",
+        last_updated="2026-02-01T00:00:00Z",
+    )
+    c.build()
+    assert _sessions(c) == []
+
+
+def test_scores_link_by_encounter_newest_authored_wins_and_mismatched_patient_is_not_linked():
+    c = Clinic()
+    for p in ("p1", "p2"):
+        c.patient(p)
+    c.encounter("e1", "p1", "2026-01-01")
+    c.wai("e1", "p1", 3.0, authored="2026-01-01T11:00:00Z", response_id="old")
+    c.wai("e1", "p1", 4.0, authored="2026-01-01T11:05:00Z", response_id="new")  # resubmission
+    c.wai("e1", "p2", 1.0, response_id="wrong-patient")  # says encounter e1 but another subject
+    c.wai(None, "p1", 2.0, response_id="no-encounter")
+    c.wai("e1", "p1", 5.0, response_id="invalid", valid=False)
+    c.build()
+    assert c.rows("SELECT DISTINCT response_id FROM staging.session_measures") == [("new",)]
+    assert c.rows("SELECT wai_sr_mean, wai_sr_total FROM marts.alliance_sessions") == [(4.0, 48.0)]
+
+
+def test_quarantined_responses_are_left_out():
+    c = Clinic()
+    c.patient("p1")
+    c.encounter("e1", "p1", "2026-01-01")
+    c.wai("e1", "p1", 3.0, authored="2026-01-01T11:00:00Z", response_id="ok")
+    c.wai("e1", "p1", 4.0, authored="2026-01-01T11:05:00Z", response_id="bad")
+    c.con.execute("CREATE SCHEMA quality")
+    c.con.execute(
+        """CREATE VIEW quality.current_quarantine AS
+           SELECT 'staging.measure_scores' AS table_name, 's' AS source, 'bad' AS record_key, 'x' AS reason"""
+    )
+    c.build()
+    # the newer response is quarantined, so the older valid one is used
+    assert c.rows("SELECT wai_sr_mean FROM marts.alliance_sessions") == [(3.0,)]
+
+
+def test_raters_are_kept_apart_and_discrepancy_is_patient_minus_clinician():
+    c = Clinic()
+    c.patient("p1")
+    c.encounter("e1", "p1", "2026-01-01")
+    c.wai("e1", "p1", 4.25)
+    c.wai_clinician("e1", "p1", 3.5)
+    c.total("srs", "e1", "p1", 37)
+    c.build()
+    row = c.dicts("SELECT * FROM marts.alliance_sessions")[0]
+    assert (row["wai_sr_mean"], row["wai_clinician_mean"], row["srs_total"]) == (4.25, 3.5, 37.0)
+    assert row["rater_discrepancy"] == pytest.approx(0.75)
+    assert row["low_alliance_flag"] is False and row["srs_concern_flag"] is False
+    assert row["alliance_measured"] is True
+
+
+def _series(
+    c: Clinic, eoc: str, pid: str, wai: list[float | None], srs: list[float | None] | None = None
+) -> None:
+    for i, value in enumerate(wai, start=1):
+        enc = f"{eoc}-{i}"
+        c.encounter(enc, pid, f"2026-03-{i:02d}", eoc=eoc)
+        if value is not None:
+            c.wai(enc, pid, value)
+        srs_value = srs[i - 1] if srs else None
+        if srs_value is not None:
+            c.total("srs", enc, pid, srs_value)
+
+
+def _ruptures(c: Clinic, eoc: str) -> list[tuple]:
+    return c.rows(
+        """SELECT session_number, rupture_flag, rupture_basis, repair_status, repair_flag,
+                  repair_session_number
+           FROM marts.alliance_sessions WHERE episode_key = ? ORDER BY session_number""",
+        [key_of("episode", eoc)],
+    )
+
+
+def test_rupture_is_a_drop_of_at_least_the_threshold_and_repair_is_a_return_within_two_sessions():
+    c = Clinic()
+    c.patient("p1")
+    c.episode("a", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "a", "p1", [4.0, 3.0, 3.5, 4.0])  # drop of exactly 1.0; back to 4.0 two sessions later
+    c.episode("b", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "b", "p1", [4.0, 2.9, 3.5, 3.9, 4.0])  # back only three sessions later: not repaired
+    c.episode("c", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "c", "p1", [4.0, 3.1, 3.2])  # drop 0.9: no rupture
+    c.episode("d", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "d", "p1", [4.0, None, 2.5, 4.2])  # previous *measured* session is session 1
+    c.build(rupture_srs_rule="off")
+    assert _ruptures(c, "a") == [
+        (1, False, None, None, None, None),
+        (2, True, "wai_sr_drop", "repaired", True, 4),
+        (3, False, None, None, None, None),
+        (4, False, None, None, None, None),
+    ]
+    assert _ruptures(c, "b")[1] == (2, True, "wai_sr_drop", "not_repaired", False, None)
+    assert [r[1] for r in _ruptures(c, "c")] == [False, False, False]
+    assert _ruptures(c, "d")[1][1] is None  # nothing measured at session 2
+    assert _ruptures(c, "d")[2] == (3, True, "wai_sr_drop", "repaired", True, 4)
+    drop = c.rows(
+        "SELECT wai_sr_drop, previous_wai_sr_mean FROM marts.alliance_sessions WHERE episode_key = ? "
+        "AND session_number = 3",
+        [key_of("episode", "d")],
+    )
+    assert drop == [(1.5, 4.0)]
+
+
+def test_unrepaired_rupture_is_pending_while_the_episode_is_open_and_fewer_sessions_followed():
+    c = Clinic()
+    c.patient("p1")
+    c.episode("open", "p1", "2026-03-01", status="active")
+    _series(c, "open", "p1", [4.0, 2.5, 3.0])  # one later session so far
+    c.episode("closed", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "closed", "p1", [4.0, 2.5])  # ended right after the rupture
+    c.build(rupture_srs_rule="off")
+    assert _ruptures(c, "open")[1][3:5] == ("pending", None)
+    assert _ruptures(c, "closed")[1][3:5] == ("not_repaired", False)
+    # and the episode mart counts them
+    eo = c.rows(
+        "SELECT ruptures, ruptures_repaired, ruptures_not_repaired FROM marts.episode_outcomes "
+        "WHERE episode_key = ?",
+        [key_of("episode", "closed")],
+    )
+    assert eo == [(1, 0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("falls_below", [False, True, False, False]),  # 37 -> 34 falls below 36; 34 -> 33 stays below
+        ("below", [False, True, True, False]),
+        ("off", [False, False, False, False]),
+    ],
+)
+def test_srs_rupture_rules(rule, expected):
+    c = Clinic()
+    c.patient("p1")
+    c.episode("a", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "a", "p1", [None, None, None, None], srs=[37, 34, 33, 38])
+    c.build(rupture_srs_rule=rule)
+    assert [r[1] for r in _ruptures(c, "a")] == expected
+    if rule == "falls_below":
+        # repaired when SRS is back at or above its pre-rupture value (37) within two sessions: 38 at s4
+        assert _ruptures(c, "a")[1][2:4] == ("srs_below_cutoff", "repaired")
+
+
+def test_rupture_flagged_by_both_measures_needs_both_back():
+    c = Clinic()
+    c.patient("p1")
+    c.episode("a", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "a", "p1", [4.0, 2.5, 4.0, 4.0], srs=[38, 30, 35, 38])
+    c.build()
+    rows = _ruptures(c, "a")
+    assert rows[1][2] == "wai_sr_drop+srs_below_cutoff"
+    assert rows[1][3:] == ("repaired", True, 4)  # WAI back at s3 but SRS only at s4
+
+
+def test_early_alliance_is_the_mean_patient_wai_over_sessions_one_to_three():
+    c = Clinic()
+    c.patient("p1")
+    c.episode("a", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "a", "p1", [3.0, 4.0, None, 5.0])  # session 3 not measured, session 4 not early
+    for i, v in ((1, 2.0), (2, 3.0), (3, 4.5), (4, 1.0)):
+        c.wai_clinician(f"a-{i}", "p1", v)
+    c.build()
+    row = c.dicts(
+        "SELECT early_alliance, early_alliance_sessions, early_alliance_clinician, mean_alliance_patient "
+        "FROM marts.episode_outcomes"
+    )[0]
+    assert row["early_alliance"] == pytest.approx(3.5)
+    assert row["early_alliance_sessions"] == 2
+    assert row["early_alliance_clinician"] == pytest.approx((2.0 + 3.0 + 4.5) / 3)
+    assert row["mean_alliance_patient"] == pytest.approx(4.0)
+    c2 = Clinic()
+    c2.patient("p1")
+    c2.episode("a", "p1", "2026-03-01", "2026-03-31")
+    _series(c2, "a", "p1", [3.0, 4.0, None, 5.0])
+    c2.build(early_sessions=4)
+    assert c2.rows("SELECT early_alliance FROM marts.episode_outcomes") == [(4.0,)]

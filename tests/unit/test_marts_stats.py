@@ -1,0 +1,171 @@
+"""Hand-computed statistics: variance components and ICC, empirical-Bayes shrinkage, funnel limits,
+correlations with Fisher-z intervals, dependent-correlation differences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from marts.stats import (
+    bootstrap_icc,
+    correlate,
+    eb_shrink,
+    fisher_ci,
+    funnel_limits,
+    mean_difference_ci,
+    pearson_r,
+    spearman_rho,
+    variance_components,
+    z_for,
+    zou_difference,
+)
+from marts.therapists import funnel_position, period_of
+
+
+def test_variance_components_balanced():
+    # A = 1,2,3 (mean 2), B = 4,5,6 (mean 5); grand 3.5
+    # MSB = 3 * (1.5^2 + 1.5^2) / 1 = 13.5; MSW = (2 + 2) / 4 = 1; n0 = 3
+    # tau2 = (13.5 - 1) / 3 = 4.1667; ICC = 4.1667 / 5.1667
+    vc = variance_components({"A": [1, 2, 3], "B": [4, 5, 6]})
+    assert vc is not None
+    assert (vc.grand_mean, vc.sigma2, vc.n0, vc.groups, vc.observations) == (3.5, 1.0, 3.0, 2, 6)
+    assert vc.tau2 == pytest.approx(12.5 / 3)
+    assert vc.icc == pytest.approx((12.5 / 3) / (12.5 / 3 + 1))
+
+
+def test_variance_components_unbalanced_uses_n0():
+    # A = 1,3 (mean 2), B = 2,4,6 (mean 4); N = 5, grand = 16 / 5 = 3.2
+    # SSB = 2 * 1.2^2 + 3 * 0.8^2 = 4.8 = MSB; SSW = 2 + 8 = 10, MSW = 10 / 3
+    # n0 = (5 - (4 + 9) / 5) / 1 = 2.4; tau2 = (4.8 - 10/3) / 2.4 = 0.6111
+    vc = variance_components({"A": [1, 3], "B": [2, 4, 6]})
+    assert vc is not None
+    assert vc.grand_mean == pytest.approx(3.2)
+    assert vc.n0 == pytest.approx(2.4)
+    assert vc.sigma2 == pytest.approx(10 / 3)
+    assert vc.tau2 == pytest.approx((4.8 - 10 / 3) / 2.4)
+    assert vc.icc == pytest.approx(0.6111111 / (0.6111111 + 3.3333333), abs=1e-6)
+
+
+def test_variance_components_truncates_negative_tau2_and_handles_degenerate_input():
+    # group means equal: MSB = 0 < MSW, so tau2 = 0 and ICC = 0
+    vc = variance_components({"A": [1, 3], "B": [3, 1]})
+    assert vc is not None and vc.tau2 == 0.0 and vc.icc == 0.0
+    assert variance_components({}) is None
+    one = variance_components({"A": [1, 2, 3]})
+    assert one is not None and one.icc is None and one.grand_mean == 2.0
+
+
+def test_empirical_bayes_shrinkage_and_interval():
+    # w = 0.09 / (0.09 + 0.36 / 4) = 0.5; estimate = 3.5 + 0.5 * 0.5 = 3.75
+    # posterior variance = w * sigma2 / n = 0.045; half-width = 1.959964 * sqrt(0.045)
+    s = eb_shrink(4.0, 4, 3.5, 0.09, 0.36)
+    assert s.weight == pytest.approx(0.5)
+    assert s.estimate == pytest.approx(3.75)
+    half = 1.959964 * math.sqrt(0.045)
+    assert (s.ci_lower, s.ci_upper) == (
+        pytest.approx(3.75 - half, abs=1e-5),
+        pytest.approx(3.75 + half, abs=1e-5),
+    )
+    # more patients, less shrinkage
+    assert eb_shrink(4.0, 36, 3.5, 0.09, 0.36).weight == pytest.approx(0.09 / (0.09 + 0.01))
+    # no between-therapist variance: everyone is the grand mean
+    assert eb_shrink(4.0, 4, 3.5, 0.0, 0.36).estimate == 3.5
+    with pytest.raises(ValueError):
+        eb_shrink(4.0, 0, 3.5, 0.1, 0.3)
+
+
+def test_funnel_limits_at_two_z_values():
+    # grand 3.5, sigma 0.6, n 9: sigma / sqrt(n) = 0.2
+    assert funnel_limits(3.5, 0.6, 9, 1.96) == (pytest.approx(3.108), pytest.approx(3.892))
+    assert funnel_limits(3.5, 0.6, 9, 3.09) == (pytest.approx(2.882), pytest.approx(4.118))
+    inner, outer = (3.108, 3.892), (2.882, 4.118)
+    assert [funnel_position(m, inner, outer) for m in (4.2, 4.0, 3.5, 3.0, 2.8)] == [
+        "above_outer",
+        "above_inner",
+        "within",
+        "below_inner",
+        "below_outer",
+    ]
+
+
+def test_pearson_and_spearman_by_hand():
+    x, y = [1, 2, 3, 4, 5], [2, 4, 5, 4, 5]
+    # dx = -2..2, dy = -2, 0, 1, 0, 1: sxy = 6, sxx = 10, syy = 6 -> r = 6 / sqrt(60)
+    assert pearson_r(x, y) == pytest.approx(6 / math.sqrt(60))
+    # ranks of y with ties: 1, 2.5, 4.5, 2.5, 4.5 -> rho = pearson of ranks
+    assert spearman_rho(x, y) == pytest.approx(pearson_r(x, [1, 2.5, 4.5, 2.5, 4.5]))
+    assert spearman_rho([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)
+    assert pearson_r([1, 1, 1], [1, 2, 3]) is None
+    assert pearson_r([1, 2], [1, 2]) is None
+
+
+def test_fisher_interval_by_hand():
+    # r = 0.5, n = 28: atanh = 0.549306, se = 1/5 -> tanh(0.549306 -+ 0.391993)
+    lo, hi = fisher_ci(0.5, 28)
+    assert (lo, hi) == (
+        pytest.approx(math.tanh(0.157313), abs=1e-5),
+        pytest.approx(math.tanh(0.941299), abs=1e-5),
+    )
+    assert fisher_ci(0.5, 3) is None
+    c = correlate([1, 2, 3, 4, 5, 6], [1, 3, 2, 5, 4, 6], "spearman")
+    # Spearman's SE uses the 1.06 factor: wider than Pearson's interval for the same r
+    lo_p, hi_p = fisher_ci(c.estimate, 6)
+    assert c.ci_lower < lo_p and c.ci_upper > hi_p
+    assert c.n == 6 and 0 < c.p_value < 1
+    assert z_for(0.95) == pytest.approx(1.959964, abs=1e-6)
+
+
+def test_zou_difference_of_dependent_correlations():
+    d = zou_difference(0.7, 0.2, 0.35, 100)
+    assert d is not None
+    diff, lo, hi = d
+    assert diff == pytest.approx(0.5)
+    assert lo > 0 and hi > diff
+    # swapping the predictors mirrors the interval
+    m = zou_difference(0.2, 0.7, 0.35, 100)
+    assert m is not None
+    assert (m[0], m[1], m[2]) == (pytest.approx(-0.5), pytest.approx(-hi), pytest.approx(-lo))
+    # the more the predictors correlate, the narrower the interval of their difference
+    wide = zou_difference(0.5, 0.3, 0.0, 100)
+    narrow = zou_difference(0.5, 0.3, 0.8, 100)
+    assert wide is not None and narrow is not None
+    assert narrow[2] - narrow[1] < wide[2] - wide[1]
+    assert zou_difference(0.5, 0.3, 0.2, 3) is None
+
+
+def test_bootstrap_icc_is_deterministic_and_brackets_a_clear_effect():
+    groups = {f"t{g}": [g + 0.1 * k for k in range(5)] for g in range(6)}
+    a = bootstrap_icc(groups, 200, seed=7)
+    b = bootstrap_icc(groups, 200, seed=7)
+    assert a == b and a is not None
+    assert 0.8 < a[0] <= a[1] <= 1.0
+    assert bootstrap_icc({"a": [1.0], "b": [2.0]}, 100, seed=1) is None
+
+
+def test_mean_difference_interval():
+    d = mean_difference_ci([1, 2, 3], [0, 0, 3])
+    assert d is not None
+    # means 2 and 1; variances 1 and 3 -> se = sqrt(1/3 + 3/3)
+    assert d[0] == pytest.approx(1.0)
+    assert d[2] - d[0] == pytest.approx(1.959964 * math.sqrt(4 / 3), abs=1e-5)
+    assert mean_difference_ci([1], [2, 3]) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "day", "expected"),
+    [
+        ("year", "2026-05-17", ("2026-01-01", "2026-12-31")),
+        ("quarter", "2026-05-17", ("2026-04-01", "2026-06-30")),
+        ("quarter", "2026-11-02", ("2026-10-01", "2026-12-31")),
+        ("month", "2026-02-10", ("2026-02-01", "2026-02-28")),
+        ("month", "2026-12-10", ("2026-12-01", "2026-12-31")),
+        ("all", "2026-02-10", ("2026-01-05", "2026-10-30")),
+    ],
+)
+def test_therapist_periods(kind, day, expected):
+    from datetime import date
+
+    span = (date(2026, 1, 5), date(2026, 10, 30))
+    got = period_of(kind, date.fromisoformat(day), span)
+    assert (got[0].isoformat(), got[1].isoformat()) == expected

@@ -70,6 +70,19 @@ def summarize(warehouse: Path) -> str:
         con.close()
 
 
+def _quality_summary(warehouse: Path) -> str:
+    """The data-quality summary of the newest checks run (quality_checks/summary.py)."""
+    import duckdb
+
+    from quality_checks.summary import summary_text
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return summary_text(con)
+    finally:
+        con.close()
+
+
 def _scoring_summary(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Valid scores per instrument, and where every other response went."""
     have = {
@@ -134,17 +147,28 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ["FHIR_BASE_URL"] = server.base_url
         os.environ.setdefault("DAGSTER_HOME", str(REPO / ".dagster_home"))
+        from marts.privacy import KEY_ENV, KEY_FILE_ENV, ensure_demo_key
+
+        if not (os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)):
+            # The demo's pseudonym key: a local 0600 file, created once (production: a managed secret).
+            os.environ[KEY_FILE_ENV] = str(ensure_demo_key(REPO / "data" / "pseudonym.key"))
         import dagster as dg
 
         from pipelines.definitions import defs, settings
 
         job = defs.resolve_job_def("clinic_pipeline_job")
         with dg.DagsterInstance.get() as instance:
-            result = job.execute_in_process(instance=instance, raise_on_error=False)
+            result = job.execute_in_process(
+                instance=instance, raise_on_error=False, partition_key=settings.default_source
+            )
+        warehouse = settings.warehouse_path()
         if not result.success:
             log.error("the main job failed; see the Dagster run %s (make dev)", result.run_id)
+            if warehouse.exists():  # a blocking data-quality check is the likeliest reason: show them
+                sys.stdout.write("\n" + _quality_summary(warehouse) + "\n")
             return 1
-        sys.stdout.write("\n" + summarize(settings.warehouse_path()) + "\n")
+        sys.stdout.write("\n" + summarize(warehouse) + "\n")
+        sys.stdout.write("\n" + _quality_summary(warehouse) + "\n")
         sys.stdout.write(
             f"\nDone in {time.monotonic() - t0:.0f}s. Dagster run {result.run_id}; `make dev` opens the UI.\n"
         )

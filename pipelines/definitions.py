@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.checks import build_quality_checks
+from assets.marts import mart_assets, staging_clinical_assets
 from assets.raw import raw_assets, source_partitions
 from assets.scores import scoring_assets
 from assets.staging import staging_assets
@@ -25,10 +27,13 @@ jobs = build_jobs(partitions)
 
 raw_job = jobs["raw_extract_job"]  # multiprocess (see pipelines/automation.py); the rest in-process
 freshness_checks, freshness_sensor = build_raw_freshness_checks(raw_assets)
+all_assets = [*raw_assets, *staging_assets, *scoring_assets, *staging_clinical_assets, *mart_assets]
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *staging_assets, *scoring_assets],
-    asset_checks=[*freshness_checks],
+    assets=all_assets,
+    # Great Expectations suites per layer (ERROR blocks downstream assets, WARN annotates), plus
+    # Dagster's freshness checks on the raw assets.
+    asset_checks=[*build_quality_checks(all_assets), *freshness_checks],
     jobs=[raw_job, jobs["full_refresh_job"], jobs["downstream_job"], jobs["clinic_pipeline_job"]],
     schedules=[build_nightly_schedule(raw_job, partitions)],
     sensors=[

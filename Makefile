@@ -45,7 +45,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy pipelines assets fhir_mappings quality_checks demo
+	$(VENV)/bin/mypy pipelines assets fhir_mappings quality_checks marts demo benchmarks
 
 # Re-resolve the lock file after changing pyproject.toml.
 lock:
@@ -53,3 +53,26 @@ lock:
 
 clean:
 	rm -rf data reports .dagster_home/storage .dagster_home/history .dagster_home/schedules .dagster_home/logs
+
+# Benchmarks (docs/benchmarks.md): scale generator, each stage in its own process, the bare-scan floor, a
+# no-change rerun and the peers, into benchmarks/results/latest.json and docs/benchmarks.md.
+# SCALE = QuestionnaireResponses (10000, 100000, 1000000); data is cached in benchmarks/data/<SCALE>/.
+# DUCKDB_MEMORY_LIMIT (e.g. 1GB) caps DuckDB in every stage, an experiment the pipeline does not make.
+SCALE ?= 100000
+PEERS_VENV := benchmarks/.peers-venv
+.PHONY: bench bench-peers-venv
+
+bench: install bench-peers-venv
+	$(PY) -m benchmarks.run --scale $(SCALE) --seed $(SEED) \
+	  $(if $(DUCKDB_MEMORY_LIMIT),--duckdb-memory-limit $(DUCKDB_MEMORY_LIMIT))
+
+# The peers' own environment (fhir4ds pins an older DuckDB than the pipeline). A failed install is not
+# fatal: the log is kept and the results record the peers as not installed, with the error.
+bench-peers-venv: $(PEERS_VENV)/.installed
+
+$(PEERS_VENV)/.installed: benchmarks/peers/requirements.txt | install
+	@rm -rf $(PEERS_VENV)
+	@( $(VENV)/bin/uv venv -q $(PEERS_VENV) --python $(PY) && \
+	   $(VENV)/bin/uv pip install -q --python $(PEERS_VENV)/bin/python -r benchmarks/peers/requirements.txt && \
+	   touch $@ ) > benchmarks/.peers-venv-install.log 2>&1 || \
+	 { echo "peer environment not installed: see benchmarks/.peers-venv-install.log"; rm -rf $(PEERS_VENV); }

@@ -8,16 +8,38 @@ re-materialising changes nothing.
 
 import dagster as dg
 
+from assets.scores import SCORES_STEP
+from fhir_mappings.registry import load_registry, registry_fingerprint
 from marts.build import (
     MART_INPUTS,
     MART_NAMES,
     STAGING_BUILT,
+    MartContext,
     build_mart,
     build_staging,
     make_context,
 )
 from marts.staging import RAW_INPUTS, STAGING_INPUTS
+from pipelines import build_state
+from pipelines.automation import is_full_refresh
 from pipelines.resources.fhir_source import WarehouseResource
+
+
+def _upstream_steps(names: tuple[str, ...]) -> list[str]:
+    """build_state step names of staging tables (scores and the answer tables have their own)."""
+    named = {"measure_scores": SCORES_STEP, "questionnaire_answers": "staging.questionnaire_answers"}
+    return [named.get(n, f"staging.{n}") for n in names]
+
+
+def _settings_text(ctx: MartContext) -> str:
+    """Mart settings, registry thresholds, and a keyed MAC of a constant (changes with the key,
+    reveals nothing about it): rebuild when any of them changes."""
+    import hashlib
+    import hmac
+
+    mac = hmac.new(ctx.key, b"alliance-qi build state", hashlib.sha256).hexdigest() if ctx.key else ""
+    return f"{ctx.settings!r}|{registry_fingerprint(load_registry())}|{mac}"
+
 
 STAGING_DESCRIPTIONS: dict[str, str] = {
     "practitioners": "One row per Practitioner (newest version): id, active, gender; no names or contacts.",
@@ -124,10 +146,27 @@ def build_staging_asset(name: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         ctx = make_context(need_key=False)
+        step = f"staging.{name}"
         with warehouse.connect() as con:
+            raw = [f"raw.{t}" for t in RAW_INPUTS.get(name, ())]
+            if name == "session_measures":
+                raw.append("quality.quarantine")  # quarantined responses stay out of the marts
+            upstream = _upstream_steps(
+                ("sessions", "measure_scores") if name == "session_measures" else STAGING_INPUTS[name]
+            )
+            state = build_state.input_state(con, raw, upstream, _settings_text(ctx))
+            if not is_full_refresh(context) and build_state.is_current(con, step, state, [step]):
+                rows = con.execute(f"SELECT count(*) FROM {step}").fetchall()[0][0]  # noqa: S608 - constant
+                context.log.info(f"{step}: inputs unchanged since the last build; kept {rows} rows")
+                return dg.MaterializeResult(
+                    metadata={"rows": rows, "skipped": True, "dagster/row_count": rows}
+                )
             counts = build_staging(con, name, ctx)
-        context.log.info(f"staging.{name}: {counts}")
-        return dg.MaterializeResult(metadata={**counts, "dagster/row_count": counts["rows"]})
+            build_state.record(con, step, state, context.run_id)
+        context.log.info(f"{step}: {counts}")
+        return dg.MaterializeResult(
+            metadata={**counts, "skipped": False, "dagster/row_count": counts["rows"]}
+        )
 
     return _staging_asset
 
@@ -150,12 +189,26 @@ def build_mart_asset(name: str) -> dg.AssetsDefinition:
     )
     def _mart_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         ctx = make_context()
+        step = f"marts.{name}"
         with warehouse.connect() as con:
-            rows = build_mart(con, name, ctx)
-        context.log.info(f"marts.{name}: {rows} rows")
+            upstream = [
+                *_upstream_steps(MART_STAGING_INPUTS[name]),
+                *(f"marts.{m}" for m in MART_INPUTS[name]),
+            ]
+            # qi_monthly reports the data-quality pass rate, so newer check results rebuild it.
+            extra_tables = ["quality.check_results"] if name == "qi_monthly" else []
+            state = build_state.input_state(con, extra_tables, upstream, _settings_text(ctx))
+            skipped = not is_full_refresh(context) and build_state.is_current(con, step, state, [step])
+            if skipped:
+                rows = con.execute(f"SELECT count(*) FROM {step}").fetchall()[0][0]  # noqa: S608 - constant
+            else:
+                rows = build_mart(con, name, ctx)
+                build_state.record(con, step, state, context.run_id)
+        context.log.info(f"{step}: {rows} rows" + (" (inputs unchanged: kept)" if skipped else ""))
         s = ctx.settings
         return dg.MaterializeResult(
             metadata={
+                "skipped": skipped,
                 "dagster/row_count": rows,
                 "min_cell": s.min_cell,
                 "pdc_threshold": s.pdc_threshold,

@@ -37,19 +37,34 @@ def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
     )
 
 
+# Append-only tables a step may read besides raw, with the column that grows on every append.
+APPEND_ONLY_STAMP = {"quality.quarantine": "quarantined_at", "quality.check_results": "checked_at"}
+
+
 def input_state(
     con: duckdb.DuckDBPyConnection, raw_tables: Iterable[str], steps: Iterable[str] = (), extra: str = ""
 ) -> dict[str, object]:
-    """The state of a step's inputs: raw tables by (rows, newest fetched_at), upstream steps by their
-    recorded fingerprint, and any `extra` text (e.g. a hash of the instrument registry)."""
+    """The state of a step's inputs: raw (and other append-only) tables by (rows, newest stamp),
+    upstream steps by their recorded fingerprint, and any `extra` text (e.g. a hash of the
+    instrument registry, or of settings)."""
     con.execute(DDL)
     state: dict[str, object] = {}
     for table in raw_tables:
         if not _table_exists(con, table):
             state[table] = None
             continue
+        if table == "quality.quarantine":
+            # What is quarantined now (newest run per check), not how often checks appended rows.
+            count, digest = con.execute(
+                """SELECT count(*), md5(coalesce(string_agg(table_name || '|' || source || '|' || record_key,
+                                                            ',' ORDER BY table_name, source, record_key), ''))
+                   FROM (SELECT DISTINCT table_name, source, record_key FROM quality.current_quarantine)"""
+            ).fetchall()[0]
+            state[table] = [int(count), digest]
+            continue
+        stamp = APPEND_ONLY_STAMP.get(table, "fetched_at")
         rows, newest = con.execute(
-            f"SELECT count(*), max(fetched_at)::VARCHAR FROM {table}"  # noqa: S608 - table names are constants
+            f"SELECT count(*), max({stamp})::VARCHAR FROM {table}"  # noqa: S608 - names are constants
         ).fetchall()[0]
         state[table] = [int(rows), newest]
     for step in steps:

@@ -185,7 +185,13 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, s: PipelineSettings) -> WarehouseResource:
-        return cls(path=str(s.warehouse_path()), validation=s.validation)
+        """From the sources file; `ALLIANCE_QI_LANDING_DIR` and `ALLIANCE_QI_LOCK_TIMEOUT_S` override."""
+        return cls(
+            path=str(s.warehouse_path()),
+            validation=s.validation,
+            landing_dir=os.environ.get("ALLIANCE_QI_LANDING_DIR", ""),
+            lock_timeout_s=float(os.environ.get("ALLIANCE_QI_LOCK_TIMEOUT_S", "900")),
+        )
 
     def file(self) -> Path:
         path = Path(self.path)

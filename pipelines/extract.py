@@ -18,6 +18,7 @@ import orjson
 from pipelines.raw_landing import LandingCounts, RawLander
 from pipelines.resources.fhir import BulkExporter, FhirClient, iter_folder, parse_instant
 from pipelines.resources.fhir.folder import iter_ndjson_file
+from pipelines.settings import RESOURCE_TYPES
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
 
@@ -203,7 +204,8 @@ def extract_resource_type(
 def _pull_folder(lander: RawLander, folder: Path, resource_type: str) -> None:
     if not folder.is_dir():
         raise FileNotFoundError(f"folder source {folder} does not exist")
-    for resource, origin, error in iter_folder(folder):
+    # Bulk-named files of other types are not parsed for this type (see iter_folder).
+    for resource, origin, error in iter_folder(folder, only_type=resource_type, known_types=RESOURCE_TYPES):
         if resource is None:
             # Unparseable lines are kept once, under the type whose file they came from.
             if Path(origin.rsplit(":", 1)[0]).name.startswith(resource_type + "."):

@@ -7,6 +7,7 @@ published copy. Schemas: `raw` (this module), `staging`, `quality`, `marts` (lat
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -114,6 +115,14 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(stmt)
 
 
+def _memory_limit() -> str:
+    """DuckDB memory limit per connection: `ALLIANCE_QI_DUCKDB_MEMORY_LIMIT` (default 1GB)."""
+    value = os.environ.get("ALLIANCE_QI_DUCKDB_MEMORY_LIMIT", "1GB").strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        raise ValueError(f"ALLIANCE_QI_DUCKDB_MEMORY_LIMIT={value!r} is not a size like 1GB or 512MB")
+    return value
+
+
 class Warehouse:
     """A DuckDB warehouse file. `connect()` opens it read-write with the raw schema in place."""
 
@@ -141,6 +150,9 @@ class Warehouse:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         try:
+            # Bounded memory: DuckDB spills to disk beyond this instead of growing the process
+            # (docs/benchmarks.md measured the flatten at 2.5 GB for 100k responses without it).
+            con.execute(f"SET memory_limit = '{_memory_limit()}'")
             if not read_only:
                 ensure_raw_schema(con)
             yield con

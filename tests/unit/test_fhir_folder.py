@@ -85,3 +85,16 @@ def test_order_is_stable_across_runs(tmp_path: Path) -> None:
     first = [o for _, o, _ in iter_folder(tmp_path)]
     assert first == ["a.ndjson:1", "m.ndjson:1", "z.ndjson:1"]
     assert [o for _, o, _ in iter_folder(tmp_path)] == first
+
+
+def test_only_type_skips_bulk_files_of_other_types_but_reads_untyped_files(tmp_path):
+    (tmp_path / "Patient.ndjson").write_text('{"resourceType": "Patient", "id": "p1"}\n')
+    (tmp_path / "Encounter.001.ndjson").write_text('{"resourceType": "Encounter", "id": "e1"}\n')
+    (tmp_path / "mixed.ndjson").write_text(
+        '{"resourceType": "Patient", "id": "p2"}\n{"resourceType": "Encounter", "id": "e2"}\n'
+    )
+    known = ("Patient", "Encounter")
+    seen = [origin for _, origin, _ in iter_folder(tmp_path, only_type="Patient", known_types=known)]
+    assert seen == ["Patient.ndjson:1", "mixed.ndjson:1", "mixed.ndjson:2"]
+    everything = [origin for _, origin, _ in iter_folder(tmp_path)]
+    assert "Encounter.001.ndjson:1" in everything and len(everything) == 4

@@ -7,7 +7,8 @@ the caller can put it in the rejected table with its origin.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,26 @@ def _iter_json(path: Path, origin: str) -> Iterator[tuple[dict[str, Any] | None,
         yield inner_resource, where, inner_error
 
 
-def iter_folder(path: Path) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
+def typed_file_of(name: str, types: Iterable[str]) -> str | None:
+    """The resource type a Bulk-style file name declares (`Patient.ndjson`, `Patient.001.ndjson`,
+    `Patient-2.ndjson`), when it is one of `types`; None for any other name."""
+    head = re.split(r"[.\-_]", name, maxsplit=1)[0]
+    return head if head in set(types) else None
+
+
+def iter_folder(
+    path: Path, only_type: str | None = None, known_types: Iterable[str] = ()
+) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
     """Yield `(resource or None, origin, parse_error or None)` for every resource under `path`.
 
     `*.ndjson`: one item per non-blank line, origin `file:line`. `*.json`: the resource it holds
     (origin `file:1`), or each entry of a Bundle (origin `file#entry[i]`). Files are read in sorted
     order of their path relative to `path` (subfolders included), so reruns give the same order.
     Origins are relative paths. A single file may be passed as `path`.
+
+    With `only_type`, NDJSON files whose name declares another of `known_types` (Bulk naming,
+    `Encounter.ndjson`) are not read: a pull of one type then parses only its own files (and any
+    file whose name declares no type), instead of every file once per type.
     """
     if path.is_file():
         files = [path]
@@ -84,6 +98,10 @@ def iter_folder(path: Path) -> Iterator[tuple[dict[str, Any] | None, str, str | 
             key=lambda p: p.relative_to(path).as_posix(),
         )
     for file in files:
+        if only_type and file.suffix == ".ndjson":
+            declared = typed_file_of(file.name, known_types)
+            if declared is not None and declared != only_type:
+                continue
         origin = file.relative_to(root).as_posix()
         if file.suffix == ".ndjson":
             yield from _iter_ndjson(file, origin)

@@ -38,7 +38,11 @@ def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
 
 
 # Append-only tables a step may read besides raw, with the column that grows on every append.
-APPEND_ONLY_STAMP = {"quality.quarantine": "quarantined_at", "quality.check_results": "checked_at"}
+APPEND_ONLY_STAMP = {
+    "quality.quarantine": "quarantined_at",
+    "quality.check_results": "checked_at",
+    "raw.fetch_log": "finished_at",
+}
 
 
 def input_state(

@@ -159,7 +159,9 @@ def extract_resource_type(
     result = ExtractResult(spec.name, resource_type, spec.kind, spec.incremental, since, lander.counts)
     new_watermark: datetime | None = None
     if spec.kind == "folder":
-        _pull_folder(lander, Path(spec.folder), resource_type)
+        _pull_folder(
+            lander, Path(spec.folder), resource_type, spec, run_id, incremental=spec.incremental != "full"
+        )
         result.pull_mode = "folder"
     elif spec.kind == "bulk":
         if client is None:
@@ -201,11 +203,35 @@ def extract_resource_type(
     return result
 
 
-def _pull_folder(lander: RawLander, folder: Path, resource_type: str) -> None:
+def _pull_folder(
+    lander: RawLander, folder: Path, resource_type: str, spec: SourceSpec, run_id: str, *, incremental: bool
+) -> None:
+    """Land the folder's resources of one type. Incremental pulls skip files landed before with the
+    same size and modification time (recorded in `raw.source_files` of the landing file)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"folder source {folder} does not exist")
+    con = lander.con
+    landed = {
+        r[0]: (r[1], r[2])
+        for r in con.execute(
+            "SELECT path, size, mtime_ns FROM raw.source_files WHERE source = ? AND resource_type = ?",
+            [spec.name, resource_type],
+        ).fetchall()
+    }
+    read: dict[str, tuple[int, int]] = {}
+
+    def skip(file: Path) -> bool:
+        stat = file.stat()
+        rel = file.relative_to(folder).as_posix()
+        if incremental and landed.get(rel) == (stat.st_size, stat.st_mtime_ns):
+            return True
+        read[rel] = (stat.st_size, stat.st_mtime_ns)
+        return False
+
     # Bulk-named files of other types are not parsed for this type (see iter_folder).
-    for resource, origin, error in iter_folder(folder, only_type=resource_type, known_types=RESOURCE_TYPES):
+    for resource, origin, error in iter_folder(
+        folder, only_type=resource_type, known_types=RESOURCE_TYPES, skip_file=skip
+    ):
         if resource is None:
             # Unparseable lines are kept once, under the type whose file they came from.
             if Path(origin.rsplit(":", 1)[0]).name.startswith(resource_type + "."):
@@ -213,6 +239,12 @@ def _pull_folder(lander: RawLander, folder: Path, resource_type: str) -> None:
             continue
         if resource.get("resourceType") == resource_type:
             lander.add(resource, origin=origin)
+    lander.close()  # everything read is landed before the files are marked as done
+    for rel, (size, mtime_ns) in read.items():
+        con.execute(
+            "INSERT OR REPLACE INTO raw.source_files VALUES (?, ?, ?, ?, ?, ?, now())",
+            [spec.name, resource_type, rel, size, mtime_ns, run_id],
+        )
 
 
 def _line_text(folder: Path, origin: str) -> str:

@@ -92,6 +92,16 @@ RAW_DDL: list[str] = [
         updated_at TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (source, resource_type)
     )""",
+    """CREATE TABLE IF NOT EXISTS raw.source_files (
+        source VARCHAR NOT NULL,           -- folder sources: files already landed for a type, so an
+        resource_type VARCHAR NOT NULL,    -- unchanged file (same size and mtime) is not read again
+        path VARCHAR NOT NULL,             -- relative to the folder
+        size BIGINT NOT NULL,
+        mtime_ns BIGINT NOT NULL,
+        run_id VARCHAR NOT NULL,
+        landed_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (source, resource_type, path)
+    )""",
     """CREATE TABLE IF NOT EXISTS raw.bulk_jobs (
         key VARCHAR PRIMARY KEY,           -- source:ResourceType
         state JSON NOT NULL,               -- status URL and kick-off request, so a killed run resumes

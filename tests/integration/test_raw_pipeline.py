@@ -191,8 +191,34 @@ def test_folder_source_lands_every_ndjson_line(tmp_path, clinic):
         two = con.execute("""SELECT count(*) FROM (SELECT id FROM raw.questionnaire_response
                              GROUP BY id HAVING count(*) = 2)""").fetchall()[0][0]
         assert two > 0
+        before = {
+            t: con.execute(f"SELECT count(*) FROM raw.{table_for(t)}").fetchall()[0][0]
+            for t in RESOURCE_TYPES
+        }
     finally:
         con.close()
+
+    # A second pull of the unchanged folder reads no file again; a changed file is read again.
+    second = _run(source, wh)
+    fetched = {
+        e.asset_key.path[-1]: e.metadata["fetched"].value
+        for e in (ev.event_specific_data.materialization for ev in second.get_asset_materialization_events())
+        if e.asset_key.path[0] == "raw"
+    }
+    assert fetched and set(fetched.values()) == {0}
+    with (folder / "Patient.ndjson").open("a") as fh:
+        fh.write('{"resourceType": "Patient", "id": "late-arrival", "gender": "female"}\n')
+    third = _run(source, wh)
+    patient_meta = next(
+        ev.event_specific_data.materialization.metadata
+        for ev in third.get_asset_materialization_events()
+        if ev.event_specific_data.materialization.asset_key.path == ["raw", "patient"]
+    )
+    assert patient_meta["new_versions"].value == 1 and patient_meta["unchanged"].value == before["Patient"]
+    with duckdb.connect(str(wh), read_only=True) as con:
+        for t in RESOURCE_TYPES:
+            n = con.execute(f"SELECT count(*) FROM raw.{table_for(t)}").fetchall()[0][0]
+            assert n == before[t] + (1 if t == "Patient" else 0), t
 
 
 def test_bulk_source_round_trip_matches_rest(tmp_path, fhir_server, clinic):

@@ -8,7 +8,7 @@ the caller can put it in the rejected table with its origin.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,10 @@ def typed_file_of(name: str, types: Iterable[str]) -> str | None:
 
 
 def iter_folder(
-    path: Path, only_type: str | None = None, known_types: Iterable[str] = ()
+    path: Path,
+    only_type: str | None = None,
+    known_types: Iterable[str] = (),
+    skip_file: Callable[[Path], bool] | None = None,
 ) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
     """Yield `(resource or None, origin, parse_error or None)` for every resource under `path`.
 
@@ -86,7 +89,8 @@ def iter_folder(
 
     With `only_type`, NDJSON files whose name declares another of `known_types` (Bulk naming,
     `Encounter.ndjson`) are not read: a pull of one type then parses only its own files (and any
-    file whose name declares no type), instead of every file once per type.
+    file whose name declares no type), instead of every file once per type. `skip_file` leaves out
+    files the caller has already landed unchanged.
     """
     if path.is_file():
         files = [path]
@@ -98,6 +102,8 @@ def iter_folder(
             key=lambda p: p.relative_to(path).as_posix(),
         )
     for file in files:
+        if skip_file is not None and skip_file(file):
+            continue
         if only_type and file.suffix == ".ndjson":
             declared = typed_file_of(file.name, known_types)
             if declared is not None and declared != only_type:

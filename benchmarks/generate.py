@@ -45,22 +45,12 @@ from benchmarks.common import DATA_DIR, read_json, write_json
 from demo import forms
 from demo.forms import LAYOUTS, canonical_for, response_items
 from demo.generator import DRUGS, FAMILY_NAMES, FEMALE_NAMES, MALE_NAMES, GeneratorConfig
+from pipelines.settings import RESOURCE_TYPES
 
 # Bump when the output for a given (scale, seed) changes, so cached folders are regenerated.
 GENERATOR_VERSION = 1
 
-TYPES: tuple[str, ...] = (
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "EpisodeOfCare",
-    "Appointment",
-    "Encounter",
-    "MedicationRequest",
-    "MedicationDispense",
-    "QuestionnaireResponse",
-    "Questionnaire",
-)
+TYPES: tuple[str, ...] = RESOURCE_TYPES  # the pipeline's own list: one NDJSON file per type
 TZ = timezone(timedelta(hours=-5))  # the clinic's local offset, written into dateTimes
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"

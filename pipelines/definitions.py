@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets.checks import build_quality_checks
 from assets.marts import mart_assets, staging_clinical_assets
+from assets.publish import publish_assets
 from assets.raw import raw_assets, source_partitions
 from assets.scores import scoring_assets
 from assets.staging import staging_assets
@@ -30,7 +31,7 @@ freshness_checks, freshness_sensor = build_raw_freshness_checks(raw_assets)
 all_assets = [*raw_assets, *staging_assets, *scoring_assets, *staging_clinical_assets, *mart_assets]
 
 defs = dg.Definitions(
-    assets=all_assets,
+    assets=[*all_assets, *publish_assets],
     # Great Expectations suites per layer (ERROR blocks downstream assets, WARN annotates), plus
     # Dagster's freshness checks on the raw assets.
     asset_checks=[*build_quality_checks(all_assets), *freshness_checks],

@@ -1,0 +1,90 @@
+"""Publishing for BI and the QI report: thin Dagster assets over `marts.publish` and `marts.report`.
+
+- `published/marts`: the six marts copied to `<published>/marts.duckdb` (built aside, CHECKPOINTed,
+  moved into place with `os.replace`) and `<published>/parquet/<mart>.parquet`. BI tools read these,
+  never the warehouse. `<published>` is `$ALLIANCE_QI_PUBLISH_DIR`, else `published/` beside the
+  warehouse file (`data/published/` in the demo).
+- `reports/qi_report`: the self-contained HTML QI report (`$ALLIANCE_QI_REPORT_PATH`, else
+  `reports/qi_report.html` in the repository).
+
+Both are group `publish`. The report waits for `staging/measure_scores` (whose quality checks feed its
+data-quality section) and every mart.
+"""
+
+import dagster as dg
+
+from marts.build import MART_NAMES
+from marts.publish import publish_dir, publish_marts
+from marts.report import build_report, report_path
+from pipelines.resources.fhir_source import WarehouseResource
+
+MART_KEYS = [dg.AssetKey(["marts", name]) for name in MART_NAMES]
+PUBLISHED_KEY = dg.AssetKey(["published", "marts"])
+REPORT_KEY = dg.AssetKey(["reports", "qi_report"])
+
+
+@dg.asset(
+    key=PUBLISHED_KEY,
+    group_name="publish",
+    deps=MART_KEYS,
+    kinds={"duckdb", "parquet"},
+    owners=["team:data-engineering"],
+    tags={"layer": "published"},
+    description=(
+        "The six marts for BI tools: data/published/marts.duckdb (tables in the default schema, plus a "
+        "_published metadata table) and data/published/parquet/<mart>.parquet. Built aside and moved into "
+        "place atomically, so readers never see a half-written file; keyed pseudonyms only "
+        "(docs/bi-connections.md)."
+    ),
+)
+def published_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Publish the marts next to the warehouse (or to `$ALLIANCE_QI_PUBLISH_DIR`)."""
+    out = publish_dir(warehouse.file())
+    with warehouse.connect() as con:
+        result = publish_marts(con, out, run_id=context.run_id, source_warehouse=warehouse.file())
+    context.log.info(
+        f"published {len(result.row_counts)} marts to {result.database} and {result.parquet_dir}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "database": dg.MetadataValue.path(str(result.database)),
+            "parquet_dir": dg.MetadataValue.path(str(result.parquet_dir)),
+            "row_counts": dg.MetadataValue.json(result.row_counts),
+            "storage_version": result.storage_version,
+            "database_bytes": result.database_bytes,
+            "dagster/row_count": sum(result.row_counts.values()),
+        }
+    )
+
+
+@dg.asset(
+    key=REPORT_KEY,
+    group_name="publish",
+    deps=[*MART_KEYS, dg.AssetKey(["staging", "measure_scores"])],
+    kinds={"html"},
+    owners=["team:data-engineering"],
+    tags={"layer": "report"},
+    description=(
+        "The QI report reports/qi_report.html: one self-contained file that works offline (inline SVG "
+        "charts, no CDN) with monthly KPIs, alliance trajectories, early alliance vs PHQ-9 improvement, "
+        "the therapist funnel plot, adherence by patient- vs clinician-rated alliance and the data-quality "
+        "summary; small cells suppressed."
+    ),
+)
+def qi_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Render the QI report from the marts and the newest data-quality results."""
+    with warehouse.connect() as con:
+        result = build_report(con, report_path(), source=warehouse.file().name)
+    context.log.info(f"QI report written to {result.path} ({result.bytes} bytes)")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(result.path)),
+            "bytes": result.bytes,
+            "sections": dg.MetadataValue.json(list(result.sections)),
+            "chart_marks": dg.MetadataValue.json(result.chart_marks),
+            "min_cell": result.min_cell,
+        }
+    )
+
+
+publish_assets: list[dg.AssetsDefinition] = [published_marts, qi_report]

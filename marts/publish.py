@@ -1,0 +1,270 @@
+"""Publish the marts for BI tools: a DuckDB file and one Parquet file per mart, replaced atomically.
+
+BI tools never open the pipeline's warehouse (DuckDB has one writer, and a BI tool holding the file
+would block the pipeline). Instead each publish:
+
+1. attaches a new DuckDB file beside the published one (`<dir>/.marts-<uuid>.duckdb.tmp`) to the
+   warehouse connection and copies every mart into it as `main.<mart>` (so the published tables are
+   addressed simply as `<mart>`), plus a `_published` metadata table;
+2. writes each mart from that copy to `<dir>/parquet/.tmp-<mart>-<uuid>.parquet` (DuckDB writes the
+   Parquet itself; no pyarrow);
+3. `CHECKPOINT`s and detaches the new file, then `os.replace`s it over `<dir>/marts.duckdb` and each
+   temporary Parquet file over `<dir>/parquet/<mart>.parquet`.
+
+`os.replace` within one folder is atomic on POSIX: a reader that opens the path sees either the whole
+old file or the whole new one, and a reader that already holds the old file open keeps reading the
+old file (its inode lives on until closed). Readers reconnect to see new data.
+
+The published file is written in DuckDB's v1.0.0 storage format by default (readable by every
+DuckDB since 0.10, which is what BI drivers bundle; DuckDB 2.0's own format is unreadable before
+2.0); `ALLIANCE_QI_PUBLISH_STORAGE_VERSION` changes it.
+
+Idempotent: the marts are copied in a fixed row order (`ORDER BY ALL`), so publishing unchanged
+marts twice gives identical tables and Parquet rows; only `_published.built_at` and `run_id` change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import duckdb
+
+from marts.build import MART_NAMES
+
+PUBLISH_DIR_ENV = "ALLIANCE_QI_PUBLISH_DIR"
+STORAGE_VERSION_ENV = "ALLIANCE_QI_PUBLISH_STORAGE_VERSION"
+# v1.0.0 storage: every DuckDB since 0.10 reads it (BI drivers lag behind the Python package).
+DEFAULT_STORAGE_VERSION = "v1.0.0"
+PUBLISHED_FILE = "marts.duckdb"
+PARQUET_DIR = "parquet"
+METADATA_TABLE = "_published"
+# What the key columns are; never anything derived from the key itself.
+PSEUDONYMS = "keyed pseudonyms (HMAC-SHA256)"
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+_STORAGE_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
+
+
+class PublishError(RuntimeError):
+    """Publishing failed; the published files are unchanged and no temporary file is left."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What one publish wrote."""
+
+    database: Path
+    parquet_dir: Path
+    parquet_files: dict[str, Path]
+    row_counts: dict[str, int]
+    built_at: datetime
+    run_id: str
+    storage_version: str
+    database_bytes: int
+    columns: dict[str, int] = field(default_factory=dict)
+
+
+def publish_dir(warehouse_path: str | Path, env: Mapping[str, str] | None = None) -> Path:
+    """Where to publish: `$ALLIANCE_QI_PUBLISH_DIR`, else `<warehouse folder>/published/`."""
+    environ = os.environ if env is None else env
+    configured = environ.get(PUBLISH_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return Path(warehouse_path).resolve().parent / "published"
+
+
+def storage_version(env: Mapping[str, str] | None = None) -> str:
+    """The DuckDB storage version of the published file (`$ALLIANCE_QI_PUBLISH_STORAGE_VERSION`)."""
+    environ = os.environ if env is None else env
+    value = environ.get(STORAGE_VERSION_ENV) or DEFAULT_STORAGE_VERSION
+    if not _STORAGE_VERSION.match(value):
+        raise PublishError(f"{STORAGE_VERSION_ENV}={value!r}: expected a DuckDB version such as v1.0.0")
+    return value
+
+
+def _pipeline_version() -> str:
+    try:
+        return metadata.version("alliance-qi")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _quoted(name: str) -> str:
+    """A double-quoted identifier (catalog names come from file names and may hold any character)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _current_catalog(con: duckdb.DuckDBPyConnection) -> tuple[str, str | None]:
+    name, path = con.execute(
+        "SELECT database_name, path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()[0]
+    return str(name), (str(path) if path else None)
+
+
+def _missing_marts(con: duckdb.DuckDBPyConnection, catalog: str, names: Sequence[str]) -> list[str]:
+    have = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'marts'",
+            [catalog],
+        ).fetchall()
+    }
+    return [n for n in names if n not in have]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (the directory entry), where the platform allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def publish_marts(
+    con: duckdb.DuckDBPyConnection,
+    out_dir: str | Path,
+    *,
+    run_id: str | None = None,
+    source_warehouse: str | Path | None = None,
+    marts: Sequence[str] = MART_NAMES,
+    storage: str | None = None,
+) -> PublishResult:
+    """Copy `marts.<mart>` of the warehouse connection `con` to `<out_dir>/marts.duckdb` and
+    `<out_dir>/parquet/<mart>.parquet`, each built aside and moved into place with `os.replace`.
+
+    `con` must be a writable connection (the new file is attached to it); the warehouse itself is
+    only read. An error while building leaves the published files as they were and removes the
+    temporary files.
+    """
+    for name in marts:
+        if not _IDENT.match(name):
+            raise PublishError(f"not a mart name: {name!r}")
+    catalog, catalog_path = _current_catalog(con)
+    missing = _missing_marts(con, catalog, marts)
+    if missing:
+        raise PublishError(
+            f"cannot publish: marts not built yet: {', '.join('marts.' + m for m in missing)} "
+            "(materialize the marts/<name> assets first)"
+        )
+    version = storage or storage_version()
+    if not _STORAGE_VERSION.match(version):
+        raise PublishError(f"storage version {version!r}: expected a DuckDB version such as v1.0.0")
+    run = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
+    source = str(source_warehouse) if source_warehouse is not None else (catalog_path or catalog)
+
+    out = Path(out_dir).resolve()
+    parquet_dir = out / PARQUET_DIR
+    parquet_dir.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    alias = f"publish_{token[:12]}"
+    tmp_db = out / f".marts-{token}.duckdb.tmp"
+    tmp_parquet = {m: parquet_dir / f".tmp-{m}-{token}.parquet" for m in (*marts, METADATA_TABLE)}
+    final_db = out / PUBLISHED_FILE
+    built_at = datetime.now(UTC)
+    attached = False
+    try:
+        con.execute(f"ATTACH ? AS {alias} (STORAGE_VERSION ?)", [str(tmp_db), version])
+        attached = True
+        counts: dict[str, int] = {}
+        columns: dict[str, int] = {}
+        for m in marts:
+            # ORDER BY ALL: the same marts always give the same published rows (idempotent publish).
+            con.execute(
+                f"CREATE TABLE {alias}.main.{m} AS SELECT * FROM {_quoted(catalog)}.marts.{m} ORDER BY ALL"  # noqa: S608
+            )
+            counts[m] = int(con.execute(f"SELECT count(*) FROM {alias}.main.{m}").fetchall()[0][0])  # noqa: S608
+            columns[m] = len(con.execute(f"DESCRIBE {alias}.main.{m}").fetchall())
+        con.execute(
+            f"""CREATE TABLE {alias}.main.{METADATA_TABLE} (
+                    table_name VARCHAR, row_count BIGINT, column_count INTEGER, built_at TIMESTAMPTZ,
+                    run_id VARCHAR, source_warehouse VARCHAR, pipeline_version VARCHAR,
+                    pseudonyms VARCHAR, storage_version VARCHAR, parquet_file VARCHAR)"""
+        )
+        con.executemany(
+            f"INSERT INTO {alias}.main.{METADATA_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            [
+                [
+                    m,
+                    counts[m],
+                    columns[m],
+                    built_at,
+                    run,
+                    source,
+                    _pipeline_version(),
+                    PSEUDONYMS,
+                    version,
+                    f"{PARQUET_DIR}/{m}.parquet",
+                ]
+                for m in marts
+            ],
+        )
+        for m, path in tmp_parquet.items():
+            con.execute(f"COPY {alias}.main.{m} TO ? (FORMAT parquet)", [str(path)])
+        con.execute(f"CHECKPOINT {alias}")
+        con.execute(f"DETACH {alias}")
+        attached = False
+        wal = tmp_db.with_name(tmp_db.name + ".wal")
+        if wal.exists():  # everything was checkpointed: a WAL here means the copy is not self-contained
+            raise PublishError(f"{tmp_db}: a write-ahead log remained after CHECKPOINT")
+        with open(tmp_db, "rb") as fh:
+            os.fsync(fh.fileno())
+        # Atomic within one folder (POSIX rename): readers see the old file or the new one, never a mix.
+        os.replace(tmp_db, final_db)
+        for m, path in tmp_parquet.items():
+            os.replace(path, parquet_dir / f"{m}.parquet")
+        _fsync_dir(out)
+        _fsync_dir(parquet_dir)
+    except BaseException as exc:
+        if attached:
+            with contextlib.suppress(duckdb.Error):
+                con.execute(f"DETACH {alias}")
+        for leftover in (tmp_db, tmp_db.with_name(tmp_db.name + ".wal"), *tmp_parquet.values()):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        if isinstance(exc, duckdb.Error):
+            raise PublishError(f"publishing the marts to {out} failed: {exc}") from exc
+        raise
+    return PublishResult(
+        database=final_db,
+        parquet_dir=parquet_dir,
+        parquet_files={m: parquet_dir / f"{m}.parquet" for m in marts},
+        row_counts=counts,
+        built_at=built_at,
+        run_id=run,
+        storage_version=version,
+        database_bytes=final_db.stat().st_size,
+        columns=columns,
+    )
+
+
+def published_row_counts(database: str | Path) -> dict[str, int]:
+    """Row counts of every table in a published file, read through a fresh in-memory connection.
+
+    (ATTACH, not `duckdb.connect(path)`: the latter reuses a database already open in this process,
+    which after a publish is the old, replaced file.)
+    """
+    con = duckdb.connect()
+    try:
+        con.execute("ATTACH ? AS published (READ_ONLY)", [str(database)])
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'published' ORDER BY 1"
+            ).fetchall()
+        ]
+        return {
+            t: int(con.execute(f"SELECT count(*) FROM published.main.{_quoted(t)}").fetchall()[0][0])  # noqa: S608
+            for t in tables
+        }
+    finally:
+        con.close()

@@ -14,17 +14,10 @@ import pytest
 
 from marts.report import build_report
 from tests.unit.test_publish import generated_warehouse_file
+from tests.unit.test_report import CHART_FLOORS
 
-# chart id -> least number of <circle>/<path>/<rect> data marks it must have in the rendered DOM
-CHART_FLOORS = {
-    "monthly_kpis": 20,
-    "alliance_trajectories": 15,
-    "early_alliance_phq9": 150,
-    "therapist_funnel": 20,
-    "adherence_pdc": 6,
-    "adherence_mars": 6,
-    "data_quality": 10,
-}
+# chart id -> least number of <circle>/<path>/<rect> data marks it must have in the rendered DOM (the
+# same floors the unit test holds the generated file to)
 # Chromium's sandbox needs user namespaces, which CI containers and root sessions often lack.
 FLAGS = [
     "--headless",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import os
 import re
 import sys
@@ -82,15 +81,6 @@ def _optional(module: str, attr: str) -> Callable[..., Any]:
     if not callable(fn):
         raise NotBuiltYet(f"{module}.{attr} is not defined yet")
     return fn
-
-
-def _call(fn: Callable[..., Any], ctx: StageContext) -> Any:
-    """Call a pipeline function with the connection, plus `workdir` when it takes one (publish)."""
-    params = inspect.signature(fn).parameters
-    kwargs: dict[str, Any] = {}
-    if "workdir" in params:
-        kwargs["workdir"] = ctx.workdir
-    return fn(ctx.con, **kwargs)
 
 
 class _BuildState:
@@ -317,17 +307,21 @@ def stage_quality(ctx: StageContext) -> StageOutput:
     )
 
 
-# Where the publish step is expected; edit when it lands (called with the connection and `workdir`).
-PUBLISH_ENTRY = ("pipelines.publish", "publish_marts")
+# The publish step (marts/publish.py): the marts into a file aside, CHECKPOINT, atomic replace, Parquet.
+PUBLISH_ENTRY = ("marts.publish", "publish_marts")
 
 
 def stage_publish(ctx: StageContext) -> StageOutput:
-    """The published copy (temp file, CHECKPOINT, atomic replace) once the module exists."""
+    """The published copy (temp file, CHECKPOINT, atomic replace) and the Parquet files."""
     fn = _optional(*PUBLISH_ENTRY)
-    result = _call(fn, ctx)
-    detail = _plain(result) if isinstance(result, dict) else {}
-    rows = result if isinstance(result, int) else int(detail.get("rows", 0) or 0)
-    return StageOutput(rows=rows, rows_label="published rows", detail=detail)
+    result = fn(ctx.con, ctx.workdir / "published", run_id=ctx.run_id)
+    detail = {
+        "marts": len(result.row_counts),
+        "row_counts": dict(result.row_counts),
+        "database_bytes": int(result.database_bytes),
+        "parquet_files": len(result.parquet_files),
+    }
+    return StageOutput(rows=sum(result.row_counts.values()), rows_label="published rows", detail=detail)
 
 
 FLOOR_REPEATS = 3  # the floor is the least time: best of a few runs, so a busy moment does not lift it

@@ -48,7 +48,7 @@ def test_real_hl7_sdc_response_gives_one_row_per_answer_in_order():
     res = json.loads((FIXTURES / "hl7-sdc-phq9-response.json").read_text())
     res["id"] = "sdc"
     con = _warehouse([(res, "1", "2026-01-01T00:00:00Z")])
-    assert build_questionnaire_answers(con) == {"responses": 1, "answers": 10}
+    assert build_questionnaire_answers(con) == {"responses": 1, "answers": 10, "chunks": 1}
     rows = con.execute(
         "SELECT link_id, answer_type, coding_system, coding_code FROM staging.questionnaire_answers "
         "ORDER BY order_path"
@@ -131,7 +131,7 @@ def test_only_the_newest_version_is_flattened_and_rebuild_is_idempotent():
     con = _warehouse([(v1, "1", "2026-01-01T00:00:00Z"), (v2, "2", "2026-01-02T00:00:00Z")])
     first = build_questionnaire_answers(con)
     snapshot = con.execute("SELECT * FROM staging.questionnaire_answers").fetchall()
-    assert build_questionnaire_answers(con) == first == {"responses": 1, "answers": 1}
+    assert build_questionnaire_answers(con) == first == {"responses": 1, "answers": 1, "chunks": 1}
     assert con.execute("SELECT * FROM staging.questionnaire_answers").fetchall() == snapshot
     assert con.execute("SELECT status, value_integer FROM staging.questionnaire_answers").fetchall() == [
         ("amended", 5)
@@ -160,3 +160,16 @@ def test_answers_do_not_depend_on_group_nesting(values, wrap):
     )
     assert got["a"] == got["b"]
     assert [v for _, v in got["a"]] == values
+
+
+def test_chunked_flatten_gives_the_same_answers_as_one_chunk(monkeypatch):
+    items = [{"linkId": f"q{i}", "answer": [{"valueInteger": i}]} for i in range(1, 4)]
+    con = _warehouse([(_qr(f"r{n}", items), "1", "2026-01-01T00:00:00Z") for n in range(25)])
+    monkeypatch.setenv("ALLIANCE_QI_FLATTEN_CHUNK", "1000")
+    one = build_questionnaire_answers(con)
+    whole = con.execute("SELECT * FROM staging.questionnaire_answers ORDER BY ALL").fetchall()
+    monkeypatch.setenv("ALLIANCE_QI_FLATTEN_CHUNK", "4")
+    many = build_questionnaire_answers(con)
+    assert one["chunks"] == 1 and many["chunks"] == 7
+    assert con.execute("SELECT * FROM staging.questionnaire_answers ORDER BY ALL").fetchall() == whole
+    assert many["answers"] == one["answers"] == 75

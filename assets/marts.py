@@ -6,6 +6,9 @@ or `ALLIANCE_QI_PSEUDONYM_KEY_FILE` (never from Dagster config). Every table is 
 re-materialising changes nothing.
 """
 
+import hashlib
+import hmac
+
 import dagster as dg
 
 from assets.scores import SCORES_STEP
@@ -34,9 +37,6 @@ def _upstream_steps(names: tuple[str, ...]) -> list[str]:
 def _settings_text(ctx: MartContext) -> str:
     """Mart settings, registry thresholds, and a keyed MAC of a constant (changes with the key,
     reveals nothing about it): rebuild when any of them changes."""
-    import hashlib
-    import hmac
-
     mac = hmac.new(ctx.key, b"alliance-qi build state", hashlib.sha256).hexdigest() if ctx.key else ""
     return f"{ctx.settings!r}|{registry_fingerprint(load_registry())}|{mac}"
 

@@ -8,6 +8,7 @@ import duckdb
 import pandas as pd
 
 from marts.settings import MartSettings, Thresholds
+from pipelines.warehouse import table_exists
 
 # A reference's resource type and id: relative (`Patient/1`), absolute (`https://x/fhir/Patient/1`)
 # or versioned (`Patient/1/_history/2`). Contained (`#x`) and logical references have neither.
@@ -58,11 +59,7 @@ def current_versions(table: str) -> str:
 
 def relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
     """Does the table or view `schema.name` exist?"""
-    rows = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, name],
-    ).fetchall()
-    return bool(rows[0][0])
+    return table_exists(con, f"{schema}.{name}")
 
 
 def data_reference_date(con: duckdb.DuckDBPyConnection) -> date | None:

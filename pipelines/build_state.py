@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 import duckdb
 
+from pipelines.warehouse import table_exists
+
 DDL = """
 CREATE SCHEMA IF NOT EXISTS ops;
 CREATE TABLE IF NOT EXISTS ops.build_state (
@@ -25,16 +27,6 @@ CREATE TABLE IF NOT EXISTS ops.build_state (
     built_at TIMESTAMPTZ NOT NULL
 );
 """
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, _, name = qualified.partition(".")
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [schema, name],
-        ).fetchall()[0][0]
-    )
 
 
 # Append-only tables a step may read besides raw, with the column that grows on every append.
@@ -54,7 +46,7 @@ def input_state(
     con.execute(DDL)
     state: dict[str, object] = {}
     for table in raw_tables:
-        if not _table_exists(con, table):
+        if not table_exists(con, table):
             state[table] = None
             continue
         if table == "quality.quarantine":
@@ -89,7 +81,7 @@ def is_current(
     """True when `step` last ran on exactly these inputs and its output tables still exist."""
     con.execute(DDL)
     got = con.execute("SELECT fingerprint FROM ops.build_state WHERE step = ?", [step]).fetchall()
-    return bool(got) and got[0][0] == fingerprint(state) and all(_table_exists(con, t) for t in outputs)
+    return bool(got) and got[0][0] == fingerprint(state) and all(table_exists(con, t) for t in outputs)
 
 
 def record(con: duckdb.DuckDBPyConnection, step: str, state: dict[str, object], run_id: str) -> None:

@@ -119,6 +119,17 @@ RAW_DDL: list[str] = [
 ]
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    """Does `schema.table` (a table or a view) exist in the connected database?"""
+    schema, _, name = qualified.partition(".")
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()[0][0]
+    )
+
+
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the raw schema and tables if they are missing (idempotent)."""
     for stmt in RAW_DDL:

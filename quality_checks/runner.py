@@ -32,6 +32,7 @@ import orjson
 import pandas as pd
 
 from fhir_mappings.registry import Instrument
+from pipelines.warehouse import table_exists
 from quality_checks.params import QualitySettings, register_registry, registry_frames, unregister_registry
 from quality_checks.store import (
     QuarantineRecord,
@@ -39,7 +40,6 @@ from quality_checks.store import (
     append_quarantine,
     append_result,
     ensure_quality_schema,
-    table_exists,
 )
 from quality_checks.suite import Check, Dataset, ExpectationSpec, Suite, SuiteError
 

@@ -186,15 +186,3 @@ def append_quarantine(
     if rows:
         con.executemany("INSERT INTO quality.quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     return len(rows)
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    """Does `schema.table` (table or view) exist in the connected database?"""
-    schema, _, name = qualified.partition(".")
-    return bool(
-        con.execute(
-            """SELECT count(*) FROM information_schema.tables
-               WHERE table_schema = ? AND table_name = ?""",
-            [schema, name],
-        ).fetchall()[0][0]
-    )

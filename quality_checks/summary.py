@@ -10,7 +10,7 @@ import duckdb
 import orjson
 import pandas as pd
 
-from quality_checks.store import table_exists
+from pipelines.warehouse import table_exists
 
 SUMMARY_COLUMNS = [
     "run_id",

@@ -1,40 +1,58 @@
-"""Skip rebuilding a derived layer when nothing it reads has changed.
+"""Skip rebuilding a derived step when nothing it reads has changed: written once, for every step.
 
 Raw tables are append-only (landing is idempotent on (source, id, version_id) and never deletes),
-so a raw table's (row count, newest fetched_at) changes exactly when a new version lands. A derived
-step records the fingerprint of everything it read; on the next run the same fingerprint means the
-output is already current and the step does no heavy work (issue: a no-change run is cheap).
-Derived tables are rebuilt whole when they do run, so skipping never leaves a partial state.
+so a raw table's (row count, newest stamp) changes exactly when a new version lands. A derived step
+records the fingerprint of everything it read; on the next run the same fingerprint means its tables
+are already current and the step does no heavy work. Derived tables are rebuilt whole when they do
+run, so skipping never leaves a partial state. The fingerprint is also the assets' Dagster
+`DataVersion`, so the UI shows what the skip logic knows.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 
+from pipelines.sqlfiles import count_rows, query_sql, run_sql
 from pipelines.warehouse import table_exists
 
-DDL = """
-CREATE SCHEMA IF NOT EXISTS ops;
-CREATE TABLE IF NOT EXISTS ops.build_state (
-    step VARCHAR PRIMARY KEY,       -- e.g. 'staging.questionnaire_answers'
-    fingerprint VARCHAR NOT NULL,   -- hash of the inputs' state when the step last ran
-    inputs JSON NOT NULL,           -- the inputs' state itself, for humans
-    run_id VARCHAR NOT NULL,
-    built_at TIMESTAMPTZ NOT NULL
-);
-"""
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "build_state"
 
-
-# Append-only tables a step may read besides raw, with the column that grows on every append.
+# Append-only tables a step may read, with the column that grows on every append (default fetched_at).
 APPEND_ONLY_STAMP = {
-    "quality.quarantine": "quarantined_at",
     "quality.check_results": "checked_at",
     "raw.fetch_log": "finished_at",
+    "raw.rejected": "rejected_at",
+    "raw.findings": "found_at",
 }
+# The quarantine and its views: their state is the set of records quarantined now, not how often
+# checks appended rows.
+QUARANTINE_TABLES = ("quality.quarantine", "quality.current_quarantine", "quality.quarantined_responses")
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """`ops.build_state` (idempotent)."""
+    run_sql(con, SQL_DIR / "schema.sql")
+
+
+def _table_state(con: duckdb.DuckDBPyConnection, table: str) -> list[object] | None:
+    if table in QUARANTINE_TABLES:
+        if not table_exists(con, "quality.current_quarantine"):
+            return None
+        count, digest = query_sql(con, SQL_DIR / "quarantine_state.sql")[0]
+        return [int(count), str(digest)]  # type: ignore[call-overload]
+    if not table_exists(con, table):
+        return None
+    stamp = APPEND_ONLY_STAMP.get(table, "fetched_at")
+    rows, newest = query_sql(con, SQL_DIR / "table_state.sql", identifiers={"table": table, "stamp": stamp})[
+        0
+    ]
+    return [int(rows), newest]  # type: ignore[call-overload]
 
 
 def input_state(
@@ -43,51 +61,79 @@ def input_state(
     """The state of a step's inputs: raw (and other append-only) tables by (rows, newest stamp),
     upstream steps by their recorded fingerprint, and any `extra` text (e.g. a hash of the
     instrument registry, or of settings)."""
-    con.execute(DDL)
+    ensure_schema(con)
     state: dict[str, object] = {}
     for table in raw_tables:
-        if not table_exists(con, table):
-            state[table] = None
-            continue
-        if table == "quality.quarantine":
-            # What is quarantined now (newest run per check), not how often checks appended rows.
-            count, digest = con.execute(
-                """SELECT count(*), md5(coalesce(string_agg(table_name || '|' || source || '|' || record_key,
-                                                            ',' ORDER BY table_name, source, record_key), ''))
-                   FROM (SELECT DISTINCT table_name, source, record_key FROM quality.current_quarantine)"""
-            ).fetchall()[0]
-            state[table] = [int(count), digest]
-            continue
-        stamp = APPEND_ONLY_STAMP.get(table, "fetched_at")
-        rows, newest = con.execute(
-            f"SELECT count(*), max({stamp})::VARCHAR FROM {table}"  # noqa: S608 - names are constants
-        ).fetchall()[0]
-        state[table] = [int(rows), newest]
+        state[table] = _table_state(con, table)
     for step in steps:
-        got = con.execute("SELECT fingerprint FROM ops.build_state WHERE step = ?", [step]).fetchall()
-        state[step] = got[0][0] if got else None
+        state[step] = recorded_fingerprint(con, step)
     if extra:
         state["extra"] = hashlib.sha256(extra.encode()).hexdigest()
     return state
 
 
 def fingerprint(state: dict[str, object]) -> str:
+    """A stable hash of an input state."""
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def recorded_fingerprint(con: duckdb.DuckDBPyConnection, step: str) -> str | None:
+    """The fingerprint `step` was last built from, or None when it never ran here."""
+    ensure_schema(con)
+    got = con.execute("SELECT fingerprint FROM ops.build_state WHERE step = ?", [step]).fetchall()
+    return str(got[0][0]) if got else None
 
 
 def is_current(
     con: duckdb.DuckDBPyConnection, step: str, state: dict[str, object], outputs: Iterable[str]
 ) -> bool:
     """True when `step` last ran on exactly these inputs and its output tables still exist."""
-    con.execute(DDL)
-    got = con.execute("SELECT fingerprint FROM ops.build_state WHERE step = ?", [step]).fetchall()
-    return bool(got) and got[0][0] == fingerprint(state) and all(table_exists(con, t) for t in outputs)
+    return recorded_fingerprint(con, step) == fingerprint(state) and all(
+        table_exists(con, t) for t in outputs
+    )
 
 
 def record(con: duckdb.DuckDBPyConnection, step: str, state: dict[str, object], run_id: str) -> None:
     """Remember the inputs a step has just been built from (after its outputs are written)."""
-    con.execute(DDL)
+    ensure_schema(con)
     con.execute(
-        """INSERT OR REPLACE INTO ops.build_state VALUES (?, ?, ?, ?, now())""",
+        "INSERT OR REPLACE INTO ops.build_state VALUES (?, ?, ?, ?, now())",
         [step, fingerprint(state), json.dumps(state, default=str), run_id],
     )
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """What one run of a step did: built or kept, the counts, and the fingerprint (= data version)."""
+
+    skipped: bool
+    counts: Mapping[str, int]
+    fingerprint: str
+
+
+def run_step(
+    con: duckdb.DuckDBPyConnection,
+    step: str,
+    *,
+    append_only_inputs: Iterable[str],
+    upstream_steps: Iterable[str],
+    outputs: Iterable[str],
+    build: Callable[[], Mapping[str, int]],
+    extra: str = "",
+    run_id: str,
+    force: bool = False,
+) -> StepRun:
+    """Build `step` unless its inputs are unchanged since it last ran (or `force`, a full refresh).
+
+    A kept step reports each output's current row count as `rows.<table>`; a built step reports what
+    `build` returned plus the same row counts.
+    """
+    outputs = list(outputs)
+    state = input_state(con, append_only_inputs, upstream_steps, extra)
+    skipped = not force and is_current(con, step, state, outputs)
+    counts: dict[str, int] = {}
+    if not skipped:
+        counts.update(build())
+        record(con, step, state, run_id)
+    counts.update({f"rows.{t}": count_rows(con, t) for t in outputs})
+    return StepRun(skipped, counts, fingerprint(state))

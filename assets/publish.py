@@ -13,12 +13,12 @@ data-quality section) and every mart.
 
 import dagster as dg
 
-from marts.build import MART_NAMES
+from pipelines.catalog import load_catalog
 from marts.publish import publish_dir, publish_marts
 from marts.report import build_report, report_path
 from pipelines.resources.fhir_source import WarehouseResource
 
-MART_KEYS = [dg.AssetKey(["marts", name]) for name in MART_NAMES]
+MART_KEYS = [dg.AssetKey(t.split(".")) for s in load_catalog().steps_in("marts") for t in s.table_names]
 PUBLISHED_KEY = dg.AssetKey(["published", "marts"])
 REPORT_KEY = dg.AssetKey(["reports", "qi_report"])
 

@@ -7,6 +7,7 @@ is the only moment a pull needs the warehouse's single writer. Metadata reports 
 rejected + duplicates, which is also recorded in `raw.fetch_log`.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -14,9 +15,11 @@ import dagster as dg
 from pipelines.automation import is_full_refresh
 from pipelines.extract import SourceSpec, extract_resource_type, resolve_referenced_questionnaires
 from pipelines.landing import landing_path, merge_into_warehouse
+from pipelines.raw_tables import LEDGER_TABLES, RESOURCE_TABLES
 from pipelines.resources.fhir_source import FhirSourceConfig, FhirSourcesResource, WarehouseResource
 from pipelines.settings import RESOURCE_TYPES, load_settings
-from pipelines.warehouse import Warehouse, table_for
+from pipelines.sqlfiles import count_rows
+from pipelines.warehouse import Warehouse, source_rows, table_for
 from quality_checks.structural import StructuralValidator
 
 # Transient source failures (network, 5xx after the client's own retries) retry the whole step.
@@ -93,10 +96,7 @@ def build_raw_asset(
         # 2. Merge what the warehouse lacks (waits while another writer holds the warehouse).
         with warehouse.connect() as con:
             merged = merge_into_warehouse(con, land_file, resource_type)
-            total = con.execute(
-                f"SELECT count(*) FROM raw.{table} WHERE source = ?",  # noqa: S608 - constant table name
-                [source.name],
-            ).fetchall()[0][0]
+            total = source_rows(con, f"raw.{table}", source.name)
         context.log.info(
             f"{source.name}/{resource_type}: fetched {metadata['fetched']} = landed {metadata['landed']} + "
             f"rejected {metadata['rejected']} + duplicates {metadata['duplicates']} "
@@ -111,9 +111,50 @@ def build_raw_asset(
     return _raw_asset
 
 
+def build_intake_ledgers_asset(partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+    """`raw/rejected`, `raw/findings`, `raw/fetch_log` and the other intake ledgers, one asset each.
+
+    The pulls append to these tables as they land resources (every raw asset writes them, so no single
+    pull can own them); this step runs after one source's pulls and records each ledger's state for that
+    source, so the UI shows the tables, their lineage and their row counts.
+    """
+    specs = [
+        dg.AssetSpec(
+            key=dg.AssetKey(t.name.split(".")),
+            deps=[dg.AssetKey(r.name.split(".")) for r in RESOURCE_TABLES],
+            group_name="raw",
+            tags={"layer": "raw"},
+            kinds={"duckdb"},
+            owners=["team:data-engineering"],
+            description=f"{t.grain}: {t.description} ({t.name}; appended by the raw pulls of each source)",
+            metadata={"table": t.name, "grain": t.grain, "key": ", ".join(t.key)},
+        )
+        for t in LEDGER_TABLES
+    ]
+
+    @dg.multi_asset(name="raw__intake_ledgers", specs=specs, partitions_def=partitions_def, can_subset=False)
+    def _ledgers(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult]:
+        source = context.partition_key if context.has_partition_key else None
+        with warehouse.connect() as con:
+            for t in LEDGER_TABLES:
+                total = count_rows(con, t.name)
+                rows = source_rows(con, t.name, source) if source is not None else total
+                yield dg.MaterializeResult(
+                    asset_key=dg.AssetKey(t.name.split(".")),
+                    metadata={"source_rows": rows, "dagster/row_count": total},
+                )
+
+    return _ledgers
+
+
 def build_raw_assets(partitions_def: dg.PartitionsDefinition | None) -> list[dg.AssetsDefinition]:
-    """One raw asset per resource type."""
-    return [build_raw_asset(t, partitions_def) for t in RESOURCE_TYPES]
+    """One raw asset per resource type, and the intake ledgers' asset."""
+    return [
+        *(build_raw_asset(t, partitions_def) for t in RESOURCE_TYPES),
+        build_intake_ledgers_asset(partitions_def),
+    ]
 
 
 raw_assets: list[dg.AssetsDefinition] = build_raw_assets(source_partitions())

@@ -172,7 +172,13 @@ class Catalog:
         return [s for s in out if s.name in wanted]
 
 
-LAYER_MODULES = ("pipelines.raw_tables", "fhir_mappings.tables", "quality_checks.tables", "marts.tables")
+LAYER_MODULES = (
+    "pipelines.raw_tables",
+    "fhir_mappings.tables",
+    "fhir_mappings.clinical.tables",
+    "quality_checks.tables",
+    "marts.tables",
+)
 
 
 @functools.cache

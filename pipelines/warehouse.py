@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.settings import RESOURCE_TYPES
+from pipelines.sqlfiles import render
 
 
 def table_for(resource_type: str) -> str:
@@ -128,6 +129,14 @@ def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
             [schema, name],
         ).fetchall()[0][0]
     )
+
+
+def source_rows(con: duckdb.DuckDBPyConnection, table: str, source: str) -> int:
+    """Rows of one source in a declared raw table (the name is quoted; the source is bound)."""
+    return int(con.execute(render(_SOURCE_ROWS, {"table": table}), [source]).fetchall()[0][0])
+
+
+_SOURCE_ROWS = "SELECT count(*) FROM {{ table }} WHERE source = ?"
 
 
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from marts.build import MART_NAMES, build_marts
-from marts.scores import MissingInputError
+from fhir_mappings.clinical.contract import MissingInputError
 from marts.settings import MartSettingsError, load_mart_settings, thresholds_from_registry
 from tests.unit.test_marts_helpers import KEY, Clinic, key_of
 

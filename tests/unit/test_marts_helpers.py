@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from marts.build import make_context
-from marts.scores import REQUIRED_SCORE_COLUMNS
+from fhir_mappings.clinical.contract import REQUIRED_SCORE_COLUMNS
 from marts.settings import load_mart_settings
 from pipelines.warehouse import ensure_raw_schema, table_for
 

@@ -1,0 +1,2 @@
+"""Clinical staging: sessions, treatment episodes, patients, dispenses and the other tables the marts
+read, one SQL file per table in `fhir_mappings/sql/clinical/`, declared in `fhir_mappings/clinical/tables.py`."""

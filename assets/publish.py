@@ -13,9 +13,9 @@ data-quality section) and every mart.
 
 import dagster as dg
 
-from pipelines.catalog import load_catalog
 from marts.publish import publish_dir, publish_marts
 from marts.report import build_report, report_path
+from pipelines.catalog import load_catalog
 from pipelines.resources.fhir_source import WarehouseResource
 
 MART_KEYS = [dg.AssetKey(t.split(".")) for s in load_catalog().steps_in("marts") for t in s.table_names]

@@ -102,7 +102,7 @@ def test_declarations_refuse_unknown_inputs_duplicates_and_bad_names() -> None:
         )
     with pytest.raises(ValueError, match="more than once"):
         Catalog((TableSpec("raw.x", "One row per x"), TableSpec("raw.x", "One row per x")), ())
-    with pytest.raises(ValueError, match="schema.table"):
+    with pytest.raises(ValueError, match=r"schema\.table"):
         TableSpec("Raw.X; drop", "One row per x")
     with pytest.raises(ValueError, match="One row per"):
         TableSpec("raw.x", "rows of x")

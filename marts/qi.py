@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from marts.adherence import compute_pdc
-from marts.common import relation_exists
-from marts.frames import write_table
+from marts.frames import query_dicts, write_table
 from marts.outcomes import PLACED_APPOINTMENTS_SQL
 from marts.settings import MartSettings
 from marts.suppression import Relation, apply_rates, is_small, suppress
+from pipelines.sqlfiles import run_sql
+from pipelines.warehouse import table_exists
 
 COLUMNS: list[tuple[str, str]] = [
     ("level", "VARCHAR"),
@@ -99,143 +101,34 @@ MEANS: dict[str, str] = {
     "mean_alliance_clinician": "sessions_clinician_measured",
 }
 
-_PATIENT_MONTHS = """
-CREATE OR REPLACE TEMP TABLE _qi_patient_months AS
-SELECT s.source, s.patient_id, s.month,
-       s.source || '|' || s.patient_id || '|' || strftime(s.month, '%Y-%m') AS period_id,
-       s.clinic_id,
-       least(last_day(s.month), t.as_of_date) - (t.pdc_window_days - 1) AS period_start,
-       least(last_day(s.month), t.as_of_date) AS period_end
-FROM (
-    SELECT source, patient_id, date_trunc('month', session_date)::DATE AS month,
-           arg_max(clinic_id, seq) AS clinic_id   -- the clinic of the month's last session
-    FROM (SELECT *, row_number() OVER (PARTITION BY source, patient_id ORDER BY session_start, encounter_id)
-                    AS seq FROM staging.sessions)
-    GROUP BY ALL
-) s CROSS JOIN mart_params t
-"""
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+PATIENT_MONTHS_SQL = SQL_DIR / "qi_patient_months.sql"
+# Completed responses: from the flattened responses when they exist, else from the scores.
+RESPONSES_FLATTENED_SQL = SQL_DIR / "qi_responses_flattened.sql"
+RESPONSES_SCORED_SQL = SQL_DIR / "qi_responses_scored.sql"
+# Quarantined responses: from the newest quality checks, or none before the checks first run.
+QUARANTINED_SQL = SQL_DIR / "qi_quarantined.sql"
+QUARANTINED_NONE_SQL = SQL_DIR / "qi_quarantined_none.sql"
+DATA_QUALITY_SQL = SQL_DIR / "qi_data_quality.sql"
+QI_COUNTS_SQL = SQL_DIR / "qi_monthly.sql"
 
 
-def _dq_sql(con: duckdb.DuckDBPyConnection) -> str:
-    if relation_exists(con, "staging", "questionnaire_responses"):
-        responses = """SELECT source, response_id, ref_id(encounter_ref, 'Encounter') AS encounter_id
-                       FROM staging.questionnaire_responses WHERE status IN ('completed', 'amended')"""
-    else:
-        responses = """SELECT DISTINCT source, response_id, ref_id(encounter_ref, 'Encounter') AS encounter_id
-                       FROM staging.measure_scores WHERE status IN ('completed', 'amended')"""
-    quarantine = (
-        """AND NOT EXISTS (SELECT 1 FROM quality.current_quarantine q
-                           WHERE q.table_name = 'staging.measure_scores' AND q.record_key = m.response_id
-                             AND (q.source IS NULL OR q.source = m.source))"""
-        if relation_exists(con, "quality", "current_quarantine")
-        else ""
-    )
-    return f"""
-    CREATE OR REPLACE TEMP TABLE _qi_dq AS
-    WITH resp AS ({responses}),
-    passed AS (
-        SELECT DISTINCT m.source, m.response_id FROM staging.measure_scores m
-        WHERE m.is_valid AND m.scale = 'total' AND m.status IN ('completed', 'amended') {quarantine}
-    )
-    SELECT pseudonym('organization', s.source, s.clinic_id) AS clinic_key,
-           date_trunc('month', s.session_date)::DATE AS month,
-           p.response_id IS NOT NULL AS passed
-    FROM resp r
-    JOIN staging.sessions s ON s.source = r.source AND s.encounter_id = r.encounter_id
-    LEFT JOIN passed p ON p.source = r.source AND p.response_id = r.response_id
-    """  # noqa: S608 - only the project's own SQL is interpolated
-
-
-_BASE = """
-WITH ses AS (
-    SELECT GROUPING(clinic_key) = 1 AS practice, clinic_key, session_month AS month,
-           count(*) AS sessions_attended,
-           count(*) FILTER (WHERE alliance_measured) AS sessions_alliance_measured,
-           count(wai_sr_mean) AS sessions_wai_measured,
-           avg(wai_sr_mean) AS mean_alliance,
-           count(*) FILTER (WHERE low_alliance_flag) AS sessions_low_alliance,
-           count(srs_total) AS sessions_srs_measured,
-           avg(srs_total) AS mean_srs,
-           count(wai_clinician_mean) AS sessions_clinician_measured,
-           avg(wai_clinician_mean) AS mean_alliance_clinician,
-           count(*) FILTER (WHERE rupture_flag) AS ruptures
-    FROM marts.alliance_sessions
-    GROUP BY GROUPING SETS ((clinic_key, session_month), (session_month))
-),
-pat AS (
-    SELECT GROUPING(clinic_key) = 1 AS practice, clinic_key, month,
-           count(*) AS patients_seen,
-           count(q.pdc) AS patients_pdc_measured,
-           count(*) FILTER (WHERE q.adherent) AS patients_pdc_adherent
-    FROM (SELECT pm.*, pseudonym('organization', pm.source, pm.clinic_id) AS clinic_key
-          FROM _qi_patient_months pm) p
-    LEFT JOIN _qi_pdc q USING (period_id)
-    GROUP BY GROUPING SETS ((clinic_key, month), (month))
-),
-eps AS (
-    SELECT GROUPING(clinic_key) = 1 AS practice, clinic_key, end_month AS month,
-           count(*) AS episodes_ended,
-           count(*) FILTER (WHERE outcome_complete) AS episodes_outcome_complete,
-           count(*) FILTER (WHERE outcome_complete AND case_at_start) AS episodes_case_complete,
-           count(*) FILTER (WHERE recovery) AS episodes_recovered,
-           count(*) FILTER (WHERE reliable_improvement) AS episodes_reliably_improved
-    FROM marts.episode_outcomes
-    WHERE episode_closed AND end_month IS NOT NULL
-    GROUP BY GROUPING SETS ((clinic_key, end_month), (end_month))
-),
-appt AS (
-    SELECT GROUPING(clinic_key) = 1 AS practice, clinic_key, month,
-           count(*) AS appointments_booked,
-           count(*) FILTER (WHERE kind = 'attended') AS appointments_attended
-    FROM (SELECT pseudonym('organization', source, clinic_id) AS clinic_key,
-                 date_trunc('month', start_date)::DATE AS month, kind
-          FROM _placed_appointments)
-    GROUP BY GROUPING SETS ((clinic_key, month), (month))
-),
-dq AS (
-    SELECT GROUPING(clinic_key) = 1 AS practice, clinic_key, month,
-           count(*) AS dq_responses, count(*) FILTER (WHERE passed) AS dq_passed
-    FROM _qi_dq
-    GROUP BY GROUPING SETS ((clinic_key, month), (month))
-),
-keys AS (
-    SELECT practice, clinic_key, month FROM ses
-    UNION SELECT practice, clinic_key, month FROM pat
-    UNION SELECT practice, clinic_key, month FROM eps
-    UNION SELECT practice, clinic_key, month FROM appt
-    UNION SELECT practice, clinic_key, month FROM dq
-)
-SELECT CASE WHEN k.practice THEN 'practice' ELSE 'clinic' END AS level, k.clinic_key, k.month,
-       ses.* EXCLUDE (practice, clinic_key, month), pat.* EXCLUDE (practice, clinic_key, month),
-       eps.* EXCLUDE (practice, clinic_key, month), appt.* EXCLUDE (practice, clinic_key, month),
-       dq.* EXCLUDE (practice, clinic_key, month),
-       t.wai_sr_low_alliance_mean AS low_alliance_threshold, t.pdc_threshold, t.pdc_window_days, t.min_cell
-FROM keys k
-CROSS JOIN mart_params t
-LEFT JOIN ses ON ses.practice = k.practice AND ses.clinic_key IS NOT DISTINCT FROM k.clinic_key
-            AND ses.month = k.month
-LEFT JOIN pat ON pat.practice = k.practice AND pat.clinic_key IS NOT DISTINCT FROM k.clinic_key
-            AND pat.month = k.month
-LEFT JOIN eps ON eps.practice = k.practice AND eps.clinic_key IS NOT DISTINCT FROM k.clinic_key
-            AND eps.month = k.month
-LEFT JOIN appt ON appt.practice = k.practice AND appt.clinic_key IS NOT DISTINCT FROM k.clinic_key
-              AND appt.month = k.month
-LEFT JOIN dq ON dq.practice = k.practice AND dq.clinic_key IS NOT DISTINCT FROM k.clinic_key
-            AND dq.month = k.month
-WHERE k.month IS NOT NULL
-ORDER BY k.month, k.practice, k.clinic_key NULLS LAST
-"""
+def _data_quality(con: duckdb.DuckDBPyConnection) -> None:
+    """The work table `_qi_dq`: each completed response at a session, passed or not."""
+    flattened = table_exists(con, "staging.questionnaire_responses")
+    run_sql(con, RESPONSES_FLATTENED_SQL if flattened else RESPONSES_SCORED_SQL)
+    checked = table_exists(con, "quality.current_quarantine")
+    run_sql(con, QUARANTINED_SQL if checked else QUARANTINED_NONE_SQL)
+    run_sql(con, DATA_QUALITY_SQL)
 
 
 def qi_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The unsuppressed clinic x month and practice x month rows (needs the upstream marts)."""
-    con.execute(PLACED_APPOINTMENTS_SQL)
-    con.execute(_PATIENT_MONTHS)
+    run_sql(con, PLACED_APPOINTMENTS_SQL)
+    run_sql(con, PATIENT_MONTHS_SQL)
     compute_pdc(con, "_qi_patient_months", "_qi_pdc")
-    con.execute(_dq_sql(con))
-    cur = con.execute(_BASE)
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    _data_quality(con)
+    rows = query_dicts(con, QI_COUNTS_SQL)
     for row in rows:
         for col in COUNT_COLUMNS:
             row[col] = int(row.get(col) or 0)

@@ -18,15 +18,20 @@ import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from marts.frames import write_table
+from marts.frames import query_frame, write_table
 from marts.settings import MartSettings
 from marts.stats import eb_shrink, funnel_limits, variance_components
 from marts.suppression import Relation, apply_rates, is_small, suppress
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+SESSIONS_SQL = SQL_DIR / "therapist_alliance.sql"  # sessions with a therapist, from alliance_sessions
+EPISODES_SQL = SQL_DIR / "therapist_alliance_episodes.sql"  # closed episodes, from episode_outcomes
 
 COLUMNS: list[tuple[str, str]] = [
     ("period_type", "VARCHAR"),
@@ -258,17 +263,8 @@ def suppress_therapist_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
 
 
 def _frames(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
-    sessions = con.execute(
-        """SELECT therapist_key, clinic_key, patient_key, session_date, wai_sr_mean, wai_clinician_mean
-           FROM marts.alliance_sessions WHERE therapist_key IS NOT NULL
-           ORDER BY therapist_key, patient_key, session_date, session_key"""
-    ).df()
-    episodes = con.execute(
-        """SELECT therapist_key, end_date, outcome_complete, case_at_start, recovery,
-                  reliable_improvement, dropout
-           FROM marts.episode_outcomes WHERE episode_closed AND therapist_key IS NOT NULL
-           ORDER BY episode_key"""
-    ).df()
+    sessions = query_frame(con, SESSIONS_SQL)
+    episodes = query_frame(con, EPISODES_SQL)
     for df, col in ((sessions, "session_date"), (episodes, "end_date")):
         df[col] = pd.to_datetime(df[col]).dt.date
     return sessions, episodes

@@ -1,0 +1,78 @@
+-- PDC (proportion of days covered, Pharmacy Quality Alliance) of every period of a work table of
+-- periods, into a temp work table: One row per period with fills, distinct fill dates and drugs, index
+-- date, days in period, days covered, pdc and adherent. The caller names both tables (identifier
+-- placeholders `periods` and `target`); the periods have (source, patient_id, period_id, period_start,
+-- period_end). Needs the temp tables mart_params and mart_dispense_statuses.
+--
+-- Fills: MedicationDispense with a counted status, handed over in the period, daysSupply > 0; at least
+-- pdc_min_fills distinct fill dates are needed. Index date: the first fill in the period; denominator:
+-- index date to period end, inclusive. A fill of a drug still covered by an earlier fill of the same
+-- drug starts the day after that supply ends: for fills k of one drug in date order with S_k the supply
+-- of the fills before k, the adjusted start is S_k + max over j <= k of (day_j - S_j). A day counts once
+-- however many drugs cover it; days after the period end do not count.
+CREATE OR REPLACE TEMP TABLE {{ target }} AS
+WITH valid_periods AS (
+    SELECT * FROM {{ periods }} WHERE period_start <= period_end
+),
+
+counted_fills AS (   -- fills with a counted status and a supply, handed over within the period
+    SELECT p.period_id, d.medication_key, d.handed_over_date AS fill_date, d.days_supply, d.dispense_id,
+           (d.handed_over_date - DATE '1970-01-01')::BIGINT AS fill_day
+    FROM valid_periods p
+    JOIN staging.dispenses d
+      ON d.source = p.source AND d.patient_id = p.patient_id
+     AND d.handed_over_date BETWEEN p.period_start AND p.period_end
+    JOIN mart_dispense_statuses st ON st.status = d.status
+    WHERE d.days_supply > 0 AND d.medication_key IS NOT NULL
+),
+
+fills_with_prior_supply AS (   -- days supplied by the same drug's earlier fills in the period
+    SELECT *, coalesce(sum(days_supply) OVER (
+                  PARTITION BY period_id, medication_key ORDER BY fill_date, dispense_id
+                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)::BIGINT AS supply_before
+    FROM counted_fills
+),
+
+shifted_fills AS (   -- start day after the earlier fills' supply runs out (a running maximum)
+    SELECT *, supply_before + max(fill_day - supply_before) OVER (
+                  PARTITION BY period_id, medication_key ORDER BY fill_date, dispense_id
+                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS start_day
+    FROM fills_with_prior_supply
+),
+
+period_fills AS (   -- index date (first fill) and fill counts per period
+    SELECT period_id, min(fill_date) AS index_date, count(*) AS fills,
+           count(DISTINCT fill_date) AS fill_dates, count(DISTINCT medication_key) AS drugs
+    FROM counted_fills
+    GROUP BY period_id
+),
+
+covered_days AS (   -- each day covered by any drug, once
+    SELECT DISTINCT period_id, unnest(range(start_day, start_day + days_supply)) AS day FROM shifted_fills
+),
+
+period_coverage AS (   -- covered days from the index date to the period end
+    SELECT d.period_id, count(*) AS days_covered
+    FROM covered_days d
+    JOIN period_fills i USING (period_id)
+    JOIN valid_periods p USING (period_id)
+    WHERE d.day BETWEEN i.index_date - DATE '1970-01-01' AND p.period_end - DATE '1970-01-01'
+    GROUP BY d.period_id
+)
+
+SELECT p.period_id, p.source, p.patient_id, p.period_start, p.period_end,
+       coalesce(i.fills, 0)::INTEGER AS fills, coalesce(i.fill_dates, 0)::INTEGER AS fill_dates,
+       coalesce(i.drugs, 0)::INTEGER AS drugs, i.index_date,
+       CASE WHEN i.fill_dates >= t.pdc_min_fills THEN (p.period_end - i.index_date + 1)::INTEGER END
+           AS days_in_period,
+       CASE WHEN i.fill_dates >= t.pdc_min_fills THEN coalesce(c.days_covered, 0)::INTEGER END
+           AS days_covered,
+       CASE WHEN i.fill_dates >= t.pdc_min_fills
+            THEN coalesce(c.days_covered, 0) / (p.period_end - i.index_date + 1) END AS pdc,
+       CASE WHEN i.fill_dates >= t.pdc_min_fills
+            THEN coalesce(c.days_covered, 0) / (p.period_end - i.index_date + 1) >= t.pdc_threshold END
+           AS adherent
+FROM valid_periods p
+CROSS JOIN mart_params t
+LEFT JOIN period_fills i USING (period_id)
+LEFT JOIN period_coverage c USING (period_id);

@@ -7,8 +7,8 @@
 - `reports/qi_report`: the self-contained HTML QI report (`$ALLIANCE_QI_REPORT_PATH`, else
   `reports/qi_report.html` in the repository).
 
-Both are group `publish`. The report waits for `staging/measure_scores` (whose quality checks feed its
-data-quality section) and every mart.
+Both are group `published` (tag layer=published). The report waits for `staging/measure_scores`
+(whose quality checks feed its data-quality section) and every mart.
 """
 
 import dagster as dg
@@ -25,7 +25,7 @@ REPORT_KEY = dg.AssetKey(["reports", "qi_report"])
 
 @dg.asset(
     key=PUBLISHED_KEY,
-    group_name="publish",
+    group_name="published",
     deps=MART_KEYS,
     kinds={"duckdb", "parquet"},
     owners=["team:data-engineering"],
@@ -59,11 +59,11 @@ def published_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 
 @dg.asset(
     key=REPORT_KEY,
-    group_name="publish",
+    group_name="published",
     deps=[*MART_KEYS, dg.AssetKey(["staging", "measure_scores"])],
     kinds={"html"},
     owners=["team:data-engineering"],
-    tags={"layer": "report"},
+    tags={"layer": "published"},
     description=(
         "The QI report reports/qi_report.html: one self-contained file that works offline (inline SVG "
         "charts, no CDN) with monthly KPIs, alliance trajectories, early alliance vs PHQ-9 improvement, "

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import duckdb
 
+from fhir_mappings.clinical.tables import CLINICAL_TABLES, ClinicalContext
+from fhir_mappings.clinical.tables import STEPS as CLINICAL_STEPS
 from marts.context import (
     MartBuild,
     MartContext,
     fingerprint_text,
     make_context,
     prepare_marts,
-    single_threaded,
 )
-from marts.scores import build_session_measures
 from marts.settings import MartSettings
-from marts.staging import STAGING_TABLES, build_staging_table, prepare
 from marts.tables import STEPS
 
 __all__ = [
-    "MART_INPUTS",
     "MART_NAMES",
     "STAGING_BUILT",
     "MartContext",
@@ -37,29 +35,23 @@ __all__ = [
 
 # The marts in build order (inputs first), from their declarations.
 MART_NAMES: tuple[str, ...] = tuple(s.tables[0].short_name for s in STEPS)
-# Marts each mart reads (besides staging), from the declarations; for the hand-written assets in
-# assets/marts.py until they are generated from STEPS.
-MART_INPUTS: dict[str, tuple[str, ...]] = {
-    s.tables[0].short_name: tuple(i.split(".", 1)[1] for i in s.inputs if i.startswith("marts."))
-    for s in STEPS
-}
-# Staging tables built here, in order: the clinical tables, then scores linked to sessions.
-STAGING_BUILT: tuple[str, ...] = (*STAGING_TABLES, "session_measures")
+# Clinical staging tables built here, in order (fhir_mappings/clinical/tables.py).
+STAGING_BUILT: tuple[str, ...] = CLINICAL_TABLES
 
 
 def build_staging(
     con: duckdb.DuckDBPyConnection, name: str, ctx: MartContext, *, prepared: bool = False
 ) -> dict[str, int]:
-    """Build one staging table (`STAGING_BUILT`); returns its counts (`rows` plus linking stats).
+    """Build one clinical staging table (`STAGING_BUILT`); returns its counts (`rows` plus linking stats).
 
-    `prepared=True` skips installing the macros and parameters (already done on this connection).
+    Each clinical step prepares its own connection (macros, parameters); `prepared` is accepted for
+    callers that prepared already and changes nothing.
     """
-    if not prepared:
-        prepare(con, ctx.settings, ctx.thresholds)
-    with single_threaded(con):
-        if name == "session_measures":
-            return build_session_measures(con)
-        return {"rows": build_staging_table(con, name)}
+    del prepared
+    for step in CLINICAL_STEPS:
+        if step.tables[0].short_name == name:
+            return dict(step.build(con, ClinicalContext(ctx.settings, ctx.thresholds)))
+    raise KeyError(f"unknown staging table {name!r}; known: {', '.join(STAGING_BUILT)}")
 
 
 def _mart_build(name: str) -> MartBuild:

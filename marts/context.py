@@ -8,19 +8,19 @@ the macros, the parameter row, the status tables and the `pseudonym()` function 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import duckdb
 
+from fhir_mappings.clinical.params import prepare_clinical
 from fhir_mappings.registry import Instrument, load_registry, registry_fingerprint
 from marts.privacy import load_key, register_pseudonym
 from marts.settings import MartSettings, Thresholds, load_mart_settings, thresholds_from_registry
-from marts.staging import prepare
 from pipelines.sqlfiles import count_rows
+from pipelines.warehouse import single_threaded
 
 
 @dataclass(frozen=True)
@@ -54,25 +54,9 @@ def fingerprint_text(ctx: MartContext) -> str:
     return f"{ctx.settings!r}|{registry_fingerprint(load_registry())}|{mac}"
 
 
-@contextlib.contextmanager
-def single_threaded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Run DuckDB on one thread inside the block, then restore the setting.
-
-    Why: a parallel aggregate adds floating-point values in a varying order, so an average can
-    differ in its last bit between runs (and a rank tie can flip). One thread makes every rebuild
-    give identical rows; the marts are small enough that the cost is negligible.
-    """
-    threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
-    con.execute("SET threads = 1")
-    try:
-        yield
-    finally:
-        con.execute("SET threads = $threads", {"threads": int(threads)})
-
-
 def prepare_marts(con: duckdb.DuckDBPyConnection, ctx: MartContext) -> None:
     """Macros, the parameter row, age bands and pseudonyms on this connection; the marts schema."""
-    prepare(con, ctx.settings, ctx.thresholds)
+    prepare_clinical(con, ctx.settings, ctx.thresholds)
     register_pseudonym(con, ctx.key)
     con.execute("CREATE SCHEMA IF NOT EXISTS marts")
 

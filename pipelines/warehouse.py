@@ -153,6 +153,23 @@ def _memory_limit() -> str:
     return value
 
 
+@contextlib.contextmanager
+def single_threaded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run DuckDB on one thread inside the block, then restore the setting.
+
+    Why: a parallel aggregate adds floating-point values in a varying order, so an average can
+    differ in its last bit between runs (and a rank tie can flip). One thread makes every rebuild of
+    the clinical staging tables and the marts give identical rows; they are small enough that the
+    cost is negligible.
+    """
+    threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
+    con.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        con.execute("SET threads = $threads", {"threads": int(threads)})
+
+
 class Warehouse:
     """A DuckDB warehouse file. `connect()` opens it read-write with the raw schema in place."""
 

@@ -18,6 +18,7 @@ from fhir_mappings.clinical.params import SQL_DIR, prepare_clinical
 from marts.settings import MartSettings, Thresholds, load_mart_settings, thresholds_from_registry
 from pipelines.catalog import StepSpec, TableSpec
 from pipelines.sqlfiles import count_rows, query_sql, run_sql
+from pipelines.warehouse import single_threaded
 from quality_checks.store import ensure_quality_schema
 
 # Raw tables behind the reference date (`reference_date.sql`): SQL that reads mart_params.as_of_date
@@ -51,7 +52,8 @@ def _sql_step(
 
     def build(con: duckdb.DuckDBPyConnection, ctx: ClinicalContext) -> Mapping[str, int]:
         prepare_clinical(con, ctx.settings, ctx.thresholds)
-        run_sql(con, path)
+        with single_threaded(con):
+            run_sql(con, path)
         return {"rows": count_rows(con, name)}
 
     return StepSpec(
@@ -77,7 +79,8 @@ def build_session_measures(con: duckdb.DuckDBPyConnection, ctx: ClinicalContext)
     check_score_contract(con)
     prepare_clinical(con, ctx.settings, ctx.thresholds)
     ensure_quality_schema(con)  # the quarantine view exists (empty) before any check has run
-    run_sql(con, SQL_DIR / "session_measures.sql")
+    with single_threaded(con):
+        run_sql(con, SQL_DIR / "session_measures.sql")
     row = query_sql(con, SQL_DIR / "session_measures_counts.sql")[0]
     run_sql(con, SQL_DIR / "session_measures_cleanup.sql")
     names = (

@@ -1,4 +1,4 @@
-"""The Dagster wiring of publishing: `published/marts` and `reports/qi_report` (group `publish`) fit
+"""The Dagster wiring of publishing: `published/marts` and `reports/qi_report` (group `published`) fit
 the code location's asset graph (every dependency exists), and materialising them writes the published
 file, the Parquet files and the report where the environment says, with their metadata."""
 
@@ -36,7 +36,7 @@ def test_the_publish_assets_fit_the_asset_graph(tmp_path):
     assert graph.get(PUBLISHED_KEY).parent_keys == mart_keys
     assert graph.get(REPORT_KEY).parent_keys == mart_keys | {dg.AssetKey(["staging", "measure_scores"])}
     for key in (PUBLISHED_KEY, REPORT_KEY):
-        assert graph.get(key).group_name == "publish"
+        assert graph.get(key).group_name == "published"
         # every parent is an asset of the code location, not an unresolved external key
         assert all(graph.has(k) and graph.get(k).is_materializable for k in graph.get(key).parent_keys)
     # the main job (AssetSelection.all) reaches them after the marts

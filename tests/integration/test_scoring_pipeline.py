@@ -1,6 +1,6 @@
 """End to end scoring: generated clinic on a real FHIR server -> Dagster raw, staging and scoring
 assets -> DuckDB file, checked against an independent oracle that decodes every response with the
-generator's own form layouts and scores it by the rules written out in DOMAIN.md."""
+generator's own form layouts and scores it by the rules written out in docs/domain.md."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ FORMS = {
     "mars": ("mars", 10, st.booleans()),
     "dai-10": ("dai10", 10, st.booleans()),
 }
-# Keys written out from DOMAIN.md, independently of the registry files.
+# Keys written out from docs/domain.md, independently of the registry files.
 MARS_YES_SCORES = {7, 8}  # "Yes" scores 1 on items 7, 8; "No" scores 1 on the others
 DAI_TRUE_SCORES = {1, 3, 4, 7, 9, 10}  # "True" scores +1 on these, "False" +1 on 2, 5, 6, 8
 

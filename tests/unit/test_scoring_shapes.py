@@ -1,4 +1,4 @@
-"""One test per Questionnaire shape seen in the wild (DOMAIN.md), each scored to the same PHQ-9/GAD-7.
+"""One test per Questionnaire shape seen in the wild (docs/domain.md), each scored to the same PHQ-9/GAD-7.
 
 The real HL7 SDC and NLM LHC-Forms copies live in tests/fixtures/fhir-examples/.
 """

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_mappings.registry import load_registry
-from tests.scoring_kit import ScoringDB, qr
+from tests.support.scoring_kit import ScoringDB, qr
 
 # form -> (instrument, number of items, value strategy)
 FORMS = {

@@ -19,7 +19,7 @@ from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server
 from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts FHIR server processes
 
 INSTRUMENT = {
     "wai-sr": "wai_sr",

@@ -10,9 +10,22 @@ export DO_NOT_TRACK := 1
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: install demo test test-fast dev lint typecheck lock clean server
+.PHONY: install instance demo test test-fast dev lint typecheck lock clean server
 
-install: $(STAMP)
+install: $(STAMP) instance
+
+# The Dagster instance settings. Dagster reads only $(DAGSTER_HOME)/dagster.yaml and .dagster_home/ is
+# git-ignored, so without this a fresh clone runs with Dagster's defaults (no run-queue tag limits, no
+# run retries, telemetry on). A copy, refreshed by make whenever the repository's dagster.yaml is newer,
+# rather than a symlink: DAGSTER_HOME may name any folder (`make DAGSTER_HOME=/srv/qi/dagster ...`),
+# where a relative link would dangle, and a copy works on every filesystem. Edit the repository's
+# dagster.yaml, never the copy (the next `make` replaces it). demo/run_demo.py and the tests prepare
+# their instance folders the same way (pipelines/instance.py).
+instance: $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(@D)
+	cp dagster.yaml $@
 
 # uv is installed into .venv by pip (so no global install is needed), then installs the lock file.
 $(STAMP): requirements.lock pyproject.toml

@@ -1,7 +1,7 @@
 """Questionnaires of the synthetic clinic, as FHIR R4 SDC forms (plain JSON dicts).
 
 The clinic's own forms live under one site canonical base with version 1.0. PHQ-9 and GAD-7 also come
-in the shapes seen in the wild (../shared/DOMAIN.md, "Forms seen in the wild"), so the pipeline's
+in the shapes seen in the wild (docs/domain.md, "FHIR R4 facts"), so the pipeline's
 form resolution and scoring are exercised on every route an answer score can take:
 
 | id | shape | where the answer score lives |

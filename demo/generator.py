@@ -5,7 +5,7 @@ manifest. The same config always gives byte-identical output: all randomness com
 `random.Random` streams seeded from `config.seed`, dates come from the config (never "today"), and
 ids are counters (`pat-00001`, `enc-00001-03`, `qr-00001-03-phq9`).
 
-The clinical content follows a small latent model (../shared/DOMAIN.md):
+The clinical content follows a small latent model (the effects in docs/domain.md, "Why these measures"):
 
 - therapist random effect on alliance (SD ~0.3 on the 1-5 WAI scale, a few clear outliers) and a
   separate therapist *rating bias* that only touches the clinician-rated form;
@@ -139,7 +139,7 @@ FAMILY_NAMES = (
 )
 CLINIC_NAMES = ("Riverside", "Northgate", "Hillcrest", "Lakeside", "Eastbrook", "Westfield", "Southbank")
 
-# WAI-SR item -> subscale (DOMAIN.md: Task 1,2,10,12; Goal 4,6,8,11; Bond 3,5,7,9; none reverse-keyed).
+# WAI-SR item -> subscale (docs/domain.md: Task 1,2,10,12; Goal 4,6,8,11; Bond 3,5,7,9; none reverse-keyed).
 WAI_SUBSCALES = (
     "task",
     "task",

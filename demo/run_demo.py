@@ -146,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info("loaded synthetic clinic: %s", counts)
 
         os.environ["FHIR_BASE_URL"] = server.base_url
-        os.environ.setdefault("DAGSTER_HOME", str(REPO / ".dagster_home"))
+        # The repository's instance settings (run-queue limits, retries, telemetry off), as `make
+        # install` prepares them. An operator's own DAGSTER_HOME keeps its instance file if it has one.
+        from pipelines.instance import DEFAULT_DAGSTER_HOME, install_instance_config
+
+        home = Path(os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DAGSTER_HOME)))
+        install_instance_config(home, replace_older=home.resolve() == DEFAULT_DAGSTER_HOME.resolve())
         from marts.privacy import KEY_ENV, KEY_FILE_ENV, ensure_demo_key
 
         if not (os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)):

@@ -3,7 +3,7 @@
 Used by `make demo`, `make server` and the pytest fixtures. The server is a separate process
 spoken to over HTTP; nothing here fakes it.
 
-Settings chosen for a pipeline test bed (facts in ../shared/GUIDE.md):
+Settings chosen for a pipeline test bed (measured with sekmet-fhir 0.1.1):
 - `validation.inbound: off`: store what it is given, as EHR servers do, so the pipeline's own
   structural validation is what gets tested (strict mode refuses real forms such as NLM's PHQ-9).
 - host 127.0.0.1 only; simulator off (it would add hospital workflow resources); traffic log off.

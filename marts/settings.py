@@ -34,7 +34,7 @@ class MartSettingsError(ValueError):
 
 
 class MartSettings(BaseModel):
-    """Site-configurable rules of the marts (defaults follow ../shared/DOMAIN.md; docs/marts.md)."""
+    """Site-configurable rules of the marts (defaults follow docs/domain.md; docs/marts.md)."""
 
     # A new treatment episode after more than this many days without a session, for sessions
     # whose Encounter names no EpisodeOfCare.
@@ -171,7 +171,7 @@ _REGISTRY_KEYS: dict[tuple[str, str], str] = {
 
 
 def thresholds_from_registry(registry: Mapping[str, Instrument] | None = None) -> Thresholds:
-    """The registry's thresholds (site files included); a missing key keeps the DOMAIN.md default."""
+    """The registry's thresholds (site files included); a missing key keeps the docs/domain.md default."""
     reg = load_registry() if registry is None else registry
     values: dict[str, float] = {}
     for (instrument, key), field_name in _REGISTRY_KEYS.items():

@@ -1,7 +1,8 @@
 """The DuckDB warehouse file: connection handling and the raw-layer schema.
 
-DuckDB allows one writer per file. Only Dagster runs write this file (GUIDE.md); BI tools read a
-published copy. Schemas: `raw` (this module), `staging`, `quality`, `marts` (later layers).
+DuckDB allows one writer per file. Only Dagster runs write this file (so no reader ever holds the
+lock a run needs); BI tools read a published copy. Schemas: `raw` (this module), `staging`,
+`quality`, `marts` (later layers).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 For each dataset of a suite: run its SQL in DuckDB (registry lookups registered beside it), hand
 the result to an *ephemeral* GX context as a pandas DataFrame (GX's SQL datasource over duckdb
-silently returns failures, GUIDE.md), validate every expectation of every check on it in one pass,
-and turn GX's results into one `CheckOutcome` per check: success, unexpected rows (by a `_row`
+silently returns failures: docs/data-quality.md), validate every expectation of every check on it
+in one pass, and turn GX's results into one `CheckOutcome` per check: success, unexpected rows (by a `_row`
 index column GX reports back), up to 20 sample keys, and the records to quarantine.
 
 Outcomes: `passed`; `warning` (a WARN check failed: annotate only); `contained` (a row-level ERROR

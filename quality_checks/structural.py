@@ -1,7 +1,7 @@
 """Structural validation of FHIR R4 resources with `fhir.resources` R4B models.
 
 R4 data is validated with the R4B models: `fhir.resources` 8 has no R4 module and its default
-(R5) models refuse R4 QuestionnaireResponses (GUIDE.md). R4B is a superset-compatible R4 release
+(R5) models refuse R4 QuestionnaireResponses (measured with 8.3). R4B is a superset-compatible R4 release
 for every element this pipeline reads.
 
 Every finding is recorded. Whether a resource is *rejected* depends on the mode:

@@ -15,9 +15,12 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 @pytest.fixture(autouse=True)
 def _isolated_dagster_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test writes to the developer's .dagster_home."""
+    """No test writes to the developer's .dagster_home; each test's instance has the repository's
+    dagster.yaml, installed as `make install` installs it."""
+    from pipelines.instance import install_instance_config
+
     home = tmp_path_factory.mktemp("dagster_home")
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    install_instance_config(home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
 
 

@@ -54,6 +54,7 @@ def test_peer_view_definition_walks_nested_items_and_answers():
     assert repeat["select"][0]["forEach"] == "answer"
 
 
+@pytest.mark.slow  # rest.run starts a FHIR server process
 def test_rest_pulls_see_the_same_resources_on_the_real_server(tmp_path, monkeypatch):
     monkeypatch.setattr(rest, "folder_for", lambda scale: tmp_path / str(scale))
     result = rest.run(responses=150, seed=4, page_size=40, repeats=1)

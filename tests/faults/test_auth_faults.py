@@ -23,7 +23,7 @@ from pipelines.resources.fhir.auth import fingerprint
 from tests.faults.proxy import ExpireToken, FaultProxy, running_proxy
 from tests.faults.support import LogJournal, event_text, page_query, run_raw, snapshot, source, step_errors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts FHIR server processes
 
 QR = r"/fhir/QuestionnaireResponse$"
 CLIENT_ID = "alliance-qi-faults"

@@ -15,7 +15,7 @@ import pytest
 from tests.faults.proxy import FaultProxy, Mutate
 from tests.faults.support import landing_file, run_raw, snapshot, source, step_errors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts FHIR server processes
 
 QR_TYPE = ("QuestionnaireResponse",)
 STATUS = r"/fhir/bulk-status/"

@@ -36,7 +36,7 @@ from tests.faults.support import page_query, run_raw, snapshot, source, step_err
 QR = r"/fhir/QuestionnaireResponse$"
 ENCOUNTER = r"/fhir/Encounter$"
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts FHIR server processes
 
 
 def _statuses(proxy: FaultProxy, path: str, page: int) -> list[int | None]:

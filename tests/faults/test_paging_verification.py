@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipelines.resources.fhir import FhirClient, RetryPolicy
-from tests.unit.fhir_stub import FhirStub, Recorded, Reply, bundle
+from tests.support.fhir_stub import FhirStub, Recorded, Reply, bundle
 
 COUNT = 3
 

@@ -232,6 +232,7 @@ def reader_process(
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_reader_holding_the_warehouse_makes_the_run_wait_then_succeed(
     tmp_path: Path, upstream: FhirServer, clean
 ) -> None:

@@ -28,7 +28,7 @@ from pipelines.resources.fhir import (
 )
 from pipelines.resources.fhir.folder import iter_folder
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts FHIR server processes
 
 log = logging.getLogger("tests.integration.fhir")
 

@@ -17,7 +17,7 @@ from demo.generator import LOAD_ORDER, GeneratorConfig, generate
 from demo.loader import load_to_server, verify_on_server
 from demo.server import running_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts FHIR server processes
 
 TIMEOUT = (5, 60)
 

@@ -21,7 +21,7 @@ from quality_checks.runner import SAMPLE_SIZE
 from quality_checks.suite import load_suites
 from quality_checks.summary import summary_frame, summary_text
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts FHIR server processes
 
 # Where each kind of planted defect must show up: (check id, 'sample' or 'quarantine').
 ACCOUNTED_BY: dict[str, tuple[str, str]] = {

@@ -56,6 +56,7 @@ def _fetch_log(con, run_id: str) -> list[tuple]:
     ).fetchall()
 
 
+@pytest.mark.slow  # a FHIR server process
 def test_raw_assets_land_every_resource_reconcile_and_rerun_idempotently(tmp_path, fhir_server, clinic):
     phase0 = dataclasses.replace(clinic, versions=[clinic.versions[0]])
     load_to_server(fhir_server.base_url, phase0)
@@ -221,6 +222,7 @@ def test_folder_source_lands_every_ndjson_line(tmp_path, clinic):
             assert n == before[t] + (1 if t == "Patient" else 0), t
 
 
+@pytest.mark.slow  # a FHIR server process
 def test_bulk_source_round_trip_matches_rest(tmp_path, fhir_server, clinic):
     load_to_server(fhir_server.base_url, clinic)
     rest_wh, bulk_wh = tmp_path / "rest.duckdb", tmp_path / "bulk.duckdb"

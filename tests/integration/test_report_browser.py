@@ -13,8 +13,7 @@ import duckdb
 import pytest
 
 from marts.report import build_report
-from tests.unit.test_publish import generated_warehouse_file
-from tests.unit.test_report import CHART_FLOORS
+from tests.support.generated_warehouse import CHART_FLOORS, generated_warehouse_file
 
 # chart id -> least number of <circle>/<path>/<rect> data marks it must have in the rendered DOM (the
 # same floors the unit test holds the generated file to)

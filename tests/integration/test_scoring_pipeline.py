@@ -1,6 +1,6 @@
 """End to end scoring: generated clinic on a real FHIR server -> Dagster raw, staging and scoring
 assets -> DuckDB file, checked against an independent oracle that decodes every response with the
-generator's own form layouts and scores it by the rules written out in DOMAIN.md."""
+generator's own form layouts and scores it by the rules written out in docs/domain.md."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server
 from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts FHIR server processes
 
 INSTRUMENT = {
     "wai-sr": "wai_sr",

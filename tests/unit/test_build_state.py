@@ -7,7 +7,7 @@ import dagster as dg
 from assets.scores import scoring_assets
 from assets.staging import staging_assets
 from pipelines.resources.fhir_source import WarehouseResource
-from tests.scoring_kit import ScoringDB, qr
+from tests.support.scoring_kit import ScoringDB, qr
 
 
 def _run(path) -> dict[str, dict]:

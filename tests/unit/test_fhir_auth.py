@@ -23,7 +23,7 @@ from pipelines.resources.fhir import (
     SmartBackendAuth,
     fingerprint,
 )
-from tests.unit.fhir_stub import FhirStub, Recorded, Reply, bundle, outcome
+from tests.support.fhir_stub import FhirStub, Recorded, Reply, bundle, outcome
 
 CLIENT_ID = "alliance-qi-test"
 

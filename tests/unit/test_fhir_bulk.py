@@ -20,7 +20,7 @@ from pipelines.resources.fhir import (
     RetryPolicy,
     TemporaryNetworkError,
 )
-from tests.unit.fhir_stub import FhirStub, Reply, outcome
+from tests.support.fhir_stub import FhirStub, Reply, outcome
 
 KEY = "ehr-main:bulk"
 TX_TIME = "2024-05-01T12:00:00.250Z"

@@ -15,7 +15,7 @@ from pipelines.resources.fhir import (
     max_last_updated,
     parse_instant,
 )
-from tests.unit.fhir_stub import FhirStub, Recorded, Reply, bundle, outcome
+from tests.support.fhir_stub import FhirStub, Recorded, Reply, bundle, outcome
 
 SINCE = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 NOW = datetime(2024, 5, 10, 8, 30, 0, tzinfo=UTC)

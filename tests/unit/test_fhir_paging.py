@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.resources.fhir import FatalNetworkError, FhirClient, FhirError, RetryPolicy
-from tests.unit.fhir_stub import FhirStub, Recorded, Reply, bundle, outcome
+from tests.support.fhir_stub import FhirStub, Recorded, Reply, bundle, outcome
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pipelines.resources.fhir import (
     parse_retry_after,
     redact_url,
 )
-from tests.unit.fhir_stub import FhirStub, Recorded, Reply, bundle, outcome
+from tests.support.fhir_stub import FhirStub, Recorded, Reply, bundle, outcome
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 structural validity, and that the built-in effects can be measured back from the generated answers.
 
 Answers are scored here from the Questionnaires alone (answerOption extensions, contained ValueSets,
-the LOINC answer list, the DOMAIN.md item rules), independently of the generator's own layouts, so
+the LOINC answer list, the item rules in docs/domain.md), independently of the generator's own layouts, so
 the forms are shown to be self-describing.
 """
 
@@ -37,7 +37,7 @@ RANGES = {
     "mars": (0, 10),
     "dai-10": (-10, 10),
 }
-MARS_YES_SCORES = {7, 8}  # DOMAIN.md: "Yes" scores 1 on items 7, 8; "No" on the others
+MARS_YES_SCORES = {7, 8}  # docs/domain.md: "Yes" scores 1 on items 7, 8; "No" on the others
 DAI_TRUE_POSITIVE = {1, 3, 4, 7, 9, 10}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from marts.adherence import compute_pdc
-from tests.unit.test_marts_helpers import Clinic, key_of
+from tests.support.marts_clinic import Clinic, key_of
 
 
 def _pdc(c: Clinic, periods: list[tuple[str, str, str, str]]) -> dict[str, tuple]:

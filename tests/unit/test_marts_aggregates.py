@@ -10,7 +10,7 @@ import pytest
 from marts.build import MART_NAMES, build_marts
 from fhir_mappings.clinical.contract import MissingInputError
 from marts.settings import MartSettingsError, load_mart_settings, thresholds_from_registry
-from tests.unit.test_marts_helpers import KEY, Clinic, key_of
+from tests.support.marts_clinic import KEY, Clinic, key_of
 
 
 def _two_therapists() -> Clinic:

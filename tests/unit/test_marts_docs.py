@@ -11,7 +11,7 @@ import pytest
 
 from assets.marts import mart_assets, staging_clinical_assets
 from marts.build import MART_NAMES, STAGING_BUILT
-from tests.unit.test_marts_helpers import KEY, Clinic
+from tests.support.marts_clinic import KEY, Clinic
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "marts.md"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_marts_helpers import Clinic, key_of
+from tests.support.marts_clinic import Clinic, key_of
 
 OUTCOME_COLS = (
     "case_at_start, outcome_complete, phq9_change, gad7_change, reliable_improvement, "

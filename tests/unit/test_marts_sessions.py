@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_marts_helpers import Clinic, key_of
+from tests.support.marts_clinic import Clinic, key_of
 
 
 def _sessions(clinic: Clinic) -> list[tuple]:

@@ -18,7 +18,7 @@ from assets.staging import staging_assets
 from marts.build import MART_NAMES
 from marts.publish import published_row_counts
 from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
-from tests.unit.test_publish import generated_warehouse_file
+from tests.support.generated_warehouse import generated_warehouse_file
 
 
 def test_the_publish_assets_fit_the_asset_graph(tmp_path):

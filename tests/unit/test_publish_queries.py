@@ -11,7 +11,7 @@ import pytest
 
 from marts.publish import publish_marts
 from pipelines.settings import REPO_ROOT
-from tests.unit.test_publish import generated_warehouse_file
+from tests.support.generated_warehouse import generated_warehouse_file
 
 DOC = REPO_ROOT / "docs" / "qi-queries.md"
 BLOCK = re.compile(r"```sql\n(.*?)```", re.S)

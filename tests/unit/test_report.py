@@ -14,7 +14,7 @@ import pytest
 from marts.report import build_report, charts, report_path
 from marts.report.build import _tertile_means, format_count
 from pipelines.settings import REPO_ROOT
-from tests.unit.test_publish import FHIR_ID_PATTERNS, generated_warehouse_file
+from tests.support.generated_warehouse import CHART_FLOORS, FHIR_ID_PATTERNS, generated_warehouse_file
 
 SECTIONS = (
     "overview",
@@ -25,16 +25,6 @@ SECTIONS = (
     "adherence",
     "data-quality",
 )
-# chart id -> least number of data marks it must draw on the generated clinic
-CHART_FLOORS = {
-    "monthly_kpis": 20,
-    "alliance_trajectories": 15,
-    "early_alliance_phq9": 150,
-    "therapist_funnel": 20,
-    "adherence_pdc": 6,
-    "adherence_mars": 6,
-    "data_quality": 10,
-}
 
 
 @pytest.fixture(scope="module")

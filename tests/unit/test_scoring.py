@@ -1,7 +1,8 @@
 """Scoring: hand-computed golden scores per instrument, status semantics, raters, unmapped reasons.
 
 Each case lands Questionnaires and responses in a raw schema and runs the real staging and scoring
-SQL (tests/scoring_kit.py). Expected values are worked out by hand from DOMAIN.md, not by the code.
+SQL (tests/support/scoring_kit.py). Expected values are worked out by hand from docs/domain.md, not by
+the code.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fhir_mappings.registry import load_registry
-from tests.scoring_kit import ScoringDB, qr
+from tests.support.scoring_kit import ScoringDB, qr
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_mappings.registry import load_registry
-from tests.scoring_kit import ScoringDB, qr
+from tests.support.scoring_kit import ScoringDB, qr
 
 # form -> (instrument, number of items, value strategy)
 FORMS = {
@@ -25,7 +25,7 @@ FORMS = {
     "mars": ("mars", 10, st.booleans()),
     "dai-10": ("dai10", 10, st.booleans()),
 }
-# Keys written out from DOMAIN.md, independently of the registry files.
+# Keys written out from docs/domain.md, independently of the registry files.
 MARS_YES_SCORES = {7, 8}  # "Yes" scores 1 on items 7, 8; "No" scores 1 on the others
 DAI_TRUE_SCORES = {1, 3, 4, 7, 9, 10}  # "True" scores +1 on these, "False" +1 on 2, 5, 6, 8
 

@@ -1,4 +1,4 @@
-"""One test per Questionnaire shape seen in the wild (DOMAIN.md), each scored to the same PHQ-9/GAD-7.
+"""One test per Questionnaire shape seen in the wild (docs/domain.md), each scored to the same PHQ-9/GAD-7.
 
 The real HL7 SDC and NLM LHC-Forms copies live in tests/fixtures/fhir-examples/.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from demo.forms import FORMS
 from fhir_mappings.registry import load_registry
-from tests.scoring_kit import ScoringDB, qr
+from tests.support.scoring_kit import ScoringDB, qr
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir-examples"
 PHQ = [0, 1, 2, 3, 0, 1, 2, 3, 1]  # total 13, item 9 = 1

@@ -5,11 +5,12 @@
 There is no refresh token in that flow: when the access token is near expiry we simply sign a new
 assertion and ask again, and on a 401 the client drops the cached token and re-authorises once.
 
-Security rules (../shared/GUIDE.md): tokens, assertions, passwords and Authorization headers are
-never logged; at most a short SHA-256 fingerprint of a token, which lets an operator match log
-lines to one token without being able to use it. `redacting_filter` is attached to the package's
-logger as a second line of defence and can be attached to any handler. Nothing here turns on
-urllib3 or http.client debug output (which would print headers).
+Security rules (docs/configuration.md; tested as in docs/reliability.md): tokens, assertions,
+passwords and Authorization headers are never logged; at most a short SHA-256 fingerprint of a
+token, which lets an operator match log lines to one token without being able to use it.
+`redacting_filter` is attached to the package's logger as a second line of defence and can be
+attached to any handler. Nothing here turns on urllib3 or http.client debug output (which would
+print headers).
 """
 
 from __future__ import annotations

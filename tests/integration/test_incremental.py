@@ -14,9 +14,8 @@ import pytest
 import requests
 
 from assets.checks import build_quality_checks
-from assets.marts import mart_assets, staging_clinical_assets
+from assets.marts import mart_assets
 from assets.raw import build_raw_assets
-from assets.scores import scoring_assets
 from assets.staging import staging_assets
 from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server
@@ -27,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEY = "incremental-test-key-0123456789"
 SOURCE = "it"
-DERIVED = [*staging_assets, *scoring_assets, *staging_clinical_assets, *mart_assets]
+DERIVED = [*staging_assets, *mart_assets]
 
 
 def _run(base_url: str, warehouse) -> dict[str, dict[str, Any]]:

@@ -12,8 +12,7 @@ import pytest
 
 from assets.checks import build_quality_checks
 from assets.raw import build_raw_assets
-from assets.scores import scoring_assets
-from assets.staging import staging_assets
+from assets.staging import answer_assets
 from demo.generator import MESS_KINDS, GeneratorConfig, generate
 from demo.loader import load_to_server
 from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
@@ -47,7 +46,7 @@ def test_every_planted_defect_is_caught_and_accounted_for(tmp_path, fhir_server)
     wh = tmp_path / "warehouse.duckdb"
     # raw assets partitioned by source, as in the code location
     raw = build_raw_assets(dg.StaticPartitionsDefinition(["it"]))
-    assets = [*raw, *staging_assets, *scoring_assets]
+    assets = [*raw, *answer_assets]
     checks = build_quality_checks(assets)
     result = dg.materialize(
         [*assets, *checks],

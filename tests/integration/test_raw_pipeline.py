@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from assets.raw import build_raw_assets
-from assets.staging import staging_assets
+from assets.staging import answer_assets
 from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server, write_ndjson
 from pipelines.extract import missing_canonicals
@@ -29,7 +29,7 @@ def clinic():
 
 def _run(source: FhirSourcesResource, warehouse: Path) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
-        [*build_raw_assets(None), *staging_assets],
+        [*build_raw_assets(None), *answer_assets],
         resources={"fhir": source, "warehouse": WarehouseResource(path=str(warehouse))},
     )
     assert result.success

@@ -12,8 +12,7 @@ import duckdb
 import pytest
 
 from assets.raw import build_raw_assets
-from assets.scores import scoring_assets
-from assets.staging import staging_assets
+from assets.staging import answer_assets
 from demo import forms
 from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server
@@ -112,7 +111,7 @@ def scored(tmp_path_factory):
         load_to_server(server.base_url, clinic)
         wh = tmp / "warehouse.duckdb"
         result = dg.materialize(
-            [*build_raw_assets(None), *staging_assets, *scoring_assets],
+            [*build_raw_assets(None), *answer_assets],
             resources={
                 "fhir": FhirSourcesResource.single(name="it", base_url=server.base_url, page_size=200),
                 "warehouse": WarehouseResource(path=str(wh)),

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.scores import scoring_assets
-from assets.staging import staging_assets
+from assets.staging import answer_assets
 from pipelines.resources.fhir_source import WarehouseResource
 from tests.support.scoring_kit import ScoringDB, qr
 
 
 def _run(path) -> dict[str, dict]:
     result = dg.materialize(
-        [*staging_assets, *scoring_assets], resources={"warehouse": WarehouseResource(path=str(path))}
+        [*answer_assets], resources={"warehouse": WarehouseResource(path=str(path))}
     )
     assert result.success
     out = {}

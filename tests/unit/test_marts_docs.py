@@ -9,7 +9,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.marts import mart_assets, staging_clinical_assets
+from assets.marts import mart_assets
+from assets.staging import clinical_assets
 from marts.build import MART_NAMES, STAGING_BUILT
 from tests.support.marts_clinic import KEY, Clinic
 
@@ -40,7 +41,7 @@ def test_every_mart_column_is_documented_in_order(built, mart):
 
 
 def test_assets_have_stable_keys_groups_and_one_row_per_descriptions():
-    keys = {k.to_user_string(): a for a in (*staging_clinical_assets, *mart_assets) for k in a.keys}
+    keys = {k.to_user_string(): a for a in (*clinical_assets, *mart_assets) for k in a.keys}
     assert set(keys) == {f"staging/{n}" for n in STAGING_BUILT} | {f"marts/{n}" for n in MART_NAMES}
     for key, asset in keys.items():
         spec = next(iter(asset.specs))
@@ -71,7 +72,7 @@ def test_assets_materialise_on_a_warehouse_file(tmp_path, monkeypatch, built):
     from pipelines.resources.fhir_source import WarehouseResource
 
     result = dg.materialize(
-        [*staging_clinical_assets, *mart_assets], resources={"warehouse": WarehouseResource(path=str(path))}
+        [*clinical_assets, *mart_assets], resources={"warehouse": WarehouseResource(path=str(path))}
     )
     assert result.success
     counts = {

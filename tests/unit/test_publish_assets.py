@@ -10,10 +10,9 @@ import dagster as dg
 import pytest
 
 from assets.checks import build_quality_checks
-from assets.marts import mart_assets, staging_clinical_assets
+from assets.marts import mart_assets
 from assets.publish import PUBLISHED_KEY, REPORT_KEY, publish_assets
 from assets.raw import raw_assets
-from assets.scores import scoring_assets
 from assets.staging import staging_assets
 from marts.build import MART_NAMES
 from marts.publish import published_row_counts
@@ -22,7 +21,7 @@ from tests.support.generated_warehouse import generated_warehouse_file
 
 
 def test_the_publish_assets_fit_the_asset_graph(tmp_path):
-    everything = [*raw_assets, *staging_assets, *scoring_assets, *staging_clinical_assets, *mart_assets]
+    everything = [*raw_assets, *staging_assets, *mart_assets]
     defs = dg.Definitions(
         assets=[*everything, *publish_assets],
         asset_checks=build_quality_checks(everything),

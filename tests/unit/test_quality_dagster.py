@@ -12,8 +12,7 @@ import pytest
 
 from assets.checks import build_quality_checks, build_suite_checks
 from assets.raw import raw_assets
-from assets.scores import scoring_assets
-from assets.staging import staging_assets
+from assets.staging import answer_assets
 from pipelines.resources.fhir_source import WarehouseResource
 from quality_checks.suite import Suite, load_suites
 
@@ -152,7 +151,7 @@ def test_contained_and_warn_failures_let_downstream_run_without_the_quarantined_
 
 
 def test_factory_builds_checks_for_the_pipeline_assets_with_severity_and_blocking():
-    assets = [*raw_assets, *staging_assets, *scoring_assets]
+    assets = [*raw_assets, *answer_assets]
     checks = build_quality_checks(assets)
     names = {c.node_def.name for c in checks}
     assert names == {

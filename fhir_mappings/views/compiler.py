@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_mappings.views.errors import FhirPathError, ViewDefinitionError
-from fhir_mappings.views.fhirpath import Expr, Generator, Scope, parse
+from fhir_mappings.views.fhirpath import DECIMAL_TYPE, Expr, Generator, Scope, parse
 from fhir_mappings.views.sql import quote_identifier, sql_literal
 
 # The deepest `repeat` nesting followed; a deeper resource stops the query with an error rather than
@@ -208,7 +208,8 @@ def _constants(defs: Any) -> dict[str, Expr]:
         if not valid:
             raise ViewDefinitionError(f"constant {name!r}: {key} has a value of the wrong type")
         fhir_type = key[5:6].lower() + key[6:]
-        out[name] = Expr(sql_literal(value), kind, fhir_type)  # type: ignore[arg-type]
+        sql = f"CAST({sql_literal(str(value))} AS {DECIMAL_TYPE})" if kind == "dec" else sql_literal(value)
+        out[name] = Expr(sql, kind, fhir_type)  # type: ignore[arg-type]
     return out
 
 
@@ -329,27 +330,23 @@ class _Compiler:
         return f"[struct_pack({fields})]"
 
     def product(self, left: _Part, right: _Part) -> _Part:
-        """Every row of `left` combined with every row of `right` (columns of `left` first)."""
+        """Every row of `left` combined with every row of `right` (columns of `left` first).
+
+        Both sides are bound once before the nested loop: an expression written inside a lambda is
+        evaluated again for every element, which for a resource-level column below a forEach meant
+        re-reading the resource for every row.
+        """
         columns = left.columns + right.columns
         if left.exprs is not None and right.exprs is not None:
             return _Part(columns, exprs=left.exprs + right.exprs)
-        a, b = self.gen.fresh(), self.gen.fresh()
-
-        def fields(part: _Part, var: str) -> list[str]:
-            if part.exprs is not None:
-                return [
-                    f"{quote_identifier(c.name)} := {e}"
-                    for c, e in zip(part.columns, part.exprs, strict=True)
-                ]
-            return [f"{quote_identifier(c.name)} := {var}.{quote_identifier(c.name)}" for c in part.columns]
-
-        row = f"struct_pack({', '.join(fields(left, a) + fields(right, b))})"
-        if left.rows is None:
-            return _Part(columns, rows=f"list_transform({right.rows}, lambda {b}: {row})")
-        if right.rows is None:
-            return _Part(columns, rows=f"list_transform({left.rows}, lambda {a}: {row})")
-        inner = f"list_transform({right.rows}, lambda {b}: {row})"
-        return _Part(columns, rows=f"flatten(list_transform({left.rows}, lambda {a}: {inner}))")
+        p, a, b = self.gen.fresh(), self.gen.fresh(), self.gen.fresh()
+        fields = [f"{quote_identifier(c.name)} := {a}.{quote_identifier(c.name)}" for c in left.columns] + [
+            f"{quote_identifier(c.name)} := {b}.{quote_identifier(c.name)}" for c in right.columns
+        ]
+        row = f"struct_pack({', '.join(fields)})"
+        body = f"flatten(list_transform({p}.l, lambda {a}: list_transform({p}.r, lambda {b}: {row})))"
+        both = f"struct_pack(l := {self.as_rows(left)}, r := {self.as_rows(right)})"
+        return _Part(columns, rows=self.gen.let(both, body, p))
 
     def repeat(self, paths: list[Any], scope: Scope, where: str) -> str:
         """JSON[] of every node reachable from the focus by repeatedly following `paths`, in pre-order.

@@ -9,7 +9,7 @@ Translation model. Every FHIRPath expression is a collection. In SQL a compiled 
 - ``item``: one JSON value held in a plain column or lambda variable (NULL means empty). Only simple
   SQL (a column or a lambda variable) is ever an item, so repeating it costs nothing.
 - ``coll``: a ``JSON[]`` list (never NULL; empty list means empty collection).
-- ``bool``, ``str``, ``int``, ``dec``: a nullable SQL scalar (BOOLEAN, VARCHAR, BIGINT, DOUBLE)
+- ``bool``, ``str``, ``int``, ``dec``: a nullable SQL scalar (BOOLEAN, VARCHAR, BIGINT, DECIMAL(38, 9))
   holding a singleton; NULL means empty. Literals, constants, comparisons and functions such as
   ``exists()`` produce these, and SQL's three-valued logic is FHIRPath's.
 
@@ -413,7 +413,10 @@ def parse(text: str) -> Node:
 # ---------------------------------------------------------------------------------------------------
 
 Kind = TypingLiteral["item", "coll", "bool", "str", "int", "dec"]
-_SCALAR_SQL_TYPE = {"bool": "BOOLEAN", "str": "VARCHAR", "int": "BIGINT", "dec": "DOUBLE"}
+# FHIRPath decimals are exact, so arithmetic is DECIMAL, not DOUBLE (0.07 * 2 + 1 is 1.14); nine places
+# keep twenty integer digits after a multiplication, which doubles the scale.
+DECIMAL_TYPE = "DECIMAL(38, 9)"
+_SCALAR_SQL_TYPE = {"bool": "BOOLEAN", "str": "VARCHAR", "int": "BIGINT", "dec": DECIMAL_TYPE}
 _EMPTY = "[]::JSON[]"
 _NUMERIC_JSON = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 # FHIR primitive type names as used by ofType(); their choice-element suffix is the name capitalised.
@@ -532,15 +535,15 @@ class Generator:
         if not re.fullmatch(r"[A-Za-z0-9_]+", name):
             raise FhirPathError(f"unsupported member name {name!r}")
         path = sql_literal(f'$."{name}"')
-        v = self.fresh()
-        return (
-            f"CASE json_type({item_sql}, {path}) "
-            f"WHEN 'ARRAY' THEN list_filter(CAST(json_extract({item_sql}, {path}) AS JSON[]), "
-            f"lambda {v}: {v} IS NOT NULL) "
+        v, e = self.fresh(), self.fresh()
+        # the item is parsed once; the type test parses only the extracted value
+        body = (
+            f"CASE json_type({e}) "
+            f"WHEN 'ARRAY' THEN list_filter(CAST({e} AS JSON[]), lambda {v}: {v} IS NOT NULL) "
             f"WHEN 'NULL' THEN {_EMPTY} "
-            f"ELSE coalesce(list_filter([json_extract({item_sql}, {path})], lambda {v}: {v} IS NOT NULL), "
-            f"{_EMPTY}) END"
+            f"ELSE coalesce(list_filter([{e}], lambda {v}: {v} IS NOT NULL), {_EMPTY}) END"
         )
+        return self.let(f"json_extract({item_sql}, {path})", body, e)
 
     def member(self, target: Expr, name: str) -> Expr:
         """Member access on any compiled expression."""
@@ -597,7 +600,7 @@ class Generator:
         if node.kind == "integer":
             return Expr(sql_literal(int(node.value or 0)), "int")
         if node.kind == "decimal":
-            return Expr(sql_literal(Decimal(str(node.value))), "dec", "decimal")
+            return Expr(f"CAST({sql_literal(str(node.value))} AS {DECIMAL_TYPE})", "dec", "decimal")
         fhir_type = {"date": "date", "datetime": "dateTime", "time": "time"}.get(node.kind)
         return Expr(sql_literal(str(node.value)), "str", fhir_type)
 
@@ -885,7 +888,8 @@ class Generator:
         if op == "mod":
             return Expr(f"({a} % nullif({b}, 0))", kind)
         if op == "/":
-            return Expr(f"(CAST({a} AS DOUBLE) / nullif(CAST({b} AS DOUBLE), 0))", "dec")
+            quotient = f"CAST({a} AS DOUBLE) / nullif(CAST({b} AS DOUBLE), 0)"
+            return Expr(f"CAST({quotient} AS {DECIMAL_TYPE})", "dec")
         return Expr(f"({a} {op} {b})", kind)
 
 

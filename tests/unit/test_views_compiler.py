@@ -6,7 +6,7 @@ import json
 
 import duckdb
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fhir_mappings.views import (
@@ -54,14 +54,20 @@ def test_sql_literal_forms():
         sql_literal(float("nan"))
 
 
+# one connection for every example: opening one per example is most of the time and trips deadlines
+CON = duckdb.connect()
+
+
+@settings(deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))))
 def test_sql_literal_round_trips_any_string_through_duckdb(text):
-    assert duckdb.connect().execute(f"SELECT {sql_literal(text)}").fetchall()[0][0] == text
+    assert CON.execute(f"SELECT {sql_literal(text)}").fetchall()[0][0] == text
 
 
+@settings(deadline=None)
 @given(st.text(min_size=1, alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))))
 def test_quote_identifier_round_trips_any_name_through_duckdb(name):
-    cur = duckdb.connect().execute(f"SELECT 1 AS {quote_identifier(name)}")
+    cur = CON.execute(f"SELECT 1 AS {quote_identifier(name)}")
     assert cur.description[0][0] == name
 
 

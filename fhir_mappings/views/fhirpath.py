@@ -741,7 +741,10 @@ class Generator:
             r"^(\d{4})(?:-(\d\d))?(?:-(\d\d))?"
             r"(?:T(\d\d)(?::(\d\d))?(?::(\d\d))?(?:\.(\d+))?)?(Z|[+-]\d\d:\d\d)?$"
         )
-        part = lambda n: f"nullif(regexp_extract({s}, {sql_literal(dt)}, {n}), '')"  # noqa: E731
+
+        def part(n: int) -> str:
+            return f"nullif(regexp_extract({s}, {sql_literal(dt)}, {n}), '')"
+
         year, month, day = part(1), part(2), part(3)
         month_v = f"coalesce({month}, {sql_literal('01' if low else '12')})"
         if low:
@@ -759,7 +762,10 @@ class Generator:
         tz = f"coalesce({part(8)}, {sql_literal('+14:00' if low else '-12:00')})"
         datetime_v = f"{date_v} || 'T' || {time_v} || {tz}"
         tm = r"^(\d\d)(?::(\d\d))?(?::(\d\d))?(?:\.(\d+))?$"
-        tpart = lambda n: f"nullif(regexp_extract({s}, {sql_literal(tm)}, {n}), '')"  # noqa: E731
+
+        def tpart(n: int) -> str:
+            return f"nullif(regexp_extract({s}, {sql_literal(tm)}, {n}), '')"
+
         tfrac = f"rpad(coalesce({tpart(4)}, ''), 3, {sql_literal('0' if low else '9')})"
         time_only = (
             f"{tpart(1)} || ':' || coalesce({tpart(2)}, '{fill}') || ':' "
@@ -863,7 +869,7 @@ class Generator:
         if kinds & {"str"}:
             a, b = self.to_scalar(left, "str", op), self.to_scalar(right, "str", op)
             return f"({a} {op} {b})"
-        x, y, p = self.fresh(), self.fresh(), self.fresh()
+        p = self.fresh()
         a = self.singleton(Expr(self.to_coll(left), "coll"), "{x}", op)
         b = self.singleton(Expr(self.to_coll(right), "coll"), "{x}", op)
         body = (
@@ -871,7 +877,6 @@ class Generator:
             f"THEN CAST({p}.x AS DOUBLE) {op} CAST({p}.y AS DOUBLE) "
             f"ELSE ({p}.x ->> '$') {op} ({p}.y ->> '$') END"
         )
-        del x, y
         return self.let(f"struct_pack(x := {a}, y := {b})", body, p)
 
     def arithmetic(self, op: str, left: Expr, right: Expr) -> Expr:

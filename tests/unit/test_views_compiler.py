@@ -241,3 +241,44 @@ def test_several_values_in_a_single_column_is_an_error():
     }
     with pytest.raises(duckdb.Error, match="several"):
         run(view, [{"resourceType": "Patient", "id": "p", "name": [{"given": ["a", "b"]}]}])
+
+
+def test_decimal_arithmetic_is_exact():
+    view = {
+        "resource": "Observation",
+        "select": [
+            {"column": [{"name": "v", "path": "value.ofType(Quantity).value * 2 + 1", "type": "decimal"}]}
+        ],
+    }
+    rows = run(view, [{"resourceType": "Observation", "id": "o", "valueQuantity": {"value": 0.07}}])
+    assert rows == [{"v": 1.14}]
+
+
+def test_for_each_or_null_evaluates_its_body_on_an_empty_focus_like_the_reference_implementation():
+    view = {
+        "resource": "Patient",
+        "select": [
+            {"column": [{"name": "id", "path": "id", "type": "id"}]},
+            {
+                "forEachOrNull": "contact",
+                "column": [
+                    {"name": "i", "path": "%rowIndex", "type": "integer"},
+                    {"name": "family", "path": "name.family", "type": "string"},
+                    {"name": "given", "path": "name.given", "type": "string", "collection": True},
+                ],
+            },
+        ],
+    }
+    with_nested = {
+        "resource": "Patient",
+        "select": [
+            {"column": [{"name": "id", "path": "id", "type": "id"}]},
+            {
+                "forEachOrNull": "contact",
+                "select": [{"forEach": "telecom", "column": [{"name": "t", "path": "value"}]}],
+            },
+        ],
+    }
+    patient = [{"resourceType": "Patient", "id": "p"}]
+    assert run(view, patient) == [{"id": "p", "i": 0, "family": None, "given": []}]
+    assert run(with_nested, patient) == []  # a nested forEach over nothing gives no row

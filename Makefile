@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: install instance demo test test-fast dev lint typecheck lock clean server
+.PHONY: install instance demo test test-fast dev lint typecheck lock clean server conformance
 
 install: $(STAMP) instance
 
@@ -45,6 +45,11 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+
+# The official SQL-on-FHIR v2 suite through the ViewDefinition compiler (docs/views.md): writes
+# reports/sof-test-report.json (validated against the suite's report schema) and prints a summary line.
+conformance: install
+	$(PY) -m tests.sof_conformance
 
 # Dagster UI against the demo warehouse (start `make server` first for live pulls).
 dev: install

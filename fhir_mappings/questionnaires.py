@@ -25,12 +25,11 @@ from pipelines.sqlfiles import install_shared_macros, query_sql, run_sql
 
 SQL_DIR = Path(__file__).resolve().parent / "sql" / "questionnaires"
 CURRENT_QUESTIONNAIRES_SQL = SQL_DIR / "current_questionnaires.sql"
+QUESTIONNAIRES_SQL = SQL_DIR / "questionnaires.sql"
+ITEMS_SQL = SQL_DIR / "questionnaire_items.sql"
+ANSWER_SCORES_SQL = SQL_DIR / "questionnaire_answer_scores.sql"
 # The three tables, in the order they are written (questionnaires.sql also creates the schema).
-TABLE_SQL = (
-    SQL_DIR / "questionnaires.sql",
-    SQL_DIR / "questionnaire_items.sql",
-    SQL_DIR / "questionnaire_answer_scores.sql",
-)
+TABLE_SQL = (QUESTIONNAIRES_SQL, ITEMS_SQL, ANSWER_SCORES_SQL)
 FORM_COLUMNS = [
     "source",
     "questionnaire_id",

@@ -140,6 +140,40 @@ def _registry_frames(registry: Mapping[str, Instrument]) -> dict[str, pd.DataFra
     }
 
 
+# Columns of the recognition queries and of the two form tables' registered rows.
+LANDED_QUESTIONNAIRE_COLUMNS = (
+    "source",
+    "questionnaire_id",
+    "url",
+    "version",
+    "codes",
+    "identifiers",
+    "last_updated",
+)
+LANDED_ITEM_COLUMNS = ("source", "questionnaire_id", "link_id", "item_order", "type", "codes")
+RESPONSE_FORM_COLUMNS = [
+    "source",
+    "questionnaire",
+    "questionnaire_source",
+    "questionnaire_id",
+    "questionnaire_version",
+    "resolution",
+    "instrument",
+    "recognised_by",
+    "reason",
+    "detail",
+]
+FORM_ITEM_MAP_COLUMNS = [
+    "source",
+    "questionnaire",
+    "instrument",
+    "link_id",
+    "role",
+    "item_number",
+    "mapped_by",
+]
+
+
 def build_form_tables(con: duckdb.DuckDBPyConnection, registry: Mapping[str, Instrument]) -> int:
     """(Re)build `staging.response_forms` and `staging.form_item_map` for every cited questionnaire."""
     cited = query_sql(con, CITED_QUESTIONNAIRES_SQL)
@@ -186,39 +220,6 @@ def build_form_tables(con: duckdb.DuckDBPyConnection, registry: Mapping[str, Ins
         con.unregister("response_forms_frame")
         con.unregister("form_item_map_frame")
     return len(forms)
-
-
-LANDED_QUESTIONNAIRE_COLUMNS = (
-    "source",
-    "questionnaire_id",
-    "url",
-    "version",
-    "codes",
-    "identifiers",
-    "last_updated",
-)
-LANDED_ITEM_COLUMNS = ("source", "questionnaire_id", "link_id", "item_order", "type", "codes")
-RESPONSE_FORM_COLUMNS = [
-    "source",
-    "questionnaire",
-    "questionnaire_source",
-    "questionnaire_id",
-    "questionnaire_version",
-    "resolution",
-    "instrument",
-    "recognised_by",
-    "reason",
-    "detail",
-]
-FORM_ITEM_MAP_COLUMNS = [
-    "source",
-    "questionnaire",
-    "instrument",
-    "link_id",
-    "role",
-    "item_number",
-    "mapped_by",
-]
 
 
 def _records(rows: Sequence[tuple[object, ...]], columns: Sequence[str]) -> list[dict[str, object]]:

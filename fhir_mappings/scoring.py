@@ -14,7 +14,8 @@ and `staging.questionnaires` / `staging.questionnaire_items` / `staging.question
 
 Every current response lands in exactly one of measure_scores / unmapped_responses /
 excluded_responses (`reconcile()` proves it). Python touches only forms and registry rows (tens);
-responses and answers never leave SQL.
+responses and answers never leave SQL. The SQL is `fhir_mappings/sql/scoring/`, one file per step
+(`SCORING_SQL` gives the order); `fhir_mappings/tables.py` declares the tables.
 """
 
 from __future__ import annotations
@@ -240,17 +241,18 @@ def build_measure_scores(
     install_shared_macros(con)
     forms = build_form_tables(con, reg)
     frames = _registry_frames(reg)
-    for name, frame in frames.items():
-        con.register(name, frame)
     try:
-        run_sql(con, REGISTRY_TABLES_SQL)
-    finally:
-        for name in frames:
-            con.unregister(name)
-    try:
+        for name, frame in frames.items():
+            con.register(name, frame)
+        try:
+            run_sql(con, REGISTRY_TABLES_SQL)
+        finally:
+            for name in frames:
+                con.unregister(name)
         for path in SCORING_SQL:
             run_sql(con, path)
     finally:
+        # Temporary tables live as long as the connection: drop them even after a failure.
         run_sql(con, DROP_WORK_TABLES_SQL)
     return {"forms": forms, **reconcile(con)}
 

@@ -97,6 +97,10 @@ def test_steps_build_every_declared_table_and_report_its_rows(db, tmp_path):
         1,
     )
     assert counts["rows.staging.measure_scores"] == 1  # PHQ-9 has one scale
+    # Work tables, registered rows and views are gone: the connection is left as it was found.
+    assert db.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall() == []
+    leftover_views = "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
+    assert db.con.execute(leftover_views).fetchall() == []
 
 
 def test_scores_step_context_and_fingerprint_are_the_registry():

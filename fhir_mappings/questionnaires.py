@@ -6,18 +6,56 @@ answer option's score from, in order: the option's `ordinalValue` (R4), `questio
 concepts of a contained (or inline-expanded) ValueSet / CodeSystem the item's `answerValueSet`
 points at. Instruments' own answer tables (e.g. LOINC LA codes) are the scoring layer's fallback.
 
-Questionnaires are few (tens), so this walks them in Python; responses are never looped over.
+Questionnaires are few (tens), so this walks them in Python; responses are never looped over. The
+SQL that picks the current versions and writes the tables is in `fhir_mappings/sql/questionnaires/`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 import pandas as pd
+
+from pipelines.sqlfiles import install_shared_macros, query_sql, run_sql
+
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "questionnaires"
+CURRENT_QUESTIONNAIRES_SQL = SQL_DIR / "current_questionnaires.sql"
+QUESTIONNAIRES_SQL = SQL_DIR / "questionnaires.sql"
+ITEMS_SQL = SQL_DIR / "questionnaire_items.sql"
+ANSWER_SCORES_SQL = SQL_DIR / "questionnaire_answer_scores.sql"
+# The three tables, in the order they are written (questionnaires.sql also creates the schema).
+TABLE_SQL = (QUESTIONNAIRES_SQL, ITEMS_SQL, ANSWER_SCORES_SQL)
+FORM_COLUMNS = [
+    "source",
+    "questionnaire_id",
+    "url",
+    "version",
+    "version_id",
+    "name",
+    "title",
+    "status",
+    "codes",
+    "identifiers",
+    "last_updated",
+]
+ITEM_COLUMNS = ["source", "questionnaire_id", "url", "version", "link_id", "item_order", "type", "codes"]
+SCORE_COLUMNS = [
+    "source",
+    "questionnaire_id",
+    "url",
+    "version",
+    "link_id",
+    "system",
+    "code",
+    "value_integer",
+    "score",
+    "score_source",
+]
 
 SCORE_EXTENSIONS = (
     "http://hl7.org/fhir/StructureDefinition/ordinalValue",
@@ -127,18 +165,17 @@ def answer_scores(q: dict[str, Any]) -> list[AnswerScore]:
 
 def build_questionnaire_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """(Re)build `staging.questionnaires`, `staging.questionnaire_items` and
-    `staging.questionnaire_answer_scores` from the newest version of each landed Questionnaire."""
-    con.execute("CREATE SCHEMA IF NOT EXISTS staging")
-    rows = con.execute(
-        """SELECT source, id, version_id, last_updated, resource::VARCHAR FROM raw.questionnaire
-           QUALIFY row_number() OVER (PARTITION BY source, id
-                                      ORDER BY last_updated DESC NULLS LAST, version_id DESC) = 1"""
-    ).fetchall()
+    `staging.questionnaire_answer_scores` from the current version of each landed Questionnaire.
+
+    Rebuilt whole (CREATE OR REPLACE), so running it twice gives the same tables.
+    """
+    install_shared_macros(con)
+    rows = query_sql(con, CURRENT_QUESTIONNAIRES_SQL)
     forms: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
     for source, qid, version_id, last_updated, text in rows:
-        q = orjson.loads(text)
+        q = orjson.loads(str(text))
         key = {"source": source, "questionnaire_id": qid, "url": q.get("url"), "version": q.get("version")}
         forms.append(
             {
@@ -175,54 +212,18 @@ def build_questionnaire_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]
                     "score_source": s.score_source,
                 }
             )
-    item_cols = ["source", "questionnaire_id", "url", "version", "link_id", "item_order", "type", "codes"]
-    score_cols = [
-        "source",
-        "questionnaire_id",
-        "url",
-        "version",
-        "link_id",
-        "system",
-        "code",
-        "value_integer",
-        "score",
-        "score_source",
-    ]
-    form_cols = [
-        "source",
-        "questionnaire_id",
-        "url",
-        "version",
-        "version_id",
-        "name",
-        "title",
-        "status",
-        "codes",
-        "identifiers",
-        "last_updated",
-    ]
-    forms_df = pd.DataFrame(forms, columns=form_cols)
-    items_df = pd.DataFrame(items, columns=item_cols)
-    scores_df = pd.DataFrame(scores, columns=score_cols)
-    con.register("_q_forms", forms_df)
-    con.register("_q_items", items_df)
-    con.register("_q_scores", scores_df)
+    # Each table's rows are registered under the fixed name its SQL file reads.
+    frames = {
+        "questionnaire_forms_frame": pd.DataFrame(forms, columns=FORM_COLUMNS),
+        "questionnaire_items_frame": pd.DataFrame(items, columns=ITEM_COLUMNS),
+        "questionnaire_answer_scores_frame": pd.DataFrame(scores, columns=SCORE_COLUMNS),
+    }
+    for name, frame in frames.items():
+        con.register(name, frame)
     try:
-        con.execute("""CREATE OR REPLACE TABLE staging.questionnaires AS
-                       SELECT source, questionnaire_id, url, version, version_id, name, title, status,
-                              codes::VARCHAR[] AS codes, identifiers::VARCHAR[] AS identifiers,
-                              last_updated::TIMESTAMPTZ AS last_updated
-                       FROM _q_forms""")
-        con.execute("""CREATE OR REPLACE TABLE staging.questionnaire_items AS
-                       SELECT source, questionnaire_id, url, version, link_id,
-                              item_order::INTEGER AS item_order, type, codes::VARCHAR[] AS codes
-                       FROM _q_items""")
-        con.execute("""CREATE OR REPLACE TABLE staging.questionnaire_answer_scores AS
-                       SELECT source, questionnaire_id, url, version, link_id, system, code,
-                              value_integer::BIGINT AS value_integer, score::DOUBLE AS score, score_source
-                       FROM _q_scores""")
+        for path in TABLE_SQL:
+            run_sql(con, path)
     finally:
-        con.unregister("_q_forms")
-        con.unregister("_q_items")
-        con.unregister("_q_scores")
+        for name in frames:
+            con.unregister(name)
     return {"questionnaires": len(rows), "items": len(items), "answer_scores": len(scores)}

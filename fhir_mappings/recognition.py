@@ -25,9 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fhir_mappings.registry import Instrument
+from pipelines.resources.fhir.references import parse_reference
 
-# A literal reference to a server's Questionnaire, relative or absolute, possibly versioned.
-_LITERAL_REF = re.compile(r"(?:^|/)Questionnaire/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/|]+)?$")
 _NON_ANSWER_TYPES = frozenset({"group", "display"})
 # Share of an instrument's items a form must carry (by item code or linkId) to be recognised by them.
 MIN_ITEM_SHARE = 0.5
@@ -83,6 +82,13 @@ class FormResolution:
     items: list[ItemMapping] = field(default_factory=list)
 
 
+def literal_questionnaire_id(url: str) -> str | None:
+    """The id when `url` is a literal reference to a Questionnaire (relative or absolute, possibly
+    versioned), else None. Parsed by the project's one reference parser (references.py)."""
+    ref = parse_reference(url)
+    return ref.id if ref is not None and ref.type == "Questionnaire" else None
+
+
 def split_canonical(value: str) -> tuple[str, str | None]:
     """'url|version' -> (url, version); a bare url -> (url, None)."""
     url, _, version = value.partition("|")
@@ -120,9 +126,9 @@ def resolve(
         # The cited version is on no source: score with the newest one (linkIds rarely change between
         # versions) and say so in the resolution column.
         return _pick(by_url, source), "canonical-other-version"
-    m = _LITERAL_REF.search(url)
-    if m:
-        by_id = [q for q in qs if q.id == m.group(1) and (q.url is None or q.url == url)]
+    literal_id = literal_questionnaire_id(url)
+    if literal_id is not None:
+        by_id = [q for q in qs if q.id == literal_id and (q.url is None or q.url == url)]
         # An absolute canonical of another organisation must not match a local id by accident: only
         # relative references, or Questionnaires without a url (which can only be cited literally).
         if not url.startswith("Questionnaire/"):
@@ -241,7 +247,7 @@ def resolve_forms(
             res.questionnaire_version, res.resolution = q.version, how
         instrument, recognised_by, ambiguity = recognise(q, url, registry)
         if instrument is None:
-            if q is None and _LITERAL_REF.search(url) and url.startswith("Questionnaire/"):
+            if q is None and literal_questionnaire_id(url) and url.startswith("Questionnaire/"):
                 res.reason = "unresolvable canonical"
                 res.detail = f"{value}: no Questionnaire with that id on any source"
             elif q is None:

@@ -173,3 +173,20 @@ def test_chunked_flatten_gives_the_same_answers_as_one_chunk(monkeypatch):
     assert one["chunks"] == 1 and many["chunks"] == 7
     assert con.execute("SELECT * FROM staging.questionnaire_answers ORDER BY ALL").fetchall() == whole
     assert many["answers"] == one["answers"] == 75
+
+
+@pytest.mark.parametrize("landing_order", [("9", "10"), ("10", "9")])
+def test_version_10_is_newer_than_9_when_last_updated_is_missing(landing_order):
+    # Folder drops often carry no meta.lastUpdated: versionId decides, as a number ("10" > "9").
+    answers = {"9": 9, "10": 10}
+    con = _warehouse(
+        [
+            (_qr("r", [{"linkId": "q1", "answer": [{"valueInteger": answers[v]}]}]), v, None)
+            for v in landing_order
+        ]
+    )
+    assert build_questionnaire_answers(con)["responses"] == 1
+    assert con.execute("SELECT version_id FROM staging.questionnaire_responses").fetchall() == [("10",)]
+    assert con.execute("SELECT version_id, value_integer FROM staging.questionnaire_answers").fetchall() == [
+        ("10", 10)
+    ]

@@ -99,3 +99,28 @@ def test_tables_built_from_raw_latest_version():
     assert codes == [(["44250-9"],)]
     again = build_questionnaire_tables(con)
     assert again == counts
+
+
+@pytest.mark.parametrize("landing_order", [("9", "10"), ("10", "9")])
+def test_questionnaire_version_10_is_newer_than_9_when_last_updated_is_missing(landing_order):
+    # Folder drops often carry no meta.lastUpdated: versionId decides, as a number ("10" > "9"; as
+    # text "9" would win). Each version has its own title and item so the winner is visible.
+    con = duckdb.connect()
+    ensure_raw_schema(con)
+    for version in landing_order:
+        form = {
+            "resourceType": "Questionnaire",
+            "id": "q",
+            "title": f"version {version}",
+            "item": [{"linkId": f"item-of-{version}", "type": "integer"}],
+        }
+        con.execute(
+            """INSERT INTO raw.questionnaire VALUES ('s', 'Questionnaire', 'q', ?, true, NULL, 'h',
+                       ?::JSON, NULL, 'r', now())""",
+            [version, json.dumps(form)],
+        )
+    assert build_questionnaire_tables(con)["questionnaires"] == 1
+    assert con.execute("SELECT version_id, title FROM staging.questionnaires").fetchall() == [
+        ("10", "version 10")
+    ]
+    assert con.execute("SELECT link_id FROM staging.questionnaire_items").fetchall() == [("item-of-10",)]

@@ -111,6 +111,7 @@ def step_asset(step: StepSpec, catalog: Catalog) -> dg.AssetsDefinition:
                 run_id=context.run_id,
                 force=is_full_refresh(context),
             )
+            report = dict(step.report(con, ctx)) if step.report is not None else {}
         verb = "inputs unchanged since the last build: kept" if run.skipped else "built"
         context.log.info(f"{step.name}: {verb} {dict(run.counts)}")
         for t in step.tables:
@@ -118,7 +119,7 @@ def step_asset(step: StepSpec, catalog: Catalog) -> dg.AssetsDefinition:
             extra = {k: int(v) for k, v in run.counts.items() if not k.startswith("rows.")}
             yield dg.MaterializeResult(
                 asset_key=asset_key(t.name),
-                metadata={**extra, "skipped": run.skipped, "dagster/row_count": rows},
+                metadata={**extra, **report, "skipped": run.skipped, "dagster/row_count": rows},
                 data_version=dg.DataVersion(run.fingerprint),
             )
 

@@ -20,7 +20,7 @@ import duckdb
 from fhir_mappings import flatten, questionnaires, scoring
 from fhir_mappings.registry import Instrument, load_registry, registry_fingerprint
 from pipelines.catalog import StepSpec, TableSpec
-from pipelines.sqlfiles import count_rows
+from pipelines.sqlfiles import count_rows, query_sql
 
 
 class ScoringLostResponses(RuntimeError):
@@ -212,6 +212,19 @@ def _build_scores(con: duckdb.DuckDBPyConnection, registry: Mapping[str, Instrum
     return _with_row_counts(con, counts, SCORE_TABLES)
 
 
+def _scores_report(con: duckdb.DuckDBPyConnection, registry: Mapping[str, Instrument]) -> dict[str, object]:
+    """What the UI shows beside the scores on every run (built or kept): the reconciliation of
+    responses, the registry files used, and valid / invalid totals by instrument."""
+    by_instrument = query_sql(con, scoring.SQL_DIR / "totals_by_instrument.sql")
+    return {
+        **{f"reconcile.{k}": v for k, v in scoring.reconcile(con).items()},
+        "registry": {k: f"{v.source_file} v{v.registry_version}" for k, v in registry.items()},
+        "valid_totals_by_instrument": {
+            str(row[0]): {"valid": int(str(row[1])), "invalid": int(str(row[2]))} for row in by_instrument
+        },
+    }
+
+
 SCORES_STEP = StepSpec(
     name="staging.measure_scores",
     layer="staging",
@@ -227,6 +240,7 @@ SCORES_STEP = StepSpec(
         "raw.questionnaire_response",
     ),
     build=_build_scores,
+    report=_scores_report,
     context=load_registry,
     fingerprint_text=registry_fingerprint,
     description=(
@@ -245,6 +259,7 @@ SCORES_STEP = StepSpec(
         *scoring.SCORING_SQL,
         scoring.DROP_WORK_TABLES_SQL,
         scoring.RECONCILE_SQL,
+        scoring.SQL_DIR / "totals_by_instrument.sql",
     ),
 )
 

@@ -81,6 +81,9 @@ class StepSpec:
     optional_inputs: tuple[str, ...] = ()
     description: str = ""
     sql_files: tuple[Path, ...] = field(default=())
+    # Extra run metadata read after the step ran or was kept (e.g. what the registry held, totals by
+    # instrument): shown in the UI on every table of the step.
+    report: Callable[[duckdb.DuckDBPyConnection, Any], Mapping[str, object]] | None = None
 
     def __post_init__(self) -> None:
         if not self.tables:

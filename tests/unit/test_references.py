@@ -25,6 +25,7 @@ CASES: list[tuple[str | None, str | None, str | None, str | None]] = [
     ("RelatedPerson/rp1", "RelatedPerson", "RelatedPerson/rp1", None),
     ("Questionnaire/phq-9", "Questionnaire", "Questionnaire/phq-9", None),
     ("Patient/" + "a" * 64, "Patient", "Patient/" + "a" * 64, None),
+    ("Patient/p1\n", None, None, None),  # a trailing newline is not part of an id (Python `$` vs RE2)
     ("#contained-1", None, None, "contained-1"),
     ("#", None, None, None),
     ("urn:uuid:53fefa32-fcbb-4ff8-8a92-55ee120877b7", None, None, None),

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 # Type, id and optional `_history/<version>` at the end of a relative or absolute literal reference.
 ID_PATTERN = r"[A-Za-z0-9.\-]{1,64}"
 REFERENCE_PATTERN = rf"(?:^|/)([A-Z][A-Za-z]+)/({ID_PATTERN})(?:/_history/{ID_PATTERN})?$"
+# `\Z`, not `$`: Python's `$` also matches before a trailing newline, DuckDB's (RE2) does not.
 _REFERENCE = re.compile(
-    rf"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>{ID_PATTERN})(?:/_history/(?P<vid>{ID_PATTERN}))?$"
+    rf"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>{ID_PATTERN})(?:/_history/(?P<vid>{ID_PATTERN}))?\Z"
 )
 _RELATIVE = re.compile(rf"(?P<type>[A-Z][A-Za-z]+)/(?P<id>{ID_PATTERN})(?:/_history/(?P<vid>{ID_PATTERN}))?")
 

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from demo.server import FhirServer, free_port
 from pipelines.sqlfiles import count_rows, query_sql
@@ -89,9 +89,9 @@ def _scoring_summary(con: duckdb.DuckDBPyConnection) -> list[str]:
         if rows:
             lines.append(f"{table}:")
             lines += [f"  {reason!s:<44}{n!s:>8}" for reason, n in rows]
-    responses, scored, unmapped, excluded = (
-        int(str(v)) for v in query_sql(con, SQL_DIR / "response_reconciliation.sql")[0]
-    )
+    # Four count(*)s: BIGINT, never NULL, so DuckDB returns four ints.
+    row = query_sql(con, SQL_DIR / "response_reconciliation.sql")[0]
+    responses, scored, unmapped, excluded = cast(tuple[int, int, int, int], row)
     lines.append(
         f"Responses {responses} = scored {scored} + unmapped {unmapped} + excluded {excluded}"
         + ("" if responses == scored + unmapped + excluded else "  << DOES NOT RECONCILE")

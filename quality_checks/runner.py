@@ -503,7 +503,7 @@ def run_suite(
     outcomes = evaluate_suite(con, suite, settings=settings, registry=registry, only=only)
     checked_at = datetime.now(UTC)
     ensure_quality_schema(con)
-    con.execute("BEGIN TRANSACTION")
+    con.begin()  # one transaction: every result and quarantined record of the evaluation, or none
     try:
         for o in outcomes:
             # Idempotent per run: a retried step re-flags the same records without writing them twice.
@@ -537,9 +537,9 @@ def run_suite(
                     quarantined=o.quarantined,
                 ),
             )
-        con.execute("COMMIT")
+        con.commit()
     except BaseException:
-        con.execute("ROLLBACK")
+        con.rollback()
         raise
     for o in outcomes:
         log.info("%s %s", suite.name, o.summary())

@@ -14,12 +14,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
 from fhir_mappings.registry import Instrument, load_registry
+from pipelines.sqlfiles import run_sql
 from quality_checks.structural import REQUIRED_CODES
 
 ENV_PREFIX = "ALLIANCE_QI_QUALITY_"
@@ -160,28 +162,29 @@ def registry_frames(registry: Mapping[str, Instrument]) -> dict[str, pd.DataFram
     }
 
 
+REGISTRY_VIEWS_FILE = Path(__file__).resolve().parent / "sql" / "registry_views.sql"
+DROP_REGISTRY_VIEWS_FILE = Path(__file__).resolve().parent / "sql" / "drop_registry_views.sql"
+REGISTRY_VIEWS = ("qc_registry_instruments", "qc_registry_scales", "qc_registry_items")
+
+
 def register_registry(con: duckdb.DuckDBPyConnection, frames: Mapping[str, pd.DataFrame]) -> list[str]:
-    """Register the registry frames as temporary views on `con`; returns their names."""
+    """Register the registry frames (`registry_frames`) as temporary views on `con`; returns their names.
+
+    The views are `quality_checks/sql/registry_views.sql`, so `frames` must hold exactly the three
+    registry tables under their own names.
+    """
+    if sorted(frames) != sorted(REGISTRY_VIEWS):
+        raise ValueError(f"registry frames must be {sorted(REGISTRY_VIEWS)}, got {sorted(frames)}")
     for name, frame in frames.items():
         con.register(f"_{name}_df", frame)
-        # Cast list columns explicitly: pandas hands DuckDB Python lists as generic objects.
-        if name == "qc_registry_items":
-            con.execute(
-                f"""CREATE OR REPLACE TEMP VIEW {name} AS
-                    SELECT instrument, item_number::INTEGER AS item_number,
-                           link_ids::VARCHAR[] AS link_ids, codes::VARCHAR[] AS codes,
-                           item_min::DOUBLE AS item_min, item_max::DOUBLE AS item_max
-                    FROM _{name}_df"""  # noqa: S608 - names are this module's constants
-            )
-        else:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM _{name}_df")  # noqa: S608
+    run_sql(con, REGISTRY_VIEWS_FILE)
     return list(frames)
 
 
 def unregister_registry(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
     """Drop what `register_registry` created."""
+    run_sql(con, DROP_REGISTRY_VIEWS_FILE)
     for name in names:
-        con.execute(f"DROP VIEW IF EXISTS {name}")
         con.unregister(f"_{name}_df")
 
 

@@ -41,6 +41,7 @@ from marts.qi import (
 from marts.therapists import EPISODES_SQL as THERAPIST_EPISODES_SQL
 from marts.therapists import SESSIONS_SQL as THERAPIST_SESSIONS_SQL
 from marts.therapists import build_therapist_alliance
+from fhir_mappings.clinical.tables import AS_OF_INPUTS
 from pipelines.catalog import StepSpec, TableSpec
 
 
@@ -144,13 +145,20 @@ STEPS: tuple[StepSpec, ...] = (
             "staging.session_measures",
             "staging.patients",
             "marts.alliance_sessions",
+            *AS_OF_INPUTS,
         ),
         MartBuild(EPISODE_OUTCOMES.name, lambda con, ctx: build_episode_outcomes(con)),
         sql_files=(PLACED_APPOINTMENTS_SQL, EPISODE_APPOINTMENTS_SQL),
     ),
     _mart_step(
         ADHERENCE,
-        ("staging.sessions", "staging.dispenses", "staging.session_measures", "staging.appointments"),
+        (
+            "staging.sessions",
+            "staging.dispenses",
+            "staging.session_measures",
+            "staging.appointments",
+            *AS_OF_INPUTS,
+        ),
         MartBuild(ADHERENCE.name, lambda con, ctx: build_adherence(con)),
         sql_files=(ADHERENCE_PERIODS_SQL, PDC_SQL),
     ),
@@ -170,8 +178,7 @@ STEPS: tuple[StepSpec, ...] = (
             "staging.appointments",
             "staging.dispenses",
             "staging.measure_scores",
-            # the quarantine behind the data-quality pass rate changes with each check run
-            "quality.check_results",
+            *AS_OF_INPUTS,
         ),
         MartBuild(QI_MONTHLY.name, lambda con, ctx: build_qi_monthly(con, ctx.settings)),
         # read when present: the flattened responses (else the scores list the responses) and the

@@ -73,7 +73,6 @@ def prepare_clinical(
     ensure_raw_schema(con)
     con.execute("CREATE SCHEMA IF NOT EXISTS staging")
     install_shared_macros(con)
-    run_sql(con, SQL_DIR / "macros.sql")
     as_of = reference_date(con, settings)
     install_params(con, settings, thresholds or thresholds_from_registry(), as_of)
     register_age_band(con, settings.age_bands)

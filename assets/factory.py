@@ -7,8 +7,6 @@ reference. The step runs through `build_state.run_step`: skipped when its inputs
 the input fingerprint is each asset's `DataVersion`.
 """
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Iterable, Iterator
 

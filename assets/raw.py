@@ -150,11 +150,10 @@ def build_intake_ledgers_asset(partitions_def: dg.PartitionsDefinition | None) -
 
 
 def build_raw_assets(partitions_def: dg.PartitionsDefinition | None) -> list[dg.AssetsDefinition]:
-    """One raw asset per resource type, and the intake ledgers' asset."""
-    return [
-        *(build_raw_asset(t, partitions_def) for t in RESOURCE_TYPES),
-        build_intake_ledgers_asset(partitions_def),
-    ]
+    """One raw asset per resource type."""
+    return [build_raw_asset(t, partitions_def) for t in RESOURCE_TYPES]
 
 
 raw_assets: list[dg.AssetsDefinition] = build_raw_assets(source_partitions())
+# The intake ledgers (raw/rejected, raw/findings, ...): one multi_asset after the pulls of a source.
+raw_ledger_assets: list[dg.AssetsDefinition] = [build_intake_ledgers_asset(source_partitions())]

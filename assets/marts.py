@@ -103,6 +103,33 @@ MART_DESCRIPTIONS: dict[str, str] = {
         "outcome, early alliance vs outcome, patient- vs clinician-rated alliance vs MARS, DAI-10 and PDC, "
         "rater agreement, therapist ICC, rupture repair vs outcome."
     ),
+    "report_overview": (
+        "One row for the whole practice: patients, episodes and sessions, alliance measurement share, "
+        "session date range, months, clinics and therapists with a reportable caseload (QI report "
+        "overview); small counts suppressed, also against the monthly totals."
+    ),
+    "report_alliance_trajectory": (
+        "One row per session number of a treatment episode, plus one over all sessions: patient- and "
+        "clinician-rated sessions and mean alliance with the patient-rated interval (QI report "
+        "trajectories); small counts suppressed with complements."
+    ),
+    "report_early_alliance_fit": (
+        "One row for the whole practice: episodes with early alliance and PHQ-9 improvement and the "
+        "least-squares line between them (QI report scatter plot); suppressed under min_cell episodes."
+    ),
+    "report_therapist_funnel": (
+        "One row: the therapist_alliance period the QI report's funnel plot shows, its model values and "
+        "the therapists drawn, hidden and outside the outer limits."
+    ),
+    "report_adherence_by_alliance_tertile": (
+        "One row per adherence measure (PDC, MARS) x rater x third of alliance: patient-periods and mean "
+        "adherence (QI report bar charts); a group's thirds suppressed together."
+    ),
+    "report_data_quality": (
+        "One row per table x severity of the newest data-quality run, plus a total row: checks run, "
+        "passed, failed, skipped, quarantined records, pass rate (QI report); small record counts "
+        "suppressed."
+    ),
 }
 
 # Staging tables each mart reads (besides other marts).
@@ -120,6 +147,12 @@ MART_STAGING_INPUTS: dict[str, tuple[str, ...]] = {
         "questionnaire_answers",
     ),
     "alliance_associations": (),
+    "report_overview": (),
+    "report_alliance_trajectory": (),
+    "report_early_alliance_fit": (),
+    "report_therapist_funnel": (),
+    "report_adherence_by_alliance_tertile": (),
+    "report_data_quality": (),
 }
 
 
@@ -195,8 +228,8 @@ def build_mart_asset(name: str) -> dg.AssetsDefinition:
                 *_upstream_steps(MART_STAGING_INPUTS[name]),
                 *(f"marts.{m}" for m in MART_INPUTS[name]),
             ]
-            # qi_monthly reports the data-quality pass rate, so newer check results rebuild it.
-            extra_tables = ["quality.check_results"] if name == "qi_monthly" else []
+            # qi_monthly and report_data_quality report check results, so newer ones rebuild them.
+            extra_tables = ["quality.check_results"] if name in ("qi_monthly", "report_data_quality") else []
             state = build_state.input_state(con, extra_tables, upstream, _settings_text(ctx))
             skipped = not is_full_refresh(context) and build_state.is_current(con, step, state, [step])
             if skipped:

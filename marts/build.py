@@ -1,4 +1,4 @@
-"""Entry point: build the clinical staging layer and the six marts in the warehouse connection.
+"""Entry point: build the clinical staging layer and the marts in the warehouse connection.
 
 `build_marts(con, settings)` rebuilds everything whole (CREATE OR REPLACE), so a rerun on the same
 warehouse gives the same tables. The Dagster assets build one table each through `build_mart` and
@@ -20,6 +20,13 @@ from marts.associations import build_alliance_associations
 from marts.outcomes import build_episode_outcomes
 from marts.privacy import load_key, register_pseudonym
 from marts.qi import build_qi_monthly
+from marts.report_marts import (
+    build_report_adherence_by_alliance_tertile,
+    build_report_alliance_trajectory,
+    build_report_data_quality,
+    build_report_overview,
+    build_sql_mart,
+)
 from marts.scores import build_session_measures
 from marts.settings import MartSettings, Thresholds, load_mart_settings, thresholds_from_registry
 from marts.staging import STAGING_TABLES, build_staging_table, prepare
@@ -32,6 +39,13 @@ MART_NAMES: tuple[str, ...] = (
     "therapist_alliance",
     "qi_monthly",
     "alliance_associations",
+    # what the QI report shows (marts/report_marts.py, SQL in marts/sql/)
+    "report_overview",
+    "report_alliance_trajectory",
+    "report_early_alliance_fit",
+    "report_therapist_funnel",
+    "report_adherence_by_alliance_tertile",
+    "report_data_quality",
 )
 # Marts each mart reads (besides staging).
 MART_INPUTS: dict[str, tuple[str, ...]] = {
@@ -41,6 +55,13 @@ MART_INPUTS: dict[str, tuple[str, ...]] = {
     "therapist_alliance": ("alliance_sessions", "episode_outcomes"),
     "qi_monthly": ("alliance_sessions", "episode_outcomes"),
     "alliance_associations": ("alliance_sessions", "episode_outcomes", "adherence"),
+    "report_overview": ("alliance_sessions", "qi_monthly", "therapist_alliance"),
+    "report_alliance_trajectory": ("alliance_sessions",),
+    "report_early_alliance_fit": ("episode_outcomes",),
+    "report_therapist_funnel": ("therapist_alliance",),
+    "report_adherence_by_alliance_tertile": ("adherence",),
+    # after every other mart, so their blocking checks of the same run are in quality.check_results
+    "report_data_quality": tuple(m for m in MART_NAMES if m != "report_data_quality"),
 }
 # Staging tables built here, in order: the clinical tables, then scores linked to sessions.
 STAGING_BUILT: tuple[str, ...] = (*STAGING_TABLES, "session_measures")
@@ -115,6 +136,14 @@ _BUILDERS: dict[str, Callable[[duckdb.DuckDBPyConnection, MartContext], int]] = 
     "therapist_alliance": lambda con, ctx: build_therapist_alliance(con, ctx.settings),
     "qi_monthly": lambda con, ctx: build_qi_monthly(con, ctx.settings),
     "alliance_associations": lambda con, ctx: build_alliance_associations(con, ctx.settings),
+    "report_overview": lambda con, ctx: build_report_overview(con, ctx.settings),
+    "report_alliance_trajectory": lambda con, ctx: build_report_alliance_trajectory(con, ctx.settings),
+    "report_early_alliance_fit": lambda con, ctx: build_sql_mart(con, "report_early_alliance_fit"),
+    "report_therapist_funnel": lambda con, ctx: build_sql_mart(con, "report_therapist_funnel"),
+    "report_adherence_by_alliance_tertile": lambda con, ctx: build_report_adherence_by_alliance_tertile(
+        con, ctx.settings
+    ),
+    "report_data_quality": lambda con, ctx: build_report_data_quality(con, ctx.settings),
 }
 
 
@@ -135,7 +164,7 @@ def build_marts(
     key: bytes | None = None,
     with_staging: bool = True,
 ) -> dict[str, int]:
-    """Build the clinical staging tables (unless `with_staging=False`) and all six marts.
+    """Build the clinical staging tables (unless `with_staging=False`) and every mart (`MART_NAMES`).
 
     Needs the raw layer and `staging.measure_scores`. Returns the row count of each mart. The key
     defaults to `$ALLIANCE_QI_PSEUDONYM_KEY` / `$ALLIANCE_QI_PSEUDONYM_KEY_FILE`.

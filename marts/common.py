@@ -8,6 +8,7 @@ import duckdb
 import pandas as pd
 
 from marts.settings import MartSettings, Thresholds
+from marts.stats import z_for
 from pipelines.warehouse import table_exists
 
 # A reference's resource type and id: relative (`Patient/1`), absolute (`https://x/fhir/Patient/1`)
@@ -109,6 +110,11 @@ def install_params(
         "adherence_period": settings.adherence_period,
         "dropout_fewer_than_sessions": settings.dropout_fewer_than_sessions,
         "min_cell": settings.min_cell,
+        "ci_level": settings.ci_level,
+        # the two-sided normal quantile of ci_level, so SQL intervals need no literal 1.96
+        "ci_z": z_for(settings.ci_level),
+        "funnel_z_inner": settings.funnel_z[0],
+        "funnel_z_outer": settings.funnel_z[1],
     }
     df = pd.DataFrame([row])
     con.register("_mart_params_df", df)

@@ -104,9 +104,9 @@ MART_DESCRIPTIONS: dict[str, str] = {
         "rater agreement, therapist ICC, rupture repair vs outcome."
     ),
     "report_overview": (
-        "One row for the whole practice: patients, episodes and sessions, alliance measurement share, "
-        "session date range, months, clinics and therapists with a reportable caseload (QI report "
-        "overview); small counts suppressed, also against the monthly totals."
+        "One row per practice: patients, episodes and sessions, alliance measurement share, session "
+        "date range, months, clinics and therapists with a reportable caseload (QI report overview); "
+        "small counts suppressed, also against the monthly totals."
     ),
     "report_alliance_trajectory": (
         "One row per session number of a treatment episode, plus one over all sessions: patient- and "
@@ -114,12 +114,12 @@ MART_DESCRIPTIONS: dict[str, str] = {
         "trajectories); small counts suppressed with complements."
     ),
     "report_early_alliance_fit": (
-        "One row for the whole practice: episodes with early alliance and PHQ-9 improvement and the "
-        "least-squares line between them (QI report scatter plot); suppressed under min_cell episodes."
+        "One row per practice: episodes with early alliance and PHQ-9 improvement and the least-squares "
+        "line between them (QI report scatter plot); suppressed under min_cell episodes."
     ),
     "report_therapist_funnel": (
-        "One row: the therapist_alliance period the QI report's funnel plot shows, its model values and "
-        "the therapists drawn, hidden and outside the outer limits."
+        "One row per practice: the therapist_alliance period the QI report's funnel plot shows, its "
+        "model values and the therapists drawn, hidden and outside the outer limits."
     ),
     "report_adherence_by_alliance_tertile": (
         "One row per adherence measure (PDC, MARS) x rater x third of alliance: patient-periods and mean "

@@ -10,9 +10,7 @@ WITH episode_pairs AS (
 least_squares AS (
     SELECT count(*)::INTEGER AS episodes,
            regr_intercept(phq9_improvement, early_alliance) AS intercept,
-           regr_slope(phq9_improvement, early_alliance) AS slope,
-           min(early_alliance) AS early_alliance_min,
-           max(early_alliance) AS early_alliance_max
+           regr_slope(phq9_improvement, early_alliance) AS slope
     FROM episode_pairs
 ),
 judged AS (
@@ -27,8 +25,6 @@ SELECT 'practice' AS level,
        CASE WHEN NOT suppressed THEN episodes END AS episodes,
        CASE WHEN NOT suppressed THEN intercept END AS intercept,
        CASE WHEN NOT suppressed THEN slope END AS slope,
-       CASE WHEN NOT suppressed THEN early_alliance_min END AS early_alliance_min,
-       CASE WHEN NOT suppressed THEN early_alliance_max END AS early_alliance_max,
        suppressed,
        early_sessions,
        min_cell

@@ -92,7 +92,7 @@ def build_report_overview(con: duckdb.DuckDBPyConnection, settings: MartSettings
     """
     con.execute(mart_sql("report_overview"))
     columns, rows = _read(con, "report_overview")
-    values = {(0, c): rows[0][c] for c in OVERVIEW_COUNTS}
+    values: dict[tuple[Hashable, str], int | None] = {(0, c): rows[0][c] for c in OVERVIEW_COUNTS}
     relations = [Relation((0, "sessions"), ((0, "sessions_alliance_measured"),), hidden_remainder=True)]
     result = suppress(values, relations, settings.min_cell)
     blanked = set(result.suppressed)

@@ -23,7 +23,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
 from importlib import metadata
@@ -105,7 +105,6 @@ class _Reader:
     schema: str
     min_cell: int = DEFAULT_MIN_CELL
     mart_min_cell: int = DEFAULT_MIN_CELL
-    notes: list[str] = field(default_factory=list)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts; `sql` has `{s}` standing for the marts schema (a validated identifier)."""

@@ -345,3 +345,26 @@ def test_funnel_chart_draws_limits_and_therapists():
     assert svg.count('class="mark limit"') == 4  # inner and outer, above and below
     assert svg.count('class="mark point"') == 3 and svg.count('class="mark shrunken"') == 3
     assert svg.count('class="mark grand"') == 1
+
+
+def test_templates_autoescape_and_fail_on_a_missing_value():
+    from jinja2 import UndefinedError
+    from markupsafe import Markup
+
+    from marts.report.build import environment
+
+    env = environment()
+    html = env.get_template("overview.html.j2").render(
+        cards=[("<b>1</b>", 'a "label" & <i>more</i>')], min_cell=11, period=""
+    )
+    assert "<b>1</b>" not in html and "&lt;b&gt;1&lt;/b&gt;" in html
+    assert "&#34;label&#34; &amp; &lt;i&gt;more&lt;/i&gt;" in html
+    # a chart is Markup: inserted as drawn, its own texts escaped by the chart
+    svg = charts.line_chart("c", "<t>", [], x_label="<x>", y_label="y")
+    assert isinstance(svg, Markup) and "&lt;t&gt;" in svg
+    shown = env.get_template("trajectories.html.j2").render(
+        chart=svg, ci_percent="95", total="5", first_n="1", last=None, min_cell=11
+    )
+    assert '<svg class="chart" data-chart="c"' in shown
+    with pytest.raises(UndefinedError):
+        env.get_template("trajectories.html.j2").render(chart=svg)

@@ -36,19 +36,19 @@ tertiled_pairs AS (
                 ELSE 3 END AS tertile
     FROM ranked_pairs
 ),
-grid AS (
+measure_rater_tertiles AS (
     SELECT measure, rater, tertile
-    FROM (VALUES ('pdc', 0), ('mars', 1)) AS measures (measure, measure_order)
-    CROSS JOIN (VALUES ('patient', 0), ('clinician', 1)) AS raters (rater, rater_order)
+    FROM (VALUES ('pdc'), ('mars')) AS measures (measure)
+    CROSS JOIN (VALUES ('patient'), ('clinician')) AS raters (rater)
     CROSS JOIN (VALUES (1), (2), (3)) AS tertiles (tertile)
 ),
 per_tertile AS (
-    SELECT grid.measure, grid.rater, grid.tertile,
+    SELECT measure_rater_tertiles.measure, measure_rater_tertiles.rater, measure_rater_tertiles.tertile,
            count(tertiled_pairs.measure_value)::INTEGER AS n_patient_periods,
            avg(tertiled_pairs.measure_value) AS mean_measure
-    FROM grid
+    FROM measure_rater_tertiles
     LEFT JOIN tertiled_pairs USING (measure, rater, tertile)
-    GROUP BY grid.measure, grid.rater, grid.tertile
+    GROUP BY measure_rater_tertiles.measure, measure_rater_tertiles.rater, measure_rater_tertiles.tertile
 )
 SELECT per_tertile.measure,
        per_tertile.rater,

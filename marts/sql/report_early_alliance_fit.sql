@@ -13,7 +13,7 @@ least_squares AS (
            regr_slope(phq9_improvement, early_alliance) AS slope
     FROM episode_pairs
 ),
-judged AS (
+fit_with_suppression AS (
     SELECT least_squares.*,
            least_squares.episodes BETWEEN 1 AND mart_params.min_cell - 1 AS suppressed,
            mart_params.early_sessions,
@@ -28,4 +28,4 @@ SELECT 'practice' AS level,
        suppressed,
        early_sessions,
        min_cell
-FROM judged
+FROM fit_with_suppression

@@ -65,7 +65,7 @@ def step_asset(step: StepSpec, catalog: Catalog) -> dg.AssetsDefinition:
     """The multi_asset that builds one step's tables."""
     module_file = declaring_file(step)
     assets = asset_tables(catalog)
-    deps = [asset_key(i) for i in step.all_inputs if i in assets]
+    deps = [asset_key(i) for i in (*step.all_inputs, *step.after) if i in assets]
     specs = [
         dg.AssetSpec(
             key=asset_key(t.name),

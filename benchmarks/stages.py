@@ -280,7 +280,7 @@ def stage_score(ctx: StageContext) -> StageOutput:
 
 
 def stage_marts(ctx: StageContext) -> StageOutput:
-    """Clinical staging tables and the six marts (`marts.build.build_marts`), with a bench key."""
+    """Clinical staging tables and every mart (`marts.build.build_marts`), with a bench key."""
     fn = _optional("marts.build", "build_marts")
     from marts.privacy import ensure_demo_key, load_key
 

@@ -1,5 +1,5 @@
-"""The offline QI report (`reports/qi_report.html`): `build_report(con, path)` (marts.report.build),
-inline SVG charts (marts.report.charts) and the page template (marts.report.template)."""
+"""The offline QI report (`reports/qi_report.html`): `build_report(con, path)` (marts.report.build) reads
+only the marts, inline SVG charts (marts.report.charts), Jinja2 page templates (marts/report/templates)."""
 
 from marts.report.build import ReportResult, build_report, render_report, report_path
 

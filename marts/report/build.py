@@ -1,15 +1,19 @@
 """The QI report: one self-contained HTML file (inline CSS, inline SVG charts, no network) built from
-the pseudonymised marts and the data-quality summary.
+the pseudonymised marts.
 
 Sections: overview, monthly KPIs, alliance trajectories, early alliance vs PHQ-9 improvement, the
 therapist funnel plot, medication adherence by patient- vs clinician-rated alliance, and data quality.
 Each has a short plain-language caption and the n behind it.
 
-Privacy: only the marts are read (keyed pseudonyms, no FHIR ids) plus `quality.check_results`
-through `quality_checks.summary`. Counts of people or records from 1 to `min_cell - 1` are never
-shown: the aggregates the marts already suppressed stay blank, and every count or mean computed here
-is withheld when it rests on fewer than `min_cell` cases (a group whose complement could reveal a
-small group is withheld with it).
+The report only reads marts: every aggregate it shows is a row of a mart built, suppressed and checked
+with the others (`marts.report_*`, see marts/report_marts.py and docs/marts.md); the report selects
+rows, formats them and draws them. It runs no SQL against any other schema and computes no aggregate
+itself. A `min_cell` passed here (larger than the marts') only withholds more: a value resting on fewer
+cases is not shown.
+
+Rendering: Jinja2 templates in `marts/report/templates/` with autoescaping on and StrictUndefined, so
+every value from a mart is escaped and a missing template variable is an error. The SVG charts are
+drawn by `marts.report.charts`, which escapes every text they contain and returns `Markup`.
 """
 
 from __future__ import annotations
@@ -19,26 +23,49 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from html import escape
+from functools import cache
 from importlib import metadata
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import duckdb
 import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from marts.report import charts
-from marts.report.template import render_page
 from pipelines.settings import REPO_ROOT
 
 REPORT_PATH_ENV = "ALLIANCE_QI_REPORT_PATH"
 DEFAULT_MIN_CELL = 11
-DASH = "&ndash;"  # shown for a missing value
+DASH = Markup("&ndash;")  # shown for a missing value in HTML
+DASH_TEXT = "\u2013"  # the same in chart tooltips (plain text, escaped by the chart)
 TITLE = "Therapeutic alliance: quality improvement report"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@cache
+def environment() -> Environment:
+    """The Jinja2 environment: templates from marts/report/templates, autoescaped, strict."""
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(
+            enabled_extensions=("html", "j2"), default_for_string=True, default=True
+        ),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _render(template: str, **context: Any) -> Markup:
+    """A section template rendered (autoescaped) and marked safe for the page template."""
+    # the text is the output of an autoescaping template: every value in it is already escaped
+    return Markup(environment().get_template(template).render(**context))  # noqa: S704
 
 
 def report_path(env: Mapping[str, str] | None = None) -> Path:
@@ -50,11 +77,11 @@ def report_path(env: Mapping[str, str] | None = None) -> Path:
 
 @dataclass(frozen=True)
 class Section:
-    """One section of the report: its anchor, heading and HTML body; `charts` are the chart ids."""
+    """One section of the report: its anchor, heading and rendered body; `charts` are the chart ids."""
 
     section_id: str
     title: str
-    body: str
+    body: Markup
     charts: tuple[str, ...] = ()
 
 
@@ -72,26 +99,40 @@ class ReportResult:
 
 @dataclass
 class _Reader:
-    """Reads the marts from `<schema>.<mart>` on one connection."""
+    """Selects rows of the marts in `<schema>` on one connection (nothing else)."""
 
     con: duckdb.DuckDBPyConnection
     schema: str
     min_cell: int = DEFAULT_MIN_CELL
-    notes: list[str] = field(default_factory=list)
+    mart_min_cell: int = DEFAULT_MIN_CELL
 
-    def df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        """`sql` with `{s}` standing for the marts schema (a validated identifier)."""
-        return self.con.execute(sql.replace("{s}", self.schema), list(params)).df()
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts; `sql` has `{s}` standing for the marts schema (a validated identifier)."""
+        cur = self.con.execute(sql.replace("{s}", self.schema), list(params))
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.con.execute(sql.replace("{s}", self.schema), list(params)).fetchall()
+    def one(self, sql: str) -> dict[str, Any]:
+        """The single row of a one-row mart (`report_overview`, ...)."""
+        rows = self.rows(sql)
+        if len(rows) != 1:
+            raise ValueError(f"expected one row, got {len(rows)}: {sql}")
+        return rows[0]
 
-    def count(self, value: Any) -> str:
-        """A count as shown: small cells (1 .. min_cell-1) as '<min_cell', missing as a dash."""
+    def count(self, value: Any) -> Markup:
+        """A count as HTML: small cells (1 .. min_cell-1) as '&lt;min_cell', missing as a dash."""
         return format_count(value, self.min_cell)
 
-    def small(self, value: Any) -> bool:
-        return value is not None and not _missing(value) and 0 < int(value) < self.min_cell
+    def count_text(self, value: Any) -> str:
+        """The same as plain text (for chart tooltips)."""
+        return count_text(value, self.min_cell)
+
+    def enough(self, n: Any) -> bool:
+        """Does a value resting on `n` cases clear the report's min_cell? A count the marts withheld
+        as a complement (NULL, but its value was shown) is at least the marts' min_cell."""
+        if _missing(n):
+            return self.min_cell <= self.mart_min_cell
+        return int(n) >= self.min_cell
 
 
 def _missing(value: Any) -> bool:
@@ -103,39 +144,39 @@ def _missing(value: Any) -> bool:
         return False
 
 
-def format_count(value: Any, min_cell: int = DEFAULT_MIN_CELL) -> str:
+def count_text(value: Any, min_cell: int = DEFAULT_MIN_CELL) -> str:
     """'1,234'; '0'; '<11' for a small cell (never the count itself); a dash when missing."""
     if _missing(value):
-        return DASH
+        return DASH_TEXT
     n = int(value)
     if 0 < n < min_cell:
-        return f"&lt;{min_cell}"
+        return f"<{min_cell}"
     return f"{n:,}"
 
 
-def _pct(value: Any, digits: int = 1) -> str:
+def format_count(value: Any, min_cell: int = DEFAULT_MIN_CELL) -> Markup:
+    """`count_text` as HTML: '1,234'; '0'; '&lt;11' for a small cell; '&ndash;' when missing."""
+    if _missing(value):
+        return DASH
+    return Markup.escape(count_text(value, min_cell))
+
+
+def _pct(value: Any, digits: int = 1) -> Markup | str:
     return DASH if _missing(value) else f"{100 * float(value):.{digits}f}%"
 
 
-def _num(value: Any, digits: int = 2) -> str:
-    return DASH if _missing(value) else f"{float(value):.{digits}f}"
+def _num_text(value: Any, digits: int = 2) -> str:
+    return DASH_TEXT if _missing(value) else f"{float(value):.{digits}f}"
 
 
 def _float(value: Any) -> float | None:
     return None if _missing(value) else float(value)
 
 
-def _caption(text: str, n: str) -> str:
-    return f'<p class="caption">{text}</p>\n<p class="n">{n}</p>'
+Association = tuple[float, float, float, int]
 
 
-def _figure(svg: str) -> str:
-    return f"<figure>{svg}</figure>"
-
-
-def _association(
-    r: _Reader, question_id: str, method: str = "pearson"
-) -> tuple[float, float, float, int] | None:
+def _association(r: _Reader, question_id: str, method: str = "pearson") -> Association | None:
     """(estimate, ci_lower, ci_upper, n) of one association row, None when absent or suppressed."""
     rows = r.rows(
         """SELECT estimate, ci_lower, ci_upper, n, suppressed FROM {s}.alliance_associations
@@ -144,57 +185,45 @@ def _association(
     )
     if not rows:
         return None
-    est, lo, hi, n, suppressed = rows[0]
-    if suppressed or est is None or n is None or int(n) < r.min_cell:
+    row = rows[0]
+    est, lo, hi, n = row["estimate"], row["ci_lower"], row["ci_upper"], row["n"]
+    if row["suppressed"] or est is None or n is None or int(n) < r.min_cell:
         return None
     return float(est), float(lo), float(hi), int(n)
 
 
-def _r_text(a: tuple[float, float, float, int] | None, unit: str) -> str:
+def _r_text(a: Association | None, unit: str, ci_percent: str) -> str:
     if a is None:
         return "not shown (too few cases)"
     est, lo, hi, n = a
-    return f"r = {est:.2f} (95% CI {lo:.2f} to {hi:.2f}), n = {n:,} {unit}"
+    return f"r = {est:.2f} ({ci_percent}% CI {lo:.2f} to {hi:.2f}), n = {n:,} {unit}"
+
+
+def _percent(level: float) -> str:
+    """0.95 -> '95', 0.998 -> '99.8'."""
+    return f"{100 * level:.1f}".rstrip("0").rstrip(".")
 
 
 # ---------------------------------------------------------------------------------------------------
 # sections
 
 
-def _overview(r: _Reader) -> Section:
-    (patients, episodes, sessions, first, last) = r.rows(
-        """SELECT count(DISTINCT patient_key), count(DISTINCT episode_key), count(*),
-                  min(session_date), max(session_date) FROM {s}.alliance_sessions"""
-    )[0]
-    (therapists,) = r.rows(
-        "SELECT count(DISTINCT therapist_key) FROM {s}.therapist_alliance WHERE NOT suppressed"
-    )[0]
-    (measured,) = r.rows("SELECT count(*) FILTER (WHERE alliance_measured) FROM {s}.alliance_sessions")[0]
+def _overview(r: _Reader, overview: dict[str, Any]) -> Section:
+    rate = overview["measurement_completion_rate"]
+    measured = overview["sessions_alliance_measured"]
     cards = [
-        (r.count(patients), "patients with a session"),
-        (r.count(episodes), "treatment episodes with a session"),
-        (r.count(sessions), "attended sessions"),
+        (r.count(overview["patients"]), "patients with a session"),
+        (r.count(overview["episodes"]), "treatment episodes with a session"),
+        (r.count(overview["sessions"]), "attended sessions"),
         (
-            _pct(measured / sessions) if sessions and not r.small(measured) else DASH,
+            _pct(rate) if not _missing(measured) and not 0 < int(measured) < r.min_cell else DASH,
             "sessions with alliance measured",
         ),
-        (f"{int(therapists):,}", "therapists with a reportable caseload"),
+        (f"{int(overview['therapists_reportable'] or 0):,}", "therapists with a reportable caseload"),
     ]
-    period = f"{first:%d %b %Y} to {last:%d %b %Y}" if first and last else "no sessions yet"
-    body = (
-        '<div class="cards">'
-        + "".join(
-            f'<div class="card"><div class="value">{v}</div><div class="label">{escape(label)}</div></div>'
-            for v, label in cards
-        )
-        + "</div>"
-    )
-    body += _caption(
-        "What this report covers. Every figure below comes from the pseudonymised marts: no names, "
-        "no record numbers, and no count of patients, sessions or records from 1 to "
-        f"{r.min_cell - 1} (those are shown as &lt;{r.min_cell} or left blank).",
-        f"Sessions from {period}.",
-    )
+    first, last = overview["first_session_date"], overview["last_session_date"]
+    period = f"{first:%d %b %Y} to {last:%d %b %Y}" if first and last else ""
+    body = _render("overview.html.j2", cards=cards, min_cell=r.min_cell, period=period)
     return Section("overview", "Overview", body)
 
 
@@ -214,40 +243,33 @@ _KPI_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _kpi_cell(r: _Reader, value: Any, kind: str, suppressed: bool) -> str:
-    if suppressed:
-        return '<td class="sup" title="suppressed: small cell">s</td>'
+def _kpi_cell(r: _Reader, value: Any, kind: str) -> Markup | str:
     if kind == "count":
-        return f"<td>{r.count(value)}</td>"
+        return r.count(value)
     if kind == "pct":
-        return f"<td>{_pct(value)}</td>"
-    return f"<td>{_num(value)}</td>"
+        return _pct(value)
+    return DASH if _missing(value) else f"{float(value):.2f}"
 
 
-def _monthly(r: _Reader) -> Section:
-    df = r.df("SELECT * FROM {s}.qi_monthly WHERE level = 'practice' ORDER BY month")
-    (clinics,) = r.rows(
-        "SELECT count(DISTINCT clinic_key) FROM {s}.qi_monthly "
-        "WHERE level = 'clinic' AND clinic_key IS NOT NULL"
-    )[0]
-    head = "<tr><th>Month</th>" + "".join(f"<th>{escape(h)}</th>" for _, h, _ in _KPI_COLUMNS) + "</tr>"
-    body_rows = []
+def _suppressed_columns(row: Mapping[str, Any]) -> set[str]:
+    return set(str(row.get("suppressed_columns") or "").split(",")) - {""}
+
+
+def _monthly(r: _Reader, overview: dict[str, Any]) -> Section:
+    rows = r.rows("SELECT * FROM {s}.qi_monthly WHERE level = 'practice' ORDER BY month")
     months: list[date] = []
-    for row in df.to_dict("records"):
-        suppressed = set(str(row.get("suppressed_columns") or "").split(",")) - {""}
+    table: list[tuple[str, list[Markup | str | None]]] = []
+    for row in rows:
+        suppressed = _suppressed_columns(row)
         month = pd.Timestamp(row["month"]).date()
         months.append(month)
-        cells = "".join(_kpi_cell(r, row.get(c), kind, c in suppressed) for c, _, kind in _KPI_COLUMNS)
-        body_rows.append(f"<tr><td>{month:%b %Y}</td>{cells}</tr>")
-    table = (
-        f'<div class="scroll"><table><thead>{head}</thead><tbody>{"".join(body_rows)}</tbody></table></div>'
-    )
+        cells = [None if c in suppressed else _kpi_cell(r, row.get(c), kind) for c, _, kind in _KPI_COLUMNS]
+        table.append((f"{month:%b %Y}", cells))
 
     def points(col: str) -> list[tuple[float, float | None]]:
         out: list[tuple[float, float | None]] = []
-        for i, row in enumerate(df.to_dict("records")):
-            suppressed = set(str(row.get("suppressed_columns") or "").split(","))
-            v = None if col in suppressed else _float(row.get(col))
+        for i, row in enumerate(rows):
+            v = None if col in _suppressed_columns(row) else _float(row.get(col))
             out.append((float(i), None if v is None else 100 * v))
         return out
 
@@ -273,56 +295,40 @@ def _monthly(r: _Reader) -> Section:
         description="Line chart of monthly measurement completion, attendance, data-quality pass rate and "
         "low-alliance share for the whole practice.",
     )
-    sessions = int(df["sessions_attended"].fillna(0).sum()) if len(df) else 0
-    body = (
-        _figure(svg)
-        + _caption(
-            "How the practice is doing month by month: how often alliance was measured at a session, "
-            "how many booked appointments were attended, how many questionnaire responses passed the data "
-            "checks, and the share of measured sessions with low patient-rated alliance. An <b>s</b> marks "
-            "a cell suppressed because it rests on a small number; gaps in a line are such cells.",
-            f"n = {r.count(sessions)} attended sessions over {len(df)} months, {int(clinics)} clinics "
-            "(the table shows the whole practice; marts.qi_monthly has a row per clinic too).",
-        )
-        + table
+    body = _render(
+        "monthly.html.j2",
+        chart=svg,
+        sessions=r.count(overview["sessions"]),
+        months=len(rows),
+        clinics=int(overview["clinics"] or 0),
+        headings=[h for _, h, _ in _KPI_COLUMNS],
+        rows=table,
     )
     return Section("monthly", "Monthly KPIs", body, ("monthly_kpis",))
 
 
-def _trajectories(r: _Reader) -> Section:
-    df = r.df(
-        """SELECT session_number,
-                  count(wai_sr_mean) AS n_patient, avg(wai_sr_mean) AS patient,
-                  stddev_samp(wai_sr_mean) AS sd_patient,
-                  count(wai_clinician_mean) AS n_clinician, avg(wai_clinician_mean) AS clinician,
-                  count(DISTINCT episode_key) FILTER (WHERE wai_sr_mean IS NOT NULL) AS episodes
-           FROM {s}.alliance_sessions GROUP BY session_number ORDER BY session_number"""
-    )
-    threshold_rows = r.rows("SELECT max(low_alliance_threshold) FROM {s}.alliance_sessions")
-    threshold = _float(threshold_rows[0][0]) if threshold_rows else None
+def _trajectories(r: _Reader, ci_percent: str) -> Section:
+    rows = r.rows("SELECT * FROM {s}.report_alliance_trajectory ORDER BY level DESC, session_number")
+    by_number = [row for row in rows if row["level"] == "session"]
+    total = next((row for row in rows if row["level"] == "all"), None)
+    threshold = _float(total["low_alliance_threshold"]) if total else None
     patient: list[tuple[float, float | None]] = []
     clinician: list[tuple[float, float | None]] = []
     p_notes: list[str] = []
     c_notes: list[str] = []
     band: list[tuple[float, float, float]] = []
-    shown_max = 0
-    for row in df.to_dict("records"):
+    for row in by_number:
         k = float(row["session_number"])
-        n_p, n_c = int(row["n_patient"]), int(row["n_clinician"])
-        p = _float(row["patient"]) if n_p >= r.min_cell else None
-        c = _float(row["clinician"]) if n_c >= r.min_cell else None
+        n_p, n_c = row["sessions_patient_rated"], row["sessions_clinician_rated"]
+        p = _float(row["mean_alliance_patient"]) if r.enough(n_p) else None
+        c = _float(row["mean_alliance_clinician"]) if r.enough(n_c) else None
         patient.append((k, p))
         clinician.append((k, c))
-        p_notes.append(f"session {int(k)}: patient-rated mean {_num(p)} (n = {r.count(n_p)})")
-        c_notes.append(f"session {int(k)}: clinician-rated mean {_num(c)} (n = {r.count(n_c)})")
-        if p is not None and c is not None:
-            shown_max = int(k)
-        elif p is not None:
-            shown_max = max(shown_max, int(k))
-        sd = _float(row["sd_patient"])
-        if p is not None and sd is not None:
-            half = 1.96 * sd / math.sqrt(n_p)
-            band.append((k, p - half, p + half))
+        p_notes.append(f"session {int(k)}: patient-rated mean {_num_text(p)} (n = {r.count_text(n_p)})")
+        c_notes.append(f"session {int(k)}: clinician-rated mean {_num_text(c)} (n = {r.count_text(n_c)})")
+        lo, hi = _float(row["ci_lower_patient"]), _float(row["ci_upper_patient"])
+        if p is not None and lo is not None and hi is not None:
+            band.append((k, lo, hi))
     # keep the x axis to the session numbers with something to show
     keep = [
         i
@@ -350,53 +356,56 @@ def _trajectories(r: _Reader) -> Section:
         references=refs,
         y_format=lambda v: f"{v:.1f}",
         description="Line chart of the mean patient-rated and clinician-rated alliance at each session "
-        "number, with a shaded 95% interval around the patient-rated mean.",
+        f"number, with a shaded {ci_percent}% interval around the patient-rated mean.",
     )
-    rows = [row for row in df.to_dict("records") if int(row["n_patient"]) >= r.min_cell]
-    first_n = r.count(rows[0]["n_patient"]) if rows else DASH
-    last_row = rows[-1] if rows else None
-    total = int(df["n_patient"].sum()) if len(df) else 0
-    n_text = (
-        f"n = {r.count(total)} patient-rated sessions; {first_n} at session 1"
-        + (
-            f", {r.count(last_row['n_patient'])} at session {int(last_row['session_number'])}"
+    drawn = [
+        row
+        for row in by_number
+        if row["mean_alliance_patient"] is not None and r.enough(row["sessions_patient_rated"])
+    ]
+    last_row = drawn[-1] if drawn else None
+    body = _render(
+        "trajectories.html.j2",
+        chart=svg,
+        ci_percent=ci_percent,
+        total=r.count(total["sessions_patient_rated"] if total else 0),
+        first_n=r.count(drawn[0]["sessions_patient_rated"]) if drawn else DASH,
+        last=(
+            {
+                "n": r.count(last_row["sessions_patient_rated"]),
+                "session_number": int(last_row["session_number"]),
+            }
             if last_row
-            else ""
-        )
-        + f". Session numbers with fewer than {r.min_cell} ratings are not drawn."
-    )
-    body = _figure(svg) + _caption(
-        "How alliance develops over treatment. Each point is the average alliance score of all sessions "
-        "with that number (1 = first session of an episode); the blue band is the 95% interval of the "
-        "patient-rated average. Patients and clinicians rate the same relationship, but not always alike: "
-        "a gap between the lines is a rating difference, not an error.",
-        n_text,
+            else None
+        ),
+        min_cell=r.min_cell,
     )
     return Section("trajectories", "Alliance over the course of treatment", body, ("alliance_trajectories",))
 
 
-def _early_alliance(r: _Reader) -> Section:
-    df = r.df(
-        """SELECT early_alliance AS x, phq9_baseline - phq9_last AS y FROM {s}.episode_outcomes
-           WHERE early_alliance IS NOT NULL AND phq9_baseline IS NOT NULL AND phq9_last IS NOT NULL
-           ORDER BY episode_key"""
-    )
-    early_rows = r.rows("SELECT max(early_sessions) FROM {s}.episode_outcomes")
-    early = int(early_rows[0][0]) if early_rows and early_rows[0][0] is not None else 3
-    points = [(float(x), float(y)) for x, y in zip(df["x"], df["y"], strict=True)]
+def _early_alliance(r: _Reader, ci_percent: str) -> Section:
+    fit = r.one("SELECT * FROM {s}.report_early_alliance_fit")
+    early = int(fit["early_sessions"])
+    points: list[tuple[float, float]] = []
+    if not fit["suppressed"] and fit["episodes"] and r.enough(fit["episodes"]):
+        # the dots are rows of episode_outcomes, selected as the fit mart selected them
+        points = [
+            (float(row["x"]), float(row["y"]))
+            for row in r.rows(
+                """SELECT early_alliance AS x, phq9_baseline - phq9_last AS y FROM {s}.episode_outcomes
+                   WHERE early_alliance IS NOT NULL AND phq9_baseline IS NOT NULL AND phq9_last IS NOT NULL
+                   ORDER BY episode_key"""
+            )
+        ]
+    line = (float(fit["intercept"]), float(fit["slope"])) if points and fit["slope"] is not None else None
     assoc = _association(r, "early_alliance_vs_phq9_improvement")
-    fit: tuple[float, float] | None = None
-    if len(points) < r.min_cell:
-        points = []
-    elif len(points) >= 3:
-        fit = _least_squares(points)
     svg = charts.scatter_chart(
         "early_alliance_phq9",
         "Early patient-rated alliance vs PHQ-9 improvement, one dot per treatment episode",
         points,
         x_label=f"early alliance: mean patient-rated WAI-SR over sessions 1-{early} (1-5)",
         y_label="PHQ-9 improvement (points)",
-        fit=fit,
+        fit=line,
         fit_label="least-squares line",
         description="Scatter plot of early alliance against the drop in PHQ-9 from the first to the last "
         "score, with a fitted line.",
@@ -411,44 +420,27 @@ def _early_alliance(r: _Reader) -> Section:
             finding = "Episodes that started with a stronger alliance improved less on the PHQ-9."
         else:
             finding = "The data show no clear link between early alliance and PHQ-9 improvement."
-    body = _figure(svg) + _caption(
-        f"Does a good start predict a good outcome? Each dot is a treatment episode: across, its average "
-        f"patient-rated alliance in the first {early} sessions; up, how many points its PHQ-9 depression "
-        f"score fell between the first and the last measurement (higher is better). {finding}",
-        f"Pearson {_r_text(assoc, 'episodes')} (marts.alliance_associations, "
-        f"early_alliance_vs_phq9_improvement); {r.count(len(points)) if points else 'no'} episodes drawn.",
+    body = _render(
+        "early_alliance.html.j2",
+        chart=svg,
+        early_sessions=early,
+        finding=finding,
+        association=_r_text(assoc, "episodes", ci_percent),
+        drawn=r.count(fit["episodes"]) if points else "no",
     )
     return Section("early-alliance", "Early alliance and depression outcome", body, ("early_alliance_phq9",))
 
 
-def _least_squares(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
-    """(intercept, slope) of the ordinary least-squares line, None when x does not vary."""
-    n = len(points)
-    mx = sum(p[0] for p in points) / n
-    my = sum(p[1] for p in points) / n
-    sxx = sum((p[0] - mx) ** 2 for p in points)
-    if sxx == 0:
-        return None
-    slope = sum((p[0] - mx) * (p[1] - my) for p in points) / sxx
-    return my - slope * mx, slope
-
-
 def _funnel(r: _Reader) -> Section:
-    periods = r.rows(
-        """SELECT period_type, max(period_start) FROM {s}.therapist_alliance GROUP BY period_type
-           ORDER BY CASE period_type WHEN 'all' THEN 0 WHEN 'year' THEN 1 WHEN 'quarter' THEN 2 ELSE 3 END"""
+    funnel = r.one("SELECT * FROM {s}.report_therapist_funnel")
+    dots = r.rows(
+        """SELECT therapist_key, caseload, mean_alliance, shrunken_alliance, funnel_position
+           FROM {s}.therapist_alliance
+           WHERE period_type = ? AND period_start = ? AND NOT suppressed AND mean_alliance IS NOT NULL
+             AND caseload IS NOT NULL
+           ORDER BY therapist_key""",
+        [funnel["period_type"], funnel["period_start"]],
     )
-    if periods:
-        period_type, period_start = periods[0]
-        df = r.df(
-            "SELECT * FROM {s}.therapist_alliance WHERE period_type = ? AND period_start = ? ORDER BY "
-            "therapist_key",
-            [period_type, period_start],
-        )
-    else:
-        period_type, df = "all", pd.DataFrame()
-    shown = df[(~df["suppressed"].astype(bool)) & df["mean_alliance"].notna()] if len(df) else df
-    hidden = len(df) - len(shown)
     points = [
         charts.FunnelPoint(
             label=str(row["therapist_key"])[:8],
@@ -457,129 +449,108 @@ def _funnel(r: _Reader) -> Section:
             shrunken=_float(row["shrunken_alliance"]),
             position=str(row["funnel_position"]),
         )
-        for row in shown.to_dict("records")
-        if not _missing(row["caseload"])
+        for row in dots
     ]
-    first = df.iloc[0] if len(df) else None
-    grand = _float(first["grand_mean"]) if first is not None else None
-    sigma2 = _float(first["sigma2"]) if first is not None else None
-    sigma = math.sqrt(sigma2) if sigma2 is not None and sigma2 > 0 else None
-    z_inner = _float(first["funnel_z_inner"]) if first is not None else None
-    z_outer = _float(first["funnel_z_outer"]) if first is not None else None
-    icc = _float(first["icc"]) if first is not None else None
+    sigma2 = _float(funnel["sigma2"])
+    z_inner, z_outer = float(funnel["funnel_z_inner"]), float(funnel["funnel_z_outer"])
     svg = charts.funnel_chart(
         "therapist_funnel",
         "Therapists' mean patient-rated alliance against caseload, with funnel limits",
         points,
-        grand=grand,
-        sigma=sigma,
-        z_inner=z_inner or 1.96,
-        z_outer=z_outer or 3.09,
+        grand=_float(funnel["grand_mean"]),
+        sigma=math.sqrt(sigma2) if sigma2 is not None and sigma2 > 0 else None,
+        z_inner=z_inner,
+        z_outer=z_outer,
         x_label="caseload (patients)",
         y_label="mean patient-rated WAI-SR (1-5)",
         description="Funnel plot: one dot per therapist at their caseload and mean patient-rated alliance, "
-        "with 95% and 99.8% control limits around the practice mean.",
+        f"with {_z_percent(z_inner)}% and {_z_percent(z_outer)}% control limits around the practice mean.",
     )
-    above = sum(1 for p in points if p.position == "above_outer")
-    below = sum(1 for p in points if p.position == "below_outer")
-    icc_text = (
-        f" About {100 * icc:.0f}% of the differences between patients' alliance scores lie between "
-        f"therapists (ICC {icc:.2f})."
-        if icc is not None
-        else ""
-    )
-    body = _figure(svg) + _caption(
-        "Which therapists form notably strong or weak alliances? Each filled dot is a therapist (shown by "
-        "pseudonym in the tooltip): across, the number of patients they saw; up, the average alliance their "
-        "patients reported. The dashed funnels are the range expected by chance around the practice average "
-        "(inner 95%, outer 99.8%): small caseloads scatter more, so their limits are wider. Hollow dots "
-        "are the averages pulled towards the practice mean in proportion to how little data there is (a "
-        f"fairer comparison). {above} therapist(s) are above and {below} below the outer limit.{icc_text} "
-        "Use this to start a supportive conversation, not to rank people.",
-        f"n = {len(points)} therapists"
-        + (
-            f" with caseloads of {min(p.n for p in points):g} to {max(p.n for p in points):g} patients"
-            if points
-            else ""
-        )
-        + f" (period: {escape(str(period_type))}); {hidden} with a caseload under {r.min_cell} patients "
-        "(or no alliance ratings) are not shown. Colours follow the mart's own classification "
-        "(marts.therapist_alliance.funnel_position).",
+    icc = _float(funnel["icc"])
+    caseload_min, caseload_max = _float(funnel["caseload_min"]), _float(funnel["caseload_max"])
+    body = _render(
+        "therapists.html.j2",
+        chart=svg,
+        inner_percent=_z_percent(z_inner),
+        outer_percent=_z_percent(z_outer),
+        above=int(funnel["therapists_above_outer"]),
+        below=int(funnel["therapists_below_outer"]),
+        icc=f"{icc:.2f}" if icc is not None else None,
+        icc_percent=f"{100 * icc:.0f}" if icc is not None else None,
+        drawn=int(funnel["therapists_drawn"]),
+        caseload_min=f"{caseload_min:g}" if caseload_min is not None and points else None,
+        caseload_max=f"{caseload_max:g}" if caseload_max is not None else None,
+        period_type=str(funnel["period_type"] or "all"),
+        hidden=int(funnel["therapists_hidden"]),
+        min_cell=r.min_cell,
     )
     return Section("therapists", "Therapist funnel plot", body, ("therapist_funnel",))
 
 
+def _z_percent(z: float) -> str:
+    """The two-sided coverage of a normal z, as a percent (1.96 -> '95', 3.09 -> '99.8')."""
+    return _percent(round(2 * NormalDist().cdf(z) - 1, 3))
+
+
 _TERTILES = ("lowest third", "middle third", "highest third")
+_ADHERENCE_CHARTS: tuple[tuple[str, str, str, str, tuple[float, float], Callable[[float], str]], ...] = (
+    (
+        "adherence_pdc",
+        "pdc",
+        "Mean PDC (proportion of days covered by refills)",
+        "mean PDC",
+        (0.0, 1.0),
+        lambda v: f"{100 * v:.0f}%",
+    ),
+    (
+        "adherence_mars",
+        "mars",
+        "Mean MARS adherence score (0-10)",
+        "mean MARS (0-10)",
+        (0.0, 10.0),
+        lambda v: f"{v:.1f}",
+    ),
+)
 
 
-def _tertile_means(
-    df: pd.DataFrame, rater_col: str, outcome: str, min_cell: int
-) -> tuple[list[float | None], list[int], list[float | None]]:
-    """Mean outcome (and share adherent for PDC) per tertile of `rater_col`; all None when any tertile
-    has fewer than `min_cell` cases (so no small group can be worked out from the total)."""
-    data = df[[rater_col, outcome]].dropna()
-    if len(data) < 3:
-        return [None] * 3, [0] * 3, [None] * 3
-    # rank first, so ties split evenly and every tertile has a third of the cases
-    tertile = pd.qcut(data[rater_col].rank(method="first"), 3, labels=False)
-    means: list[float | None] = []
-    counts: list[int] = []
-    for t in range(3):
-        part = data[outcome][tertile == t]
-        counts.append(len(part))
-        means.append(float(part.mean()) if len(part) else None)
-    if min(counts) < min_cell:
-        return [None] * 3, counts, [None] * 3
-    return means, counts, means
-
-
-def _adherence(r: _Reader) -> Section:
-    df = r.df(
-        """SELECT mean_alliance_patient AS patient, mean_alliance_clinician AS clinician, pdc, mars_mean
-           FROM {s}.adherence"""
-    )
-    thr_rows = r.rows("SELECT max(pdc_threshold), max(period_type) FROM {s}.adherence")
-    pdc_threshold = _float(thr_rows[0][0]) if thr_rows else None
-    period = str(thr_rows[0][1]) if thr_rows and thr_rows[0][1] else "year"
-    svgs: list[str] = []
+def _adherence(r: _Reader, ci_percent: str) -> Section:
+    rows = r.rows("SELECT * FROM {s}.report_adherence_by_alliance_tertile ORDER BY measure, rater, tertile")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["measure"], row["rater"]), []).append(row)
+    pdc_threshold = _float(rows[0]["pdc_threshold"]) if rows else None
+    period = str(rows[0]["period_type"]) if rows and rows[0]["period_type"] else "year"
+    svgs: list[Markup] = []
     ns: list[str] = []
-    ids = ("adherence_pdc", "adherence_mars")
-    specs = (
-        (
-            "pdc",
-            "Mean PDC (proportion of days covered by refills)",
-            "mean PDC",
-            (0.0, 1.0),
-            lambda v: f"{100 * v:.0f}%",
-        ),
-        (
-            "mars_mean",
-            "Mean MARS adherence score (0-10)",
-            "mean MARS (0-10)",
-            (0.0, 10.0),
-            lambda v: f"{v:.1f}",
-        ),
-    )
-    for chart_id, (outcome, title, y_label, y_range, fmt) in zip(ids, specs, strict=True):
+    for chart_id, measure, title, y_label, y_range, fmt in _ADHERENCE_CHARTS:
         series = []
         for rater, name, color in (
             ("patient", "Patient-rated alliance", charts.BLUE),
             ("clinician", "Clinician-rated alliance", charts.ORANGE),
         ):
-            means, counts, _ = _tertile_means(df, rater, outcome, r.min_cell)
+            thirds = groups.get((measure, rater), [])
+            counts = [t["n_patient_periods"] for t in thirds]
+            shown = len(thirds) == 3 and all(
+                t["mean_measure"] is not None and r.enough(t["n_patient_periods"]) for t in thirds
+            )
+            means = [_float(t["mean_measure"]) if shown else None for t in thirds] or [None] * 3
             notes = [
-                f"{name}, {t}: {('mean ' + fmt(m)) if m is not None else 'suppressed or no data'} "
-                f"(n = {r.count(c) if m is not None else 'withheld'})"
-                for t, m, c in zip(_TERTILES, means, counts, strict=True)
+                f"{name}, {label}: {('mean ' + fmt(m)) if m is not None else 'suppressed or no data'} "
+                f"(n = {r.count_text(c) if m is not None else 'withheld'})"
+                for label, m, c in zip(_TERTILES, means, counts or [None] * 3, strict=True)
             ]
             series.append(charts.BarSeries(name, color, means, notes))
-            total = sum(counts)
+            total = thirds[0]["n_patient_periods_total"] if thirds else 0
             ns.append(
-                f"{escape(outcome.replace('_mean', '').upper())} by {rater}-rated alliance: "
-                + (f"n = {r.count(total)} patient-{period}s" if total >= r.min_cell else "too few to show")
+                f"{measure.upper()} by {rater}-rated alliance: "
                 + (
-                    f" ({r.count(counts[0])} / {r.count(counts[1])} / {r.count(counts[2])} per third)"
-                    if all(m is not None for m in means)
+                    f"n = {count_text(total, r.min_cell)} patient-{period}s"
+                    if r.enough(total) and total
+                    else "too few to show"
+                )
+                + (
+                    " (" + " / ".join(count_text(c, r.min_cell) for c in counts) + " per third)"
+                    if shown
                     else ""
                 )
             )
@@ -598,43 +569,44 @@ def _adherence(r: _Reader) -> Section:
                 "third of patient-rated and of clinician-rated alliance.",
             )
         )
-    pdc_p = _association(r, "patient_alliance_vs_pdc")
-    pdc_c = _association(r, "clinician_alliance_vs_pdc")
-    pdc_d = _association(r, "patient_minus_clinician_alliance_vs_pdc", "difference")
-    mars_p = _association(r, "patient_alliance_vs_mars")
-    mars_c = _association(r, "clinician_alliance_vs_mars")
-    mars_d = _association(r, "patient_minus_clinician_alliance_vs_mars", "difference")
 
-    def diff_text(d: tuple[float, float, float, int] | None) -> str:
+    def diff_text(d: Association | None) -> str:
         if d is None:
             return "difference not shown"
-        return f"difference {d[0]:.2f} (95% CI {d[1]:.2f} to {d[2]:.2f})"
+        return f"difference {d[0]:.2f} ({ci_percent}% CI {d[1]:.2f} to {d[2]:.2f})"
 
-    threshold_text = (
-        f" (adherent: PDC at least {100 * pdc_threshold:.0f}%)" if pdc_threshold is not None else ""
+    def by_rater(stem: str) -> dict[str, str]:
+        return {
+            "patient": _r_text(_association(r, f"patient_alliance_vs_{stem}"), "patient-periods", ci_percent),
+            "clinician": _r_text(
+                _association(r, f"clinician_alliance_vs_{stem}"), "patient-periods", ci_percent
+            ),
+            "difference": diff_text(
+                _association(r, f"patient_minus_clinician_alliance_vs_{stem}", "difference")
+            ),
+        }
+
+    body = _render(
+        "adherence.html.j2",
+        charts=svgs,
+        pdc_threshold=f"{100 * pdc_threshold:.0f}" if pdc_threshold is not None else None,
+        group_ns=ns,
+        pdc=by_rater("pdc"),
+        mars=by_rater("mars"),
     )
-    body = (
-        '<div class="two">'
-        + "".join(_figure(s) for s in svgs)
-        + "</div>"
-        + _caption(
-            "Does the alliance go with taking medication as prescribed? Patients are split into thirds by "
-            "how strong their alliance was, once by their own rating and once by their clinician's. The "
-            f"bars show how well those thirds kept up with refills{threshold_text} and how they described "
-            "their own adherence (MARS). Research finds that the patient's view of the alliance predicts "
-            "adherence and the clinician's does not: compare the blue and the orange steps. 'n/s' marks "
-            "groups too small to show.",
-            "; ".join(ns) + f". PDC: patient-rated {_r_text(pdc_p, 'patient-periods')}; clinician-rated "
-            f"{_r_text(pdc_c, 'patient-periods')}; {diff_text(pdc_d)}. MARS: patient-rated "
-            f"{_r_text(mars_p, 'patient-periods')}; clinician-rated {_r_text(mars_c, 'patient-periods')}; "
-            f"{diff_text(mars_d)}.",
-        )
-    )
+    ids = tuple(c[0] for c in _ADHERENCE_CHARTS)
     return Section("adherence", "Medication adherence by patient- vs clinician-rated alliance", body, ids)
 
 
-def _data_quality(r: _Reader, frame: pd.DataFrame | None) -> Section:
-    if frame is None or frame.empty:
+def _data_quality(r: _Reader, with_quality: bool) -> Section:
+    rows = (
+        r.rows("SELECT * FROM {s}.report_data_quality ORDER BY level DESC, table_name, severity")
+        if with_quality
+        else []
+    )
+    tables = [row for row in rows if row["level"] == "table"]
+    total = next((row for row in rows if row["level"] == "all"), None)
+    if not tables or total is None:
         svg = charts.stacked_bar_chart(
             "data_quality",
             "Data-quality checks of the newest run",
@@ -642,67 +614,52 @@ def _data_quality(r: _Reader, frame: pd.DataFrame | None) -> Section:
             (("passed", charts.GREEN),),
             x_label="checks",
         )
-        body = _figure(svg) + _caption(
-            "No data-quality checks have run on this warehouse yet.", "n = 0 checks."
+        return Section(
+            "data-quality",
+            "Data quality",
+            _render("data_quality.html.j2", chart=svg, rows=[], total=None),
+            ("data_quality",),
         )
-        return Section("data-quality", "Data quality", body, ("data_quality",))
-    frame = frame.sort_values(["table_name", "severity"])
-    rows = [
-        (f"{t} ({sev})", [int(p), int(f), int(s)])
-        for t, sev, p, f, s in zip(
-            frame["table_name"],
-            frame["severity"],
-            frame["passed"],
-            frame["failed"],
-            frame["skipped"],
-            strict=True,
-        )
-    ]
     svg = charts.stacked_bar_chart(
         "data_quality",
         "Data-quality checks of the newest run, per table and severity",
-        rows,
+        [
+            (f"{t['table_name']} ({t['severity']})", [int(t["passed"]), int(t["failed"]), int(t["skipped"])])
+            for t in tables
+        ],
         (("passed", charts.GREEN), ("failed", charts.VERMILLION), ("skipped (table absent)", charts.LIGHT)),
         x_label="number of checks",
         description="Stacked bar chart of passed, failed and skipped data-quality checks per table.",
     )
-    head = (
-        "<tr><th>Table</th><th>Severity</th><th>Checks</th><th>Passed</th><th>Failed</th><th>Skipped</th>"
-        "<th>Quarantined records</th><th>Pass rate</th></tr>"
-    )
-    trs = "".join(
-        f"<tr><td>{escape(str(row['table_name']))}</td><td>{escape(str(row['severity']))}</td>"
-        f"<td>{int(row['checks_run'])}</td><td>{int(row['passed'])}</td><td>{int(row['failed'])}</td>"
-        f"<td>{int(row['skipped'])}</td><td>{r.count(row['quarantined_rows'])}</td>"
-        f"<td>{_pct(row['pass_rate'])}</td></tr>"
-        for row in frame.to_dict("records")
-    )
-    passed, failed = int(frame["passed"].sum()), int(frame["failed"].sum())
-    rate = passed / (passed + failed) if passed + failed else None
-    quarantined = int(frame["quarantined_rows"].sum())
-    run = str(frame["run_id"].iloc[0])
-    body = (
-        _figure(svg)
-        + _caption(
-            "Can the numbers above be trusted? Every load is checked: ERROR checks stop the pipeline unless "
-            "the offending records can be set aside (quarantined, and then left out of every figure above); "
-            "WARN checks only flag. Failed WARN checks usually point at messy source records worth fixing in "
-            "the EHR. (The check counts here count checks, not patients.)",
-            f"n = {len(frame)} table/severity groups, {passed + failed + int(frame['skipped'].sum())} "
-            f"checks, {_pct(rate)} passed; {r.count(quarantined)} records quarantined. Run {escape(run)} "
-            "(quality.check_results).",
-        )
-        + f'<div class="scroll"><table><thead>{head}</thead><tbody>{trs}</tbody></table></div>'
+    table_rows = [
+        {
+            "table_name": t["table_name"],
+            "severity": t["severity"],
+            "checks_run": int(t["checks_run"]),
+            "passed": int(t["passed"]),
+            "failed": int(t["failed"]),
+            "skipped": int(t["skipped"]),
+            "quarantined": None if _missing(t["quarantined_rows"]) else r.count(t["quarantined_rows"]),
+            "pass_rate": _pct(t["pass_rate"]),
+        }
+        for t in tables
+    ]
+    quarantined = total["quarantined_rows"]
+    body = _render(
+        "data_quality.html.j2",
+        chart=svg,
+        rows=table_rows,
+        total={
+            "checks_run": int(total["checks_run"]),
+            "pass_rate": _pct(total["pass_rate"]),
+            "quarantined": "a suppressed number of" if _missing(quarantined) else r.count(quarantined),
+            "run_id": str(total["run_id"]),
+        },
     )
     return Section("data-quality", "Data quality", body, ("data_quality",))
 
 
 # ---------------------------------------------------------------------------------------------------
-
-
-def _min_cell(r: _Reader) -> int:
-    rows = r.rows("SELECT max(min_cell) FROM {s}.therapist_alliance")
-    return int(rows[0][0]) if rows and rows[0][0] is not None else DEFAULT_MIN_CELL
 
 
 def _version() -> str:
@@ -717,45 +674,43 @@ def render_report(
     *,
     schema: str = "marts",
     min_cell: int | None = None,
-    quality: pd.DataFrame | None = None,
+    with_quality: bool = True,
     generated_at: datetime | None = None,
     source: str = "",
 ) -> tuple[str, list[Section], int]:
-    """The report's HTML, its sections and the min_cell used. `quality` is the data-quality summary
-    (`quality_checks.summary.summary_frame`), None when not available."""
+    """The report's HTML, its sections and the min_cell used, from the marts in `<schema>` of `con`.
+    `with_quality=False` leaves out the data-quality results (marts.report_data_quality)."""
     if not _IDENT.match(schema):
         raise ValueError(f"not a schema name: {schema!r}")
     reader = _Reader(con, schema)
-    reader.min_cell = min_cell or _min_cell(reader)
+    overview = reader.one("SELECT * FROM {s}.report_overview")
+    reader.mart_min_cell = int(overview["min_cell"])
+    reader.min_cell = min_cell or reader.mart_min_cell
+    traj_level = reader.rows("SELECT ci_level FROM {s}.report_alliance_trajectory WHERE level = 'all'")
+    ci_percent = _percent(float(traj_level[0]["ci_level"])) if traj_level else "95"
     builders: list[Callable[[], Section]] = [
-        lambda: _overview(reader),
-        lambda: _monthly(reader),
-        lambda: _trajectories(reader),
-        lambda: _early_alliance(reader),
+        lambda: _overview(reader, overview),
+        lambda: _monthly(reader, overview),
+        lambda: _trajectories(reader, ci_percent),
+        lambda: _early_alliance(reader, ci_percent),
         lambda: _funnel(reader),
-        lambda: _adherence(reader),
-        lambda: _data_quality(reader, quality),
+        lambda: _adherence(reader, ci_percent),
+        lambda: _data_quality(reader, with_quality),
     ]
     sections = [b() for b in builders]
     when = generated_at or datetime.now(UTC)
-    nav = "".join(f'<li><a href="#{s.section_id}">{escape(s.title)}</a></li>' for s in sections)
-    html_sections = "\n".join(
-        f'<section id="{s.section_id}"><h2>{escape(s.title)}</h2>\n{s.body}\n</section>' for s in sections
-    )
-    meta = (
-        f"Generated {when:%Y-%m-%d %H:%M} UTC"
-        + (f" from {escape(source)}" if source else "")
-        + f". Keyed pseudonyms only; counts from 1 to {reader.min_cell - 1} suppressed."
-    )
-    footer = (
-        "Built by the alliance-qi pipeline from the marts (docs/marts.md defines every measure and "
-        "threshold) and the data-quality results (docs/data-quality.md). Alliance: WAI-SR (patient) and the "
-        "therapist form of the WAI (clinician), 1-5; PHQ-9 improvement = first minus last score; PDC = "
-        "proportion of days covered by refills (PQA method); MARS = Medication Adherence Rating Scale. "
-        "Intervals are 95%. This file works offline and contains no names or record numbers."
-    )
-    page = render_page(
-        title=TITLE, meta=meta, nav=nav, sections=html_sections, footer=footer, version=_version()
+    page = (
+        environment()
+        .get_template("page.html.j2")
+        .render(
+            title=TITLE,
+            version=_version(),
+            generated_at=f"{when:%Y-%m-%d %H:%M}",
+            source=source,
+            min_cell=reader.min_cell,
+            ci_percent=ci_percent,
+            sections=sections,
+        )
     )
     return page, sections, reader.min_cell
 
@@ -771,15 +726,10 @@ def build_report(
     source: str = "",
 ) -> ReportResult:
     """Render the report from the marts in `<schema>` of `con` and write it atomically to `path`
-    (default `report_path()`); the data-quality section reads `quality.check_results` of `con`."""
-    quality = None
-    if with_quality:
-        from quality_checks.summary import summary_frame
-
-        quality = summary_frame(con)
+    (default `report_path()`)."""
     when = generated_at or datetime.now(UTC)
     page, sections, used_min_cell = render_report(
-        con, schema=schema, min_cell=min_cell, quality=quality, generated_at=when, source=source
+        con, schema=schema, min_cell=min_cell, with_quality=with_quality, generated_at=when, source=source
     )
     out = Path(path) if path is not None else report_path()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,14 +5,14 @@ The charts themselves (SVG drawn in Python) are tested on small inputs."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pytest
 
 from marts.report import build_report, charts, report_path
-from marts.report.build import _tertile_means, format_count
+from marts.report.build import format_count
 from pipelines.settings import REPO_ROOT
 from tests.support.generated_warehouse import CHART_FLOORS, FHIR_ID_PATTERNS, generated_warehouse_file
 
@@ -187,15 +187,90 @@ def test_format_count_never_shows_a_small_cell(value, shown):
     assert format_count(value, 11) == shown
 
 
-def test_tertiles_are_withheld_together_when_one_is_small():
-    big = pd.DataFrame({"a": range(60), "y": [float(i % 7) for i in range(60)]})
-    means, counts, _ = _tertile_means(big, "a", "y", 11)
-    assert counts == [20, 20, 20] and all(m is not None for m in means)
-    # the lowest third has the smallest outcomes
-    assert means[0] < means[2]
-    small = big.head(30)  # 10 per third: every third is a small cell, and none may be shown
-    means, counts, _ = _tertile_means(small, "a", "y", 11)
-    assert counts == [10, 10, 10] and means == [None, None, None]
+def _marts_only_copy(source: Path, target: Path) -> Path:
+    """A new database holding only the `marts` schema of `source` (no raw, staging or quality)."""
+    con = duckdb.connect(str(target))
+    try:
+        con.execute("ATTACH ? AS src (READ_ONLY)", [str(source)])
+        con.execute("CREATE SCHEMA marts")
+        names = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src' "
+            "AND table_schema = 'marts'"
+        ).fetchall()
+        for (name,) in names:
+            con.execute(f"CREATE TABLE marts.{name} AS SELECT * FROM src.marts.{name}")
+        con.execute("DETACH src")
+        schemas = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_catalog = ?",
+                [target.stem],
+            ).fetchall()
+        }
+        assert schemas == {"marts"} and len(names) >= 12
+    finally:
+        con.close()
+    return target
+
+
+def test_the_report_reads_only_the_marts(warehouse_path, tmp_path):
+    """The same report from the full warehouse and from a database that holds only the marts."""
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    full = duckdb.connect(str(warehouse_path), read_only=True)
+    try:
+        expected = build_report(full, tmp_path / "full.html", generated_at=when, source="s")
+    finally:
+        full.close()
+    marts_only = _marts_only_copy(warehouse_path, tmp_path / "marts_only.duckdb")
+    con = duckdb.connect(str(marts_only), read_only=True)
+    try:
+        result = build_report(con, tmp_path / "marts.html", generated_at=when, source="s")
+    finally:
+        con.close()
+    html = (tmp_path / "marts.html").read_text()
+    assert html == (tmp_path / "full.html").read_text()
+    assert result.chart_marks == expected.chart_marks
+    # the data-quality section comes from marts.report_data_quality, which holds the mart checks too
+    assert "marts.therapist_alliance" in re.search(r'<section id="data-quality">.*?</section>', html, re.S)[0]
+
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def test_text_from_a_mart_is_escaped(warehouse_path, tmp_path):
+    """A clinic, therapist or table name carrying markup is shown as text, never run."""
+    path = _marts_only_copy(warehouse_path, tmp_path / "hostile.duckdb")
+    con = duckdb.connect(str(path))
+    try:
+        con.execute(
+            "UPDATE marts.therapist_alliance SET therapist_key = ? || therapist_key "
+            "WHERE therapist_key = (SELECT min(therapist_key) FROM marts.therapist_alliance)",
+            [HOSTILE],
+        )
+        con.execute(
+            "UPDATE marts.report_data_quality SET table_name = ?, run_id = ? WHERE level = 'table'",
+            [HOSTILE, HOSTILE],
+        )
+        con.execute("UPDATE marts.report_data_quality SET run_id = ?", [HOSTILE])
+        con.execute("UPDATE marts.report_therapist_funnel SET period_type = ?", [HOSTILE])
+        con.execute(
+            "UPDATE marts.therapist_alliance SET period_type = ? WHERE period_type = 'all'", [HOSTILE]
+        )
+        result = build_report(con, tmp_path / "r.html")
+    finally:
+        con.close()
+    html = (tmp_path / "r.html").read_text()
+    assert "<script>alert" not in html and 'alert("x")' not in html
+    # the two scripts of the page itself, nothing more
+    assert len(re.findall(r"<script\b", html)) == 2
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
+    data_quality = re.search(r'<section id="data-quality">.*?</section>', html, re.S)[0]
+    assert data_quality.count(escaped) > 2  # table cells, the run id, the chart's row labels
+    # the funnel still finds its period and draws every therapist, the renamed one by escaped pseudonym
+    assert "(period: " + escaped + ")" in html
+    funnel = _svg(html, "therapist_funnel")
+    assert "therapist &lt;script" in funnel
+    assert result.chart_marks["therapist_funnel"] >= CHART_FLOORS["therapist_funnel"]
 
 
 def test_report_path_setting(tmp_path):
@@ -260,3 +335,26 @@ def test_funnel_chart_draws_limits_and_therapists():
     assert svg.count('class="mark limit"') == 4  # inner and outer, above and below
     assert svg.count('class="mark point"') == 3 and svg.count('class="mark shrunken"') == 3
     assert svg.count('class="mark grand"') == 1
+
+
+def test_templates_autoescape_and_fail_on_a_missing_value():
+    from jinja2 import UndefinedError
+    from markupsafe import Markup
+
+    from marts.report.build import environment
+
+    env = environment()
+    html = env.get_template("overview.html.j2").render(
+        cards=[("<b>1</b>", 'a "label" & <i>more</i>')], min_cell=11, period=""
+    )
+    assert "<b>1</b>" not in html and "&lt;b&gt;1&lt;/b&gt;" in html
+    assert "&#34;label&#34; &amp; &lt;i&gt;more&lt;/i&gt;" in html
+    # a chart is Markup: inserted as drawn, its own texts escaped by the chart
+    svg = charts.line_chart("c", "<t>", [], x_label="<x>", y_label="y")
+    assert isinstance(svg, Markup) and "&lt;t&gt;" in svg
+    shown = env.get_template("trajectories.html.j2").render(
+        chart=svg, ci_percent="95", total="5", first_n="1", last=None, min_cell=11
+    )
+    assert '<svg class="chart" data-chart="c"' in shown
+    with pytest.raises(UndefinedError):
+        env.get_template("trajectories.html.j2").render(chart=svg)

@@ -1,4 +1,4 @@
-"""`marts.alliance_associations`: the clinic's own answers to its questions about the alliance (docs/domain.md).
+"""`marts.alliance_associations`: the clinic's answers to its questions about the alliance (docs/domain.md).
 
 One row per question x method, each with estimate, confidence interval, n and method:
 - does alliance (mean, and early = sessions 1-3) go with better outcomes (PHQ-9, GAD-7 improvement,

@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 
-from marts.build import MART_NAMES, build_marts
 from fhir_mappings.clinical.contract import MissingInputError
+from marts.build import MART_NAMES, build_marts
 from marts.settings import MartSettingsError, load_mart_settings, thresholds_from_registry
 from tests.support.marts_clinic import KEY, Clinic, key_of
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from marts.build import make_context
 from fhir_mappings.clinical.contract import REQUIRED_SCORE_COLUMNS
+from marts.build import make_context
 from tests.support.marts_clinic import KEY, Clinic
 
 

@@ -8,6 +8,7 @@ the input fingerprint is each asset's `DataVersion`.
 """
 
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 
 import dagster as dg
@@ -31,7 +32,17 @@ def asset_tables(catalog: Catalog) -> set[str]:
 
 
 def code_references(step: StepSpec, table: TableSpec, module_file: str) -> dg.CodeReferencesMetadataValue:
-    """The table's SQL file(s) and the Python module that declares the step."""
+    """The table's SQL file(s) and the Python module that declares the step.
+
+    Code references are a beta API in Dagster 1.13 (stable in what they show: file and line); its
+    warning is silenced here so a normal run prints none.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _code_references(step, table, module_file)
+
+
+def _code_references(step: StepSpec, table: TableSpec, module_file: str) -> dg.CodeReferencesMetadataValue:
     refs = [dg.LocalFileCodeReference(file_path=str(p), line_number=1, label=p.name) for p in step.files]
     if table.sql is not None and table.sql not in step.files:
         refs.insert(

@@ -14,14 +14,15 @@ import duckdb
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 # The newest landed version of each response (amended versions supersede earlier ones; an
-# entered-in-error version is itself the newest, and its status travels with the answers).
+# entered-in-error version is itself the newest, and its status travels with the answers). A
+# response whose newest version is a tombstone (`deleted`: the server deleted it) is left out.
 CURRENT_RESPONSES = """
     SELECT source, id, version_id, resource, last_updated
     FROM raw.questionnaire_response
     QUALIFY row_number() OVER (
         PARTITION BY source, id
         ORDER BY last_updated DESC NULLS LAST, TRY_CAST(version_id AS BIGINT) DESC NULLS LAST, version_id DESC
-    ) = 1
+    ) = 1 AND deleted IS NOT TRUE
 """
 
 RESPONSE_COLUMNS = """

@@ -132,7 +132,8 @@ def build_questionnaire_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]
     rows = con.execute(
         """SELECT source, id, version_id, last_updated, resource::VARCHAR FROM raw.questionnaire
            QUALIFY row_number() OVER (PARTITION BY source, id
-                                      ORDER BY last_updated DESC NULLS LAST, version_id DESC) = 1"""
+                                      ORDER BY last_updated DESC NULLS LAST, version_id DESC) = 1
+                   AND deleted IS NOT TRUE  -- newest version a tombstone: deleted at the source"""
     ).fetchall()
     forms: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []

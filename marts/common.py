@@ -44,7 +44,8 @@ def current_versions(table: str) -> str:
     """SQL for the newest landed version of each (source, id) of `raw.<table>`.
 
     Same ordering as `fhir_mappings.flatten.CURRENT_RESPONSES`: meta.lastUpdated, then a numeric
-    versionId, then the version text. `table` is one of the project's raw table names, never data.
+    versionId, then the version text. A resource whose newest version is a tombstone (deleted at
+    the source) is left out. `table` is one of the project's raw table names, never data.
     """
     return f"""
         SELECT source, id, resource
@@ -53,7 +54,7 @@ def current_versions(table: str) -> str:
             PARTITION BY source, id
             ORDER BY last_updated DESC NULLS LAST, TRY_CAST(version_id AS BIGINT) DESC NULLS LAST,
                      version_id DESC
-        ) = 1
+        ) = 1 AND deleted IS NOT TRUE
     """  # noqa: S608 - table names are module constants
 
 

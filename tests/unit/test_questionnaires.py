@@ -89,7 +89,7 @@ def test_tables_built_from_raw_latest_version():
     for qid, form in (("nlm", nlm), ("wai", FORMS["wai-sr"])):
         con.execute(
             """INSERT INTO raw.questionnaire VALUES ('s', 'Questionnaire', ?, '1', true, now(), 'h',
-                       ?::JSON, NULL, 'r', now())""",
+                       ?::JSON, NULL, 'r', now(), false)""",
             [qid, json.dumps(form)],
         )
     counts = build_questionnaire_tables(con)

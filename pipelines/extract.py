@@ -326,7 +326,9 @@ def _pull_bulk(
     result = exporter.export(f"{spec.name}:{resource_type}", [resource_type], since, out_dir)
     pulled = BulkPull(result.transaction_time)
     for path in result.files.get(resource_type, []):
-        _land_ndjson(lander, path)
+        # Origin: the file's URL (query values removed: pre-signed URLs carry signatures), as the
+        # local copy is removed after landing.
+        _land_ndjson(lander, path, redact_url(result.urls[path]) if path in result.urls else None)
     exported_at = format_instant(result.transaction_time, milliseconds=True)
     for path in result.deleted_files:
         for _, rtype, rid, when in deleted_references(path):
@@ -386,9 +388,10 @@ def _remove_downloads(out_dir: Path) -> int:
     return removed
 
 
-def _land_ndjson(lander: RawLander, path: Path) -> None:
-    for resource, origin, error in iter_ndjson_file(path):
-        local = origin.replace(str(path), path.name, 1)
+def _land_ndjson(lander: RawLander, path: Path, url: str | None = None) -> None:
+    for resource, where, error in iter_ndjson_file(path):
+        local = where.replace(str(path), path.name, 1)
+        origin = f"{url}:{local.rsplit(':', 1)[-1]}" if url else where
         if resource is None:
             lander.add(None, origin=origin, parse_error=error, text=_line_text(path.parent, local))
         else:

@@ -85,6 +85,7 @@ class _Item:
     sha: str = ""
     last_updated: str | None = None
     deleted: bool = False
+    type_hint: str | None = None  # the type of a resource rejected before it could be kept as one
 
 
 @dataclass
@@ -127,6 +128,7 @@ class RawLander:
         only when the resource must be rejected without its own serialisation (too deeply nested).
         """
         self.counts.fetched += 1
+        hint: tuple[Any, Any] = (None, None)
         if resource is not None:
             try:
                 serialised = text or orjson.dumps(resource).decode()
@@ -135,10 +137,13 @@ class RawLander:
                 # Landing it would fail the whole batch (and every retry): reject this one instead.
                 parse_error = _unstorable_reason(resource, exc)
                 text = text_as_received() if text_as_received is not None else _stdlib_text(resource)
+                hint = (resource.get("resourceType"), resource.get("id"))
                 resource = None
         if resource is None:
             raw_text = text or ""
             item = _Item(None, raw_text, origin, parse_error or "unparseable")
+            item.type_hint = hint[0] if isinstance(hint[0], str) else None
+            item.id = hint[1] if isinstance(hint[1], str) else None
             item.sha = hashlib.sha256(raw_text.encode(errors="backslashreplace")).hexdigest()
             item.version_id = f"sha:{item.sha[:32]}"
         else:
@@ -205,7 +210,7 @@ class RawLander:
                 outcome = self.validator.validate(it.resource, expected_type=self.resource_type)
                 is_rejected, reason = outcome.rejected, outcome.reason or ""
                 outcome_findings = outcome.findings
-            rtype = it.resource.get("resourceType") if it.resource else None
+            rtype = it.resource.get("resourceType") if it.resource else it.type_hint
             for f in outcome_findings:
                 findings.append(
                     {

@@ -95,6 +95,7 @@ class BulkResult:
     request: str
     deleted_files: list[Path] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # NDJSON lines downloaded per type
+    urls: dict[Path, str] = field(default_factory=dict)  # the URL each downloaded file came from
     resumed: bool = False
     seconds: float = 0.0
 
@@ -304,12 +305,14 @@ class BulkExporter:
         out_dir.mkdir(parents=True, exist_ok=True)
         files: dict[str, list[Path]] = {}
         counts: dict[str, int] = {}
+        urls: dict[Path, str] = {}
         for item in outputs:
             paths = files.setdefault(item["type"], [])
             dest = out_dir / f"{item['type']}-{len(paths) + 1}.ndjson"
             lines = self._fetch(key, item["url"], dest, requires_token)
             counts[item["type"]] = counts.get(item["type"], 0) + lines
             paths.append(dest)
+            urls[dest] = item["url"]
         error_files: list[Path] = []
         for n, item in enumerate(errors, start=1):
             dest = out_dir / f"errors-{n}.ndjson"
@@ -329,6 +332,7 @@ class BulkExporter:
             request=request,
             deleted_files=deleted_files,
             counts=counts,
+            urls=urls,
         )
 
     def _fetch(self, key: str, url: str, dest: Path, requires_token: bool | None) -> int:

@@ -796,6 +796,11 @@ class FhirClient:
                     reason = f"cannot be encoded: {exc}"
                 except orjson.JSONDecodeError as decode_exc:
                     reason = f"undecodable text in the entry: {decode_exc}"
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError as utf8:
+                        # orjson checks UTF-8 before parsing and reports column 1; say where the byte is.
+                        reason += f" (byte 0x{raw[utf8.start]:02x} at offset {utf8.start} of the entry)"
                 page.rejects.append(
                     RejectedEntry(
                         raw.decode("utf-8", errors="backslashreplace"), reason, redact_url(page.url)

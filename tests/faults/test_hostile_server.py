@@ -122,6 +122,11 @@ def _rejected(warehouse: Path) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
+def _pages(proxy: FaultProxy) -> list[Any]:
+    """QuestionnaireResponse search pages requested (not the `_count=1` support probe)."""
+    return [e for e in proxy.seen(QR) if e.params.get("_count") == "40"]
+
+
 def _files_containing(root: Path, needle: str) -> list[Path]:
     data = needle.encode()
     return [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
@@ -351,8 +356,8 @@ def test_bulk_error_files_hold_the_watermark_and_deleted_entries_leave_the_curre
         }
         ids = {r[0] for r in con.execute("SELECT DISTINCT id FROM raw.questionnaire_response").fetchall()}
     assert current == marts_current == ids - {victim}
-    # keep_bulk_files: the downloads stay.
-    assert list((tmp_path / "bulk").rglob("QuestionnaireResponse*.ndjson"))
+    # keep_bulk_files: the downloads stay (this export's error and deleted files; it had no output).
+    assert {p.name for p in (tmp_path / "bulk").rglob("*.ndjson")} >= {"errors-1.ndjson", "deleted-1.ndjson"}
 
 
 # ---------------------------------------------------------------- 4. Bulk polling
@@ -504,7 +509,8 @@ def test_a_page_over_max_page_bytes_fails_once_without_retry(tmp_path: Path, pro
     assert not result.success
     messages = step_errors(result)["raw__questionnaire_response"]
     assert len(messages) == 1 and "max_page_bytes=4096" in messages[0], messages
-    assert len(proxy.seen(QR)) == 1  # the first page, refused on its Content-Length, never retried
+    # The first page, refused on its Content-Length, never retried (the small search probe passed).
+    assert len(_pages(proxy)) == 1
 
 
 def test_a_download_over_max_download_bytes_fails_once_without_retry(
@@ -538,8 +544,10 @@ def test_a_cursor_that_changes_but_serves_the_same_resources_stops_after_max_sta
     assert "3 consecutive pages" in messages[0] and "max_stale_pages=3" in messages[0], messages
     # Pages per attempt: 1, 2, then 2 again under a new cursor until 3 brought nothing new.
     attempts = len(messages)
-    assert len(proxy.seen(QR)) == attempts * 5
-    assert "QuestionnaireResponse" not in snapshot(warehouse).watermarks
+    assert len(_pages(proxy)) == attempts * 5
+    assert (
+        "QuestionnaireResponse" not in snapshot(landing_file(warehouse, "QuestionnaireResponse")).watermarks
+    )
 
 
 # ---------------------------------------------------------------- done when: the hostile server
@@ -603,15 +611,19 @@ def test_hostile_server_end_to_end(
     assert not other.secrets and token in proxy.secrets
     assert all(e.path.startswith("/fhir/bulk-files/") or "Encounter" not in e.path for e in other.exchanges)
     # Every valid resource landed; the nested ones were rejected with a reason.
-    snap = snapshot(warehouse)
     landed_types = tuple(t for t in clean.rows if t != "Encounter")
-    snap.assert_equals(clean, landed_types)
-    snapshot(bulk_warehouse).assert_equals(clean, QR_TYPE)
-    for path in (warehouse, bulk_warehouse):
+    for path, types in ((warehouse, landed_types), (bulk_warehouse, QR_TYPE)):
+        snap = snapshot(path)
+        snap.assert_sound()
+        assert all(snap.rows[t] == clean.rows[t] for t in types)
+        assert set(types) <= snap.watermarks
+        new_rejects = {r for r in snap.rejected if r[0] in types} - clean.rejected
+        assert {(r[0], r[1]) for r in new_rejects} == {("QuestionnaireResponse", DEEP_ID)}, new_rejects
         deep_rows = [r for r in _rejected(path) if r[1] == DEEP_ID]
         assert len(deep_rows) == 1 and "levels deep" in deep_rows[0][2], deep_rows
     # The token is in no file the runs wrote: warehouses, landing files, Bulk downloads, Dagster's
     # storage and logs (the instance folder); and in no log line (the log journal checks that).
     assert _files_containing(tmp_path, token) == []
-    assert any(home.rglob("*.db")) or any(home.rglob("*"))  # Dagster did write its storage there
+    # The scan covers Dagster's storage: the run's own error text is found there.
+    assert _files_containing(home, "refusing to send credentials"), sorted(home.rglob("*"))
     assert landing_file(warehouse, "Patient").exists()

@@ -37,7 +37,7 @@ def test_malformed_manifest_fails_clearly_and_the_rerun_resumes_the_same_export(
     fhir = source(proxy.base_url, kind="bulk", landing_dir=str(tmp_path / "landing"))
     rule = proxy.add(Mutate(_drop_output_url), STATUS, times=None)
     failed = run_raw(fhir, warehouse, QR_TYPE)
-    assert not failed.success and rule.fired == 1
+    assert not failed.success and rule.fired >= 1  # fired counts every poll (202s pass unchanged)
     # Fatal: the saved job answers the same manifest every time, so the step is not retried.
     assert len(proxy.seen(STATUS, status=200)) == 1
     messages = step_errors(failed)["raw__questionnaire_response"]

@@ -65,7 +65,10 @@ def origin_of(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     host = parts.hostname or ""
-    return f"{parts.scheme.lower()}://{host}{f':{port}' if port is not None else ''}"
+    scheme = parts.scheme.lower()
+    if port == {"http": 80, "https": 443}.get(scheme):
+        port = None  # `https://h` and `https://h:443` are one origin
+    return f"{scheme}://{host}{f':{port}' if port is not None else ''}"
 
 
 def _redact_credentials(text: str) -> str:

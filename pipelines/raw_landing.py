@@ -86,6 +86,7 @@ class _Item:
     last_updated: str | None = None
     deleted: bool = False
     type_hint: str | None = None  # the type of a resource rejected before it could be kept as one
+    unstorable: bool = False  # parsed, but too deep to serialise (not an unparseable line)
 
 
 @dataclass
@@ -129,6 +130,7 @@ class RawLander:
         """
         self.counts.fetched += 1
         hint: tuple[Any, Any] = (None, None)
+        unstorable = False
         if resource is not None:
             try:
                 serialised = text or orjson.dumps(resource).decode()
@@ -138,11 +140,12 @@ class RawLander:
                 parse_error = _unstorable_reason(resource, exc)
                 text = text_as_received() if text_as_received is not None else _stdlib_text(resource)
                 hint = (resource.get("resourceType"), resource.get("id"))
-                resource = None
+                resource, unstorable = None, True
         if resource is None:
             raw_text = text or ""
             item = _Item(None, raw_text, origin, parse_error or "unparseable")
             item.type_hint = hint[0] if isinstance(hint[0], str) else None
+            item.unstorable = unstorable
             item.id = hint[1] if isinstance(hint[1], str) else None
             item.sha = hashlib.sha256(raw_text.encode(errors="backslashreplace")).hexdigest()
             item.version_id = f"sha:{item.sha[:32]}"
@@ -200,7 +203,8 @@ class RawLander:
                 self.counts.rejected += 1
                 continue
             if it.resource is None:
-                reason = f"unparseable: {it.parse_error}"
+                # A parsed resource that cannot be stored says so itself ("cannot be stored: ...").
+                reason = it.parse_error if it.unstorable else f"unparseable: {it.parse_error}"
                 outcome_findings: list[Any] = []
                 is_rejected = True
             elif it.deleted:  # a tombstone has no content to validate

@@ -679,8 +679,12 @@ class FhirClient:
         """Pages of `GET {base}/{type}?{params}&_count={page_size}`, following next links verbatim.
 
         Stops at the first page without a next link or without match entries. Raises FhirError
-        when more than `max_pages` pages would be fetched (protection against next-link loops)
-        or when a next link repeats a URL already fetched.
+        when more than `max_pages` pages would be fetched (protection against next-link loops),
+        when a next link repeats a URL already fetched, or after `max_stale_pages` consecutive
+        pages that bring only resources already seen in this search (a cursor that changes while
+        the server serves the same page). A next link to an origin that may not receive our
+        credentials raises UntrustedOriginError (from `request`); a page over `max_page_bytes`
+        raises LimitExceededError. Entries with undecodable text are in each page's `rejects`.
         """
         if not _TYPE_RE.fullmatch(resource_type):
             raise ValueError(f"not a FHIR resource type: {resource_type!r}")

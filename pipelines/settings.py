@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -67,6 +68,23 @@ class SourceSettings(BaseModel):
     overlap_minutes: float = Field(default=5.0, ge=0)
     timeout_connect_s: float = Field(default=10.0, gt=0)
     timeout_read_s: float = Field(default=120.0, gt=0)
+    # Origins (scheme://host[:port]) besides base_url's that may receive credentials: e.g. the
+    # host a Bulk server puts its status or file URLs on. Anything else is refused.
+    trusted_origins: list[str] = Field(default_factory=list)
+    max_page_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    max_download_bytes: int = Field(default=50 * 1024 * 1024 * 1024, ge=1)
+    max_stale_pages: int = Field(default=5, ge=1)
+    keep_bulk_files: bool = False
+    bulk_poll_interval_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("trusted_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+                raise ValueError(f"trusted origin {origin!r} must be scheme://host[:port] (no path)")
+        return v
 
     @field_validator("base_url")
     @classmethod

@@ -38,7 +38,8 @@ _RESOURCE_COLUMNS = """
     resource JSON NOT NULL,             -- the resource exactly as received
     origin VARCHAR,                     -- page URL, bulk file or folder file:line it came from
     run_id VARCHAR NOT NULL,            -- Dagster run that first landed this version
-    fetched_at TIMESTAMPTZ NOT NULL
+    fetched_at TIMESTAMPTZ NOT NULL,
+    deleted BOOLEAN DEFAULT false       -- a tombstone: the server reported the resource deleted
 """
 
 RAW_DDL: list[str] = [
@@ -109,6 +110,12 @@ RAW_DDL: list[str] = [
         state JSON NOT NULL,               -- status URL and kick-off request, so a killed run resumes
         updated_at TIMESTAMPTZ NOT NULL
     )""",
+    # Warehouses and landing files created before tombstones existed get the column (at the end,
+    # so the landing merge's `SELECT l.*` lines up whatever age each file is).
+    *[
+        f"ALTER TABLE raw.{t} ADD COLUMN IF NOT EXISTS deleted BOOLEAN DEFAULT false"
+        for t in RAW_TABLES.values()
+    ],
     """CREATE TABLE IF NOT EXISTS raw.canonical_resolution (
         source VARCHAR NOT NULL,
         canonical VARCHAR NOT NULL,        -- as written in QuestionnaireResponse.questionnaire

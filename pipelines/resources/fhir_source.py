@@ -56,6 +56,12 @@ class FhirSourceConfig(dg.Config):
     timeout_read_s: float = 120.0
     retry_max_total_wait_s: float = 120.0
     landing_dir: str = ""  # where Bulk downloads go; default: the warehouse's landing folder /bulk
+    trusted_origins: list[str] = []  # origins besides base_url's that may receive credentials
+    max_page_bytes: int = 256 * 1024 * 1024
+    max_download_bytes: int = 50 * 1024 * 1024 * 1024
+    max_stale_pages: int = 5
+    keep_bulk_files: bool = False  # keep downloaded Bulk NDJSON after landing
+    bulk_poll_interval_s: float = 2.0
 
     @classmethod
     def from_settings(cls, s: SourceSettings) -> FhirSourceConfig:
@@ -102,6 +108,10 @@ class FhirSourceConfig(dg.Config):
             retry=RetryPolicy(max_total_wait=self.retry_max_total_wait_s),
             page_size=self.page_size,
             max_pages=self.max_pages,
+            trusted_origins=self.trusted_origins,
+            max_page_bytes=self.max_page_bytes,
+            max_download_bytes=self.max_download_bytes,
+            max_stale_pages=self.max_stale_pages,
         )
 
 
@@ -127,6 +137,12 @@ def _source_kwargs(s: SourceSettings) -> dict[str, Any]:
         "overlap_minutes": s.overlap_minutes,
         "timeout_connect_s": s.timeout_connect_s,
         "timeout_read_s": s.timeout_read_s,
+        "trusted_origins": list(s.trusted_origins),
+        "max_page_bytes": s.max_page_bytes,
+        "max_download_bytes": s.max_download_bytes,
+        "max_stale_pages": s.max_stale_pages,
+        "keep_bulk_files": s.keep_bulk_files,
+        "bulk_poll_interval_s": s.bulk_poll_interval_s,
     }
     if a.token_env:
         kwargs["token"] = dg.EnvVar(a.token_env)

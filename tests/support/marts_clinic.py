@@ -75,7 +75,7 @@ class Clinic:
         table = table_for(resource["resourceType"])
         self.con.execute(
             f"""INSERT INTO raw.{table} VALUES
-                (?, ?, ?, ?, true, ?::TIMESTAMPTZ, 'h', ?::JSON, NULL, 'run', now())""",
+                (?, ?, ?, ?, true, ?::TIMESTAMPTZ, 'h', ?::JSON, NULL, 'run', now(), false)""",
             [
                 self.source,
                 resource["resourceType"],

@@ -10,6 +10,7 @@ the input fingerprint is each asset's `DataVersion`.
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -43,7 +44,9 @@ def code_references(step: StepSpec, table: TableSpec, module_file: str) -> dg.Co
 
 
 def _code_references(step: StepSpec, table: TableSpec, module_file: str) -> dg.CodeReferencesMetadataValue:
-    refs = [dg.LocalFileCodeReference(file_path=str(p), line_number=1, label=p.name) for p in step.files]
+    refs: list[dg.LocalFileCodeReference | dg.UrlCodeReference] = [
+        dg.LocalFileCodeReference(file_path=str(p), line_number=1, label=p.name) for p in step.files
+    ]
     if table.sql is not None and table.sql not in step.files:
         refs.insert(
             0, dg.LocalFileCodeReference(file_path=str(table.sql), line_number=1, label=table.sql.name)
@@ -120,7 +123,7 @@ def step_asset(step: StepSpec, catalog: Catalog) -> dg.AssetsDefinition:
                 run_id=context.run_id,
                 force=is_full_refresh(context),
             )
-            report = dict(step.report(con, ctx)) if step.report is not None else {}
+            report: dict[str, Any] = dict(step.report(con, ctx)) if step.report is not None else {}
         verb = "inputs unchanged since the last build: kept" if run.skipped else "built"
         context.log.info(f"{step.name}: {verb} {dict(run.counts)}")
         for t in step.tables:

@@ -33,8 +33,11 @@ from pipelines.resources.fhir.bulk import deleted_references, error_outcomes
 from pipelines.resources.fhir.errors import UntrustedOriginError
 from pipelines.resources.fhir.folder import iter_ndjson_file
 from pipelines.settings import RESOURCE_TYPES
+from pipelines.sqlfiles import query_sql
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
+
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "raw"
 
 log = logging.getLogger("alliance_qi.extract")
 
@@ -418,12 +421,13 @@ def missing_canonicals(
     if responses_table not in ("raw.questionnaire_response", "qrs.raw.questionnaire_response"):
         raise ValueError(f"unexpected responses table {responses_table!r}")
     refs = [
-        r[0]
-        for r in con.execute(
-            f"""SELECT DISTINCT resource->>'questionnaire' FROM {responses_table}
-           WHERE source = ? AND resource->>'questionnaire' IS NOT NULL""",  # noqa: S608 - checked above
-            [source],
-        ).fetchall()
+        str(r[0])
+        for r in query_sql(
+            con,
+            SQL_DIR / "cited_canonicals.sql",
+            params={"source": source},
+            identifiers={"responses": responses_table},
+        )
     ]
     forms = con.execute(
         """SELECT DISTINCT id, resource->>'url', resource->>'version' FROM raw.questionnaire

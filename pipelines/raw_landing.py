@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 import pandas as pd
 
+from pipelines.sqlfiles import query_sql, run_sql
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
 
@@ -87,6 +89,9 @@ class _Item:
     deleted: bool = False
     type_hint: str | None = None  # the type of a resource rejected before it could be kept as one
     unstorable: bool = False  # parsed, but too deep to serialise (not an unparseable line)
+
+
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "raw"
 
 
 @dataclass
@@ -276,12 +281,12 @@ class RawLander:
 
     def _is_fresh(self) -> bool:
         if self._fresh is None:
-            held = self.con.execute(
-                f"""SELECT EXISTS (SELECT 1 FROM {self.table} WHERE source = ?)
-                       OR EXISTS (SELECT 1 FROM raw.rejected WHERE source = ?
-                                  AND (resource_type = ? OR resource_type IS NULL))""",  # noqa: S608
-                [self.source, self.source, self.resource_type],
-            ).fetchall()[0][0]
+            held = query_sql(
+                self.con,
+                SQL_DIR / "landing_holds_source.sql",
+                params={"source": self.source, "resource_type": self.resource_type},
+                identifiers={"table": self.table},
+            )[0][0]
             self._fresh = not held
         return self._fresh
 
@@ -290,23 +295,17 @@ class RawLander:
         if self._is_fresh():
             return {}
         keys = pd.DataFrame({"id": [i.id for i in batch], "version_id": [i.version_id for i in batch]})
-        self.con.register("_landing_keys", keys)
+        self.con.register("landing_keys", keys)
         try:
-            rows = self.con.execute(
-                # table name from the fixed RAW_TABLES mapping; values are bound parameters
-                f"""SELECT k.id, k.version_id, 'raw' FROM _landing_keys k
-                    WHERE EXISTS (SELECT 1 FROM {self.table} r
-                                  WHERE r.source = ? AND r.id = k.id AND r.version_id = k.version_id)
-                    UNION ALL
-                    SELECT k.id, k.version_id, 'rejected' FROM _landing_keys k
-                    WHERE EXISTS (SELECT 1 FROM raw.rejected j
-                                  WHERE j.source = ? AND j.id IS NOT DISTINCT FROM k.id
-                                    AND j.version_id = k.version_id)""",  # noqa: S608
-                [self.source, self.source],
-            ).fetchall()
+            rows = query_sql(
+                self.con,
+                SQL_DIR / "known_versions.sql",
+                params={"source": self.source},
+                identifiers={"table": self.table},
+            )
         finally:
-            self.con.unregister("_landing_keys")
-        return {(r[0], r[1]): r[2] for r in rows}
+            self.con.unregister("landing_keys")
+        return {(None if r[0] is None else str(r[0]), str(r[1])): str(r[2]) for r in rows}
 
     def _write(
         self, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]], findings: list[dict[str, Any]]
@@ -314,25 +313,14 @@ class RawLander:
         self.con.execute("BEGIN TRANSACTION")
         try:
             if accepted:
-                self.con.register("_landing_ok", pd.DataFrame(accepted))
+                self.con.register("landing_ok", pd.DataFrame(accepted))
                 # Idempotent: a version (source, id, version_id) already present is never inserted
                 # again, so re-running the same pull changes nothing (tests/integration prove it).
                 # On a fresh target the only possible repeats are this pull's own, which `_seen`
                 # already removed, so the anti-join against the growing table is left out.
-                guard = (
-                    ""
-                    if self._is_fresh()
-                    else f"""WHERE NOT EXISTS (SELECT 1 FROM {self.table} r WHERE r.source = b.source
-                                          AND r.id = b.id AND r.version_id = b.version_id)"""  # noqa: S608
-                )
-                self.con.execute(
-                    f"""INSERT INTO {self.table}
-                        SELECT source, resource_type, id, version_id, version_from_server,
-                               TRY_CAST(last_updated AS TIMESTAMPTZ), content_sha256, resource::JSON,
-                               origin, run_id, fetched_at, deleted
-                        FROM _landing_ok b {guard}"""  # noqa: S608
-                )
-                self.con.unregister("_landing_ok")
+                insert = "insert_resources_fresh.sql" if self._is_fresh() else "insert_resources.sql"
+                run_sql(self.con, SQL_DIR / insert, identifiers={"table": self.table})
+                self.con.unregister("landing_ok")
             if rejected:
                 self.con.register("_landing_rej", pd.DataFrame(rejected))
                 # Idempotent in the same way: one row per rejected (source, id, version).

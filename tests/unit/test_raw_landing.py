@@ -134,10 +134,11 @@ def test_a_resource_too_deep_to_store_is_rejected_and_its_batch_lands(con):
 
 
 def test_a_tombstone_hides_the_resource_from_every_current_version_query(con):
-    from marts.common import current_versions
-
-    from fhir_mappings.flatten import CURRENT_RESPONSES
     from fhir_mappings.questionnaires import build_questionnaire_tables
+    from pipelines.sqlfiles import install_shared_macros
+
+    install_shared_macros(con)
+    current = "SELECT id FROM current_version('raw.questionnaire_response')"
 
     _land(con, [_qr(1), _qr(2)])
     lander = RawLander(con, "site", "QuestionnaireResponse", "run-2", StructuralValidator())
@@ -149,16 +150,15 @@ def test_a_tombstone_hides_the_resource_from_every_current_version_query(con):
         "SELECT version_id, deleted FROM raw.questionnaire_response WHERE id = 'qr-1' ORDER BY version_id"
     ).fetchall()
     assert rows == [("1", False), ("deleted:2026-04-01T00:00:00.000Z", True)]
-    assert {r[0] for r in con.execute(f"SELECT id FROM ({CURRENT_RESPONSES})").fetchall()} == {"qr-2"}
-    marts = con.execute(f"SELECT id FROM ({current_versions('questionnaire_response')})").fetchall()
-    assert {r[0] for r in marts} == {"qr-2"}
+    # every layer reads the newest version through the one shared macro
+    assert {r[0] for r in con.execute(current).fetchall()} == {"qr-2"}
     # A version newer than the tombstone (the resource was recreated) is current again.
     _land(
         con,
         [{**_qr(1, version="3"), "meta": {"versionId": "3", "lastUpdated": "2026-05-01T00:00:00Z"}}],
         "run-3",
     )
-    assert {r[0] for r in con.execute(f"SELECT id FROM ({CURRENT_RESPONSES})").fetchall()} == {"qr-1", "qr-2"}
+    assert {r[0] for r in con.execute(current).fetchall()} == {"qr-1", "qr-2"}
 
     # Questionnaires: the staging build skips a deleted form.
     q = RawLander(con, "site", "Questionnaire", "run-4", StructuralValidator())

@@ -18,7 +18,7 @@ import orjson
 from pipelines.raw_landing import LandingCounts, RawLander
 from pipelines.resources.fhir import BulkExporter, FhirClient, iter_folder, parse_instant
 from pipelines.resources.fhir.folder import iter_ndjson_file
-from pipelines.settings import RESOURCE_TYPES
+from pipelines.settings import RESOURCE_TYPES, IncrementalMode, SourceKind
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
 
@@ -136,9 +136,9 @@ class SourceSpec:
     """The parts of a source's configuration a pull needs (kept Dagster-free)."""
 
     name: str
-    kind: str = "rest"
+    kind: SourceKind = "rest"
     folder: str = ""
-    incremental: str = "auto"
+    incremental: IncrementalMode = "auto"
     overlap_minutes: float = 5.0
     landing_dir: str = "data/landing"
 
@@ -172,7 +172,7 @@ def extract_resource_type(
         if client is None:
             raise ValueError("rest sources need a FHIR client")
         overlap = timedelta(minutes=spec.overlap_minutes)
-        resources = client.pull(resource_type, since=since, overlap=overlap, mode=spec.incremental)  # type: ignore[arg-type]
+        resources = client.pull(resource_type, since=since, overlap=overlap, mode=spec.incremental)
         for res in resources:
             lander.add(res, origin=f"{client.base_url}/{resource_type}")
         # The stream carries this pull's own stats and the branch auto mode chose.

@@ -28,24 +28,34 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+from pydantic_settings import SettingsConfigDict
 
 from marts.report import charts
 from marts.report.template import render_page
+from marts.settings import MIN_CELL, load_mart_settings
 from pipelines.settings import REPO_ROOT
+from pipelines.settings_base import AreaSettings
 
-REPORT_PATH_ENV = "ALLIANCE_QI_REPORT_PATH"
-DEFAULT_MIN_CELL = 11
 DASH = "&ndash;"  # shown for a missing value
 TITLE = "Therapeutic alliance: quality improvement report"
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
+class ReportSettings(AreaSettings):
+    """The report's settings (`ALLIANCE_QI_REPORT_<FIELD>`). Its small-cell size is not one of them:
+    the report uses the size the marts recorded (`min_cell` column), so the two never disagree."""
+
+    model_config = SettingsConfigDict(env_prefix="ALLIANCE_QI_REPORT_")
+    area = "report"
+
+    path: Path | None = None  # `ALLIANCE_QI_REPORT_PATH`; None: `<repo>/reports/qi_report.html`
+
+
 def report_path(env: Mapping[str, str] | None = None) -> Path:
     """Where the report goes: `$ALLIANCE_QI_REPORT_PATH`, else `<repo>/reports/qi_report.html`."""
-    environ = os.environ if env is None else env
-    configured = environ.get(REPORT_PATH_ENV)
-    return Path(configured).expanduser().resolve() if configured else REPO_ROOT / "reports" / "qi_report.html"
+    configured = ReportSettings.load(env=env).path
+    return configured.expanduser().resolve() if configured else REPO_ROOT / "reports" / "qi_report.html"
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ class _Reader:
 
     con: duckdb.DuckDBPyConnection
     schema: str
-    min_cell: int = DEFAULT_MIN_CELL
+    min_cell: int = MIN_CELL
     notes: list[str] = field(default_factory=list)
 
     def df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
@@ -103,7 +113,7 @@ def _missing(value: Any) -> bool:
         return False
 
 
-def format_count(value: Any, min_cell: int = DEFAULT_MIN_CELL) -> str:
+def format_count(value: Any, min_cell: int = MIN_CELL) -> str:
     """'1,234'; '0'; '<11' for a small cell (never the count itself); a dash when missing."""
     if _missing(value):
         return DASH
@@ -701,8 +711,9 @@ def _data_quality(r: _Reader, frame: pd.DataFrame | None) -> Section:
 
 
 def _min_cell(r: _Reader) -> int:
+    """The size the marts suppressed with; with no mart rows to say, the mart settings' size."""
     rows = r.rows("SELECT max(min_cell) FROM {s}.therapist_alliance")
-    return int(rows[0][0]) if rows and rows[0][0] is not None else DEFAULT_MIN_CELL
+    return int(rows[0][0]) if rows and rows[0][0] is not None else load_mart_settings().min_cell
 
 
 def _version() -> str:

@@ -163,7 +163,7 @@ class AreaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="forbid", env_ignore_empty=True, case_sensitive=False)
 
-    area: ClassVar[str] = "the"
+    area: ClassVar[str] = ""  # the area's name in messages ("mart" -> "invalid mart settings")
     error: ClassVar[type[SettingsError]] = SettingsError
     #: fields never read from the environment
     env_excluded: ClassVar[frozenset[str]] = frozenset()
@@ -212,7 +212,8 @@ class AreaSettings(BaseSettings):
             try:
                 return cls(**overrides)
             except ValidationError as exc:
-                raise cls.error(describe_errors(exc, ctx, f"invalid {cls.area} settings")) from exc
+                heading = f"invalid {cls.area} settings" if cls.area else "invalid settings"
+                raise cls.error(describe_errors(exc, ctx, heading)) from exc
 
 
 def describe_errors(exc: ValidationError, ctx: LoadContext, heading: str) -> str:

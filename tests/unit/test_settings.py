@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from datetime import date
@@ -15,6 +16,7 @@ from marts.build import build_marts
 from marts.publish import PublishError, storage_version
 from marts.report.build import format_count, render_report, report_path
 from marts.settings import MIN_CELL, MartSettings, MartSettingsError, load_mart_settings
+from marts.suppression import suppress
 from pipelines.resources.fhir_source import FhirSourceConfig, FhirSourcesResource, WarehouseResource
 from pipelines.settings import REPO_ROOT, PipelineSettings, SettingsError, load_settings
 from quality_checks.params import QualitySettings, QualitySettingsError
@@ -345,6 +347,7 @@ def test_min_cell_is_defined_once_and_one_setting_reaches_marts_quality_and_repo
     assert MartSettings.model_fields["min_cell"].default == MIN_CELL
     assert QualitySettings.model_fields["min_cell"].default == MIN_CELL
     assert format_count(MIN_CELL - 1) == f"&lt;{MIN_CELL}"
+    assert inspect.signature(suppress).parameters["min_cell"].default == MIN_CELL
     # one setting: ALLIANCE_QI_MART_MIN_CELL changes the marts, the quality check and the report
     env = {"ALLIANCE_QI_MART_MIN_CELL": "3"}
     marts = load_mart_settings(env=env)

@@ -102,7 +102,7 @@ def build_raw_asset(
         root = warehouse.landing_root()
         spec = _spec(source, root, is_full_refresh(context))
         client = source.build_client() if source.kind in ("rest", "bulk") else None
-        validator = StructuralValidator(mode=warehouse.validation)  # type: ignore[arg-type]
+        validator = StructuralValidator(mode=warehouse.validation)
         land_file = landing_path(root, source.name, resource_type)
         # 1. Pull into this source's own landing file (no warehouse lock held while on the network).
         try:

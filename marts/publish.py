@@ -40,8 +40,11 @@ from importlib import metadata
 from pathlib import Path
 
 import duckdb
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from marts.build import MART_NAMES
+from pipelines.settings_base import AreaSettings, SettingsError
 from pipelines.sqlfiles import (
     SqlTemplateError,
     count_rows,
@@ -52,8 +55,6 @@ from pipelines.sqlfiles import (
     run_sql,
 )
 
-PUBLISH_DIR_ENV = "ALLIANCE_QI_PUBLISH_DIR"
-STORAGE_VERSION_ENV = "ALLIANCE_QI_PUBLISH_STORAGE_VERSION"
 # v1.0.0 storage: every DuckDB since 0.10 reads it (BI drivers lag behind the Python package).
 DEFAULT_STORAGE_VERSION = "v1.0.0"
 PUBLISHED_FILE = "marts.duckdb"
@@ -70,6 +71,23 @@ _STORAGE_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
 
 class PublishError(RuntimeError):
     """Publishing failed; the published files are unchanged and no temporary file is left."""
+
+
+class PublishSettingsError(SettingsError, PublishError):
+    """A publish setting is invalid (a `SettingsError` and a `PublishError`); the message names it."""
+
+
+class PublishSettings(AreaSettings):
+    """Where and in which storage format the marts are published (`ALLIANCE_QI_PUBLISH_<FIELD>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="ALLIANCE_QI_PUBLISH_")
+    area = "publish"
+    error = PublishSettingsError
+
+    dir: Path | None = None  # `ALLIANCE_QI_PUBLISH_DIR`; None: `published/` beside the warehouse
+    # `ALLIANCE_QI_PUBLISH_STORAGE_VERSION`: a version such as v1.2.0, so a typo fails here naming the
+    # variable rather than later inside ATTACH
+    storage_version: str = Field(default=DEFAULT_STORAGE_VERSION, pattern=_STORAGE_VERSION.pattern)
 
 
 @dataclass(frozen=True)
@@ -89,20 +107,15 @@ class PublishResult:
 
 def publish_dir(warehouse_path: str | Path, env: Mapping[str, str] | None = None) -> Path:
     """Where to publish: `$ALLIANCE_QI_PUBLISH_DIR`, else `<warehouse folder>/published/`."""
-    environ = os.environ if env is None else env
-    configured = environ.get(PUBLISH_DIR_ENV)
+    configured = PublishSettings.load(env=env).dir
     if configured:
-        return Path(configured).expanduser().resolve()
+        return configured.expanduser().resolve()
     return Path(warehouse_path).resolve().parent / "published"
 
 
 def storage_version(env: Mapping[str, str] | None = None) -> str:
     """The DuckDB storage version of the published file (`$ALLIANCE_QI_PUBLISH_STORAGE_VERSION`)."""
-    environ = os.environ if env is None else env
-    value = environ.get(STORAGE_VERSION_ENV) or DEFAULT_STORAGE_VERSION
-    if not _STORAGE_VERSION.match(value):
-        raise PublishError(f"{STORAGE_VERSION_ENV}={value!r}: expected a DuckDB version such as v1.0.0")
-    return value
+    return PublishSettings.load(env=env).storage_version
 
 
 def _pipeline_version() -> str:

@@ -32,7 +32,7 @@ from pipelines.resources.fhir import (
 from pipelines.resources.fhir.bulk import deleted_references, error_outcomes
 from pipelines.resources.fhir.errors import UntrustedOriginError
 from pipelines.resources.fhir.folder import iter_ndjson_file
-from pipelines.settings import RESOURCE_TYPES
+from pipelines.settings import RESOURCE_TYPES, IncrementalMode, SourceKind
 from pipelines.sqlfiles import query_sql
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
@@ -153,9 +153,9 @@ class SourceSpec:
     """The parts of a source's configuration a pull needs (kept Dagster-free)."""
 
     name: str
-    kind: str = "rest"
+    kind: SourceKind = "rest"
     folder: str = ""
-    incremental: str = "auto"
+    incremental: IncrementalMode = "auto"
     overlap_minutes: float = 5.0
     landing_dir: str = "data/landing"
     keep_bulk_files: bool = False  # keep downloaded Bulk NDJSON after landing (default: removed)
@@ -199,7 +199,7 @@ def extract_resource_type(
         if client is None:
             raise ValueError("rest sources need a FHIR client")
         overlap = timedelta(minutes=spec.overlap_minutes)
-        resources = client.pull(resource_type, since=since, overlap=overlap, mode=spec.incremental)  # type: ignore[arg-type]
+        resources = client.pull(resource_type, since=since, overlap=overlap, mode=spec.incremental)
         page_url, origin = "", ""
         for res in resources:
             if resources.stats.last_url != page_url:

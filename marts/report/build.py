@@ -37,10 +37,11 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from marts.report import charts
+from marts.settings import MIN_CELL
 from pipelines.settings import REPO_ROOT
 
 REPORT_PATH_ENV = "ALLIANCE_QI_REPORT_PATH"
-DEFAULT_MIN_CELL = 11
+DEFAULT_MIN_CELL = MIN_CELL  # the one definition (marts/settings.py)
 DASH = Markup("&ndash;")  # shown for a missing value in HTML
 DASH_TEXT = "\u2013"  # the same in chart tooltips (plain text, escaped by the chart)
 TITLE = "Therapeutic alliance: quality improvement report"

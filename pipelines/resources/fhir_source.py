@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -26,7 +26,15 @@ from pipelines.resources.fhir import (
     RetryPolicy,
     SmartBackendAuth,
 )
-from pipelines.settings import PipelineSettings, SourceSettings
+from pipelines.settings import (
+    AuthMode,
+    IncrementalMode,
+    PipelineSettings,
+    SigningAlg,
+    SourceKind,
+    SourceSettings,
+    ValidationMode,
+)
 from pipelines.warehouse import Warehouse
 
 
@@ -34,23 +42,23 @@ class FhirSourceConfig(dg.Config):
     """One FHIR source: where it is, how to authenticate, how to page and pull incrementally."""
 
     name: str = "demo"
-    kind: str = "rest"  # rest | bulk | folder
+    kind: SourceKind = "rest"
     base_url: str = ""
     folder: str = ""
-    auth_mode: str = "none"  # none | bearer | basic | smart
+    auth_mode: AuthMode = "none"
     token: str | None = None
     username: str | None = None
     password: str | None = None
     client_id: str | None = None
     private_key_pem: str | None = None
     private_key_path: str | None = None
-    alg: Literal["RS384", "ES384"] = "RS384"
+    alg: SigningAlg = "RS384"
     kid: str | None = None
     scope: str = "system/*.read"
     token_url: str | None = None
     page_size: int = 500
     max_pages: int = 100_000
-    incremental: str = "auto"  # auto | last_updated | date_window | full
+    incremental: IncrementalMode = "auto"
     overlap_minutes: float = 5.0
     timeout_connect_s: float = 10.0
     timeout_read_s: float = 120.0
@@ -195,18 +203,18 @@ class WarehouseResource(dg.ConfigurableResource):
     """
 
     path: str = "data/warehouse.duckdb"
-    validation: str = "used_elements"  # used_elements | strict
+    validation: ValidationMode = "used_elements"
     landing_dir: str = ""
     lock_timeout_s: float = 900.0
 
     @classmethod
     def from_settings(cls, s: PipelineSettings) -> WarehouseResource:
-        """From the sources file; `ALLIANCE_QI_LANDING_DIR` and `ALLIANCE_QI_LOCK_TIMEOUT_S` override."""
+        """From the pipeline settings (including `ALLIANCE_QI_LANDING_DIR`, `ALLIANCE_QI_LOCK_TIMEOUT_S`)."""
         return cls(
             path=str(s.warehouse_path()),
             validation=s.validation,
-            landing_dir=os.environ.get("ALLIANCE_QI_LANDING_DIR", ""),
-            lock_timeout_s=float(os.environ.get("ALLIANCE_QI_LOCK_TIMEOUT_S", "900")),
+            landing_dir=s.landing_dir,
+            lock_timeout_s=s.lock_timeout_s,
         )
 
     def file(self) -> Path:

@@ -38,6 +38,8 @@ from urllib.parse import urljoin, urlsplit
 import orjson
 import requests
 
+from pipelines.settings import IncrementalMode
+
 from .auth import Auth, NoAuth, auth_secrets, mask_secrets, redacting_filter, same_origin
 from .errors import (
     AuthError,
@@ -68,7 +70,7 @@ __all__ = [
 log = logging.getLogger("alliance_qi.fhir")
 
 FHIR_JSON = "application/fhir+json"
-PullMode = Literal["auto", "last_updated", "date_window", "full"]
+PullMode = IncrementalMode  # one definition of the modes: the sources file, the resources, the pulls
 Params = Mapping[str, Any] | Sequence[tuple[str, Any]] | None
 
 # The clinical date each type can be windowed on when a server cannot search `_lastUpdated`.

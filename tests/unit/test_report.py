@@ -358,3 +358,40 @@ def test_templates_autoescape_and_fail_on_a_missing_value():
     assert '<svg class="chart" data-chart="c"' in shown
     with pytest.raises(UndefinedError):
         env.get_template("trajectories.html.j2").render(chart=svg)
+
+
+REPORT_PACKAGE = REPO_ROOT / "marts" / "report"
+
+
+def test_the_report_s_queries_are_its_sql_files_and_no_python_holds_sql():
+    """Every query of the report is a file of marts/report/sql/ that build.py reads by name; the files
+    say what they return and reach the marts only through `{{ schema }}`; no module of marts/report/
+    holds SQL text or builds it."""
+    statement = re.compile(r"""["'](\s*)(SELECT|INSERT|CREATE|DROP|WITH|ATTACH|COPY|UPDATE|DELETE)\s""")
+    for path in REPORT_PACKAGE.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not statement.search(text), f"{path.name} holds SQL text"
+        assert "{s}" not in text and ".execute(" not in text and "noqa: S608" not in text, path.name
+    files = {p.name for p in (REPORT_PACKAGE / "sql").glob("*.sql")}
+    read = set(re.findall(r'"([a-z0-9_]+\.sql)"', (REPORT_PACKAGE / "build.py").read_text(encoding="utf-8")))
+    assert files == read and len(files) >= 10
+    for name in files:
+        text = (REPORT_PACKAGE / "sql" / name).read_text(encoding="utf-8")
+        assert text.startswith("-- "), f"{name} has no header comment"
+        code = re.sub(r"--[^\n]*", "", text)
+        assert "{{ schema }}." in code, name
+        assert not re.search(r"\b(marts|raw|staging|quality|ops|published)\.", code), name
+
+
+def test_the_report_reads_the_schema_it_is_given(warehouse_path, tmp_path):
+    """`schema` reaches every query as a quoted identifier: a schema without the marts fails, and a
+    name that is not a plain identifier is refused before any SQL runs."""
+    con = duckdb.connect(str(warehouse_path), read_only=True)
+    try:
+        with pytest.raises(duckdb.CatalogException, match="report_overview"):
+            build_report(con, tmp_path / "r.html", schema="staging")
+        with pytest.raises(ValueError, match="not a schema name"):
+            build_report(con, tmp_path / "r.html", schema='marts"; --')
+    finally:
+        con.close()
+    assert not (tmp_path / "r.html").exists()

@@ -390,7 +390,9 @@ def _early_alliance(r: _Reader, ci_percent: str) -> Section:
         points = [
             (float(row["x"]), float(row["y"])) for row in r.rows("episode_outcomes_early_alliance_points.sql")
         ]
-    line = (float(fit["intercept"]), float(fit["slope"])) if points and fit["slope"] is not None else None
+    # no line when early alliance does not vary: DuckDB's regr_slope is then NaN and regr_intercept NULL
+    intercept, slope = _float(fit["intercept"]), _float(fit["slope"])
+    line = (intercept, slope) if points and intercept is not None and slope is not None else None
     assoc = _association(r, "early_alliance_vs_phq9_improvement")
     svg = charts.scatter_chart(
         "early_alliance_phq9",

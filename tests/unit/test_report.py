@@ -395,3 +395,26 @@ def test_the_report_reads_the_schema_it_is_given(warehouse_path, tmp_path):
     finally:
         con.close()
     assert not (tmp_path / "r.html").exists()
+
+
+def test_an_early_alliance_that_does_not_vary_draws_the_dots_without_a_line(tmp_path):
+    """Every episode with the same early alliance: the fit mart has no line (slope NaN, intercept NULL)
+    and the report draws the dots alone instead of failing."""
+    from tests.support.marts_clinic import Clinic
+
+    c = Clinic()
+    for n in (1, 2, 3, 4):
+        p = f"p{n}"
+        c.patient(p)
+        c.episode(f"eoc-{p}", p, "2026-03-01", "2026-03-31", org="c1")
+        for i in (1, 2, 3):
+            enc = f"{p}-{i}"
+            c.encounter(enc, p, f"2026-03-0{i}", eoc=f"eoc-{p}", practitioner="Practitioner/t1", org="c1")
+            c.wai(enc, p, 4.0)
+            c.total("phq9", enc, p, 18.0 - n * i)
+    c.build(reference_date="2026-06-30", min_cell=2, therapist_periods="all")
+    (fit,) = c.dicts("SELECT intercept, slope, episodes FROM marts.report_early_alliance_fit")
+    assert fit["episodes"] == 4 and fit["intercept"] is None
+    result = build_report(c.con, tmp_path / "r.html")
+    svg = _svg((tmp_path / "r.html").read_text(encoding="utf-8"), "early_alliance_phq9")
+    assert result.chart_marks["early_alliance_phq9"] == 4 and 'class="mark fit"' not in svg

@@ -8,8 +8,9 @@ Each has a short plain-language caption and the n behind it.
 The report only reads marts: every aggregate it shows is a row of a mart built, suppressed and checked
 with the others (`marts.report_*`, see marts/report_marts.py and docs/marts.md); the report selects
 rows, formats them and draws them. It runs no SQL against any other schema and computes no aggregate
-itself. A `min_cell` passed here (larger than the marts') only withholds more: a value resting on fewer
-cases is not shown.
+itself. Each query is a file of `marts/report/sql/` (run by `pipelines.sqlfiles.query_records`, the
+schema rendered from `{{ schema }}`, values bound). A `min_cell` passed here (larger than the marts')
+only withholds more: a value resting on fewer cases is not shown.
 
 Rendering: Jinja2 templates in `marts/report/templates/` with autoescaping on and StrictUndefined, so
 every value from a mart is escaped and a missing template variable is an error. The SVG charts are
@@ -22,7 +23,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
@@ -39,6 +40,7 @@ from markupsafe import Markup
 from marts.report import charts
 from marts.settings import MIN_CELL
 from pipelines.settings import REPO_ROOT
+from pipelines.sqlfiles import query_records
 
 REPORT_PATH_ENV = "ALLIANCE_QI_REPORT_PATH"
 DEFAULT_MIN_CELL = MIN_CELL  # the one definition (marts/settings.py)
@@ -46,6 +48,7 @@ DASH = Markup("&ndash;")  # shown for a missing value in HTML
 DASH_TEXT = "\u2013"  # the same in chart tooltips (plain text, escaped by the chart)
 TITLE = "Therapeutic alliance: quality improvement report"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+SQL_DIR = Path(__file__).resolve().parent / "sql"  # the report's queries, one file each
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -107,17 +110,16 @@ class _Reader:
     min_cell: int = DEFAULT_MIN_CELL
     mart_min_cell: int = DEFAULT_MIN_CELL
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Rows as dicts; `sql` has `{s}` standing for the marts schema (a validated identifier)."""
-        cur = self.con.execute(sql.replace("{s}", self.schema), list(params))
-        names = [d[0] for d in cur.description or ()]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    def rows(self, sql_file: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The rows of the query in `marts/report/sql/<sql_file>` as dicts, its `{{ schema }}` the marts
+        schema (rendered as a quoted identifier) and its `$name` values bound from `params`."""
+        return query_records(self.con, SQL_DIR / sql_file, params, {"schema": self.schema})
 
-    def one(self, sql: str) -> dict[str, Any]:
-        """The single row of a one-row mart (`report_overview`, ...)."""
-        rows = self.rows(sql)
+    def one(self, sql_file: str) -> dict[str, Any]:
+        """The single row of a one-row mart (`report_overview`, ...) read by `sql_file`."""
+        rows = self.rows(sql_file)
         if len(rows) != 1:
-            raise ValueError(f"expected one row, got {len(rows)}: {sql}")
+            raise ValueError(f"{sql_file}: expected one row, got {len(rows)}")
         return rows[0]
 
     def count(self, value: Any) -> Markup:
@@ -179,11 +181,7 @@ Association = tuple[float, float, float, int]
 
 def _association(r: _Reader, question_id: str, method: str = "pearson") -> Association | None:
     """(estimate, ci_lower, ci_upper, n) of one association row, None when absent or suppressed."""
-    rows = r.rows(
-        """SELECT estimate, ci_lower, ci_upper, n, suppressed FROM {s}.alliance_associations
-           WHERE question_id = ? AND method LIKE ? ORDER BY method LIMIT 1""",
-        [question_id, f"{method}%"],
-    )
+    rows = r.rows("alliance_associations_estimate.sql", {"question_id": question_id, "method": method})
     if not rows:
         return None
     row = rows[0]
@@ -253,24 +251,24 @@ def _kpi_cell(r: _Reader, value: Any, kind: str) -> Markup | str:
 
 
 def _suppressed_columns(row: Mapping[str, Any]) -> set[str]:
-    return set(str(row.get("suppressed_columns") or "").split(",")) - {""}
+    return set(str(row["suppressed_columns"] or "").split(",")) - {""}
 
 
 def _monthly(r: _Reader, overview: dict[str, Any]) -> Section:
-    rows = r.rows("SELECT * FROM {s}.qi_monthly WHERE level = 'practice' ORDER BY month")
+    rows = r.rows("qi_monthly_practice.sql")
     months: list[date] = []
     table: list[tuple[str, list[Markup | str | None]]] = []
     for row in rows:
         suppressed = _suppressed_columns(row)
         month = pd.Timestamp(row["month"]).date()
         months.append(month)
-        cells = [None if c in suppressed else _kpi_cell(r, row.get(c), kind) for c, _, kind in _KPI_COLUMNS]
+        cells = [None if c in suppressed else _kpi_cell(r, row[c], kind) for c, _, kind in _KPI_COLUMNS]
         table.append((f"{month:%b %Y}", cells))
 
     def points(col: str) -> list[tuple[float, float | None]]:
         out: list[tuple[float, float | None]] = []
         for i, row in enumerate(rows):
-            v = None if col in _suppressed_columns(row) else _float(row.get(col))
+            v = None if col in _suppressed_columns(row) else _float(row[col])
             out.append((float(i), None if v is None else 100 * v))
         return out
 
@@ -309,7 +307,7 @@ def _monthly(r: _Reader, overview: dict[str, Any]) -> Section:
 
 
 def _trajectories(r: _Reader, ci_percent: str) -> Section:
-    rows = r.rows("SELECT * FROM {s}.report_alliance_trajectory ORDER BY level DESC, session_number")
+    rows = r.rows("report_alliance_trajectory.sql")
     by_number = [row for row in rows if row["level"] == "session"]
     total = next((row for row in rows if row["level"] == "all"), None)
     threshold = _float(total["low_alliance_threshold"]) if total else None
@@ -385,20 +383,17 @@ def _trajectories(r: _Reader, ci_percent: str) -> Section:
 
 
 def _early_alliance(r: _Reader, ci_percent: str) -> Section:
-    fit = r.one("SELECT * FROM {s}.report_early_alliance_fit")
+    fit = r.one("report_early_alliance_fit.sql")
     early = int(fit["early_sessions"])
     points: list[tuple[float, float]] = []
     if not fit["suppressed"] and fit["episodes"] and r.enough(fit["episodes"]):
         # the dots are rows of episode_outcomes, selected as the fit mart selected them
         points = [
-            (float(row["x"]), float(row["y"]))
-            for row in r.rows(
-                """SELECT early_alliance AS x, phq9_baseline - phq9_last AS y FROM {s}.episode_outcomes
-                   WHERE early_alliance IS NOT NULL AND phq9_baseline IS NOT NULL AND phq9_last IS NOT NULL
-                   ORDER BY episode_key"""
-            )
+            (float(row["x"]), float(row["y"])) for row in r.rows("episode_outcomes_early_alliance_points.sql")
         ]
-    line = (float(fit["intercept"]), float(fit["slope"])) if points and fit["slope"] is not None else None
+    # no line when early alliance does not vary: DuckDB's regr_slope is then NaN and regr_intercept NULL
+    intercept, slope = _float(fit["intercept"]), _float(fit["slope"])
+    line = (intercept, slope) if points and intercept is not None and slope is not None else None
     assoc = _association(r, "early_alliance_vs_phq9_improvement")
     svg = charts.scatter_chart(
         "early_alliance_phq9",
@@ -433,14 +428,10 @@ def _early_alliance(r: _Reader, ci_percent: str) -> Section:
 
 
 def _funnel(r: _Reader) -> Section:
-    funnel = r.one("SELECT * FROM {s}.report_therapist_funnel")
+    funnel = r.one("report_therapist_funnel.sql")
     dots = r.rows(
-        """SELECT therapist_key, caseload, mean_alliance, shrunken_alliance, funnel_position
-           FROM {s}.therapist_alliance
-           WHERE period_type = ? AND period_start = ? AND NOT suppressed AND mean_alliance IS NOT NULL
-             AND caseload IS NOT NULL
-           ORDER BY therapist_key""",
-        [funnel["period_type"], funnel["period_start"]],
+        "therapist_alliance_funnel_dots.sql",
+        {"period_type": funnel["period_type"], "period_start": funnel["period_start"]},
     )
     points = [
         charts.FunnelPoint(
@@ -515,7 +506,7 @@ _ADHERENCE_CHARTS: tuple[tuple[str, str, str, str, tuple[float, float], Callable
 
 
 def _adherence(r: _Reader, ci_percent: str) -> Section:
-    rows = r.rows("SELECT * FROM {s}.report_adherence_by_alliance_tertile ORDER BY measure, rater, tertile")
+    rows = r.rows("report_adherence_by_alliance_tertile.sql")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["measure"], row["rater"]), []).append(row)
@@ -600,11 +591,7 @@ def _adherence(r: _Reader, ci_percent: str) -> Section:
 
 
 def _data_quality(r: _Reader, with_quality: bool) -> Section:
-    rows = (
-        r.rows("SELECT * FROM {s}.report_data_quality ORDER BY level DESC, table_name, severity")
-        if with_quality
-        else []
-    )
+    rows = r.rows("report_data_quality.sql") if with_quality else []
     tables = [row for row in rows if row["level"] == "table"]
     total = next((row for row in rows if row["level"] == "all"), None)
     if not tables or total is None:
@@ -684,10 +671,10 @@ def render_report(
     if not _IDENT.match(schema):
         raise ValueError(f"not a schema name: {schema!r}")
     reader = _Reader(con, schema)
-    overview = reader.one("SELECT * FROM {s}.report_overview")
+    overview = reader.one("report_overview.sql")
     reader.mart_min_cell = int(overview["min_cell"])
     reader.min_cell = min_cell or reader.mart_min_cell
-    traj_level = reader.rows("SELECT ci_level FROM {s}.report_alliance_trajectory WHERE level = 'all'")
+    traj_level = reader.rows("report_alliance_trajectory_ci_level.sql")
     ci_percent = _percent(float(traj_level[0]["ci_level"])) if traj_level else "95"
     builders: list[Callable[[], Section]] = [
         lambda: _overview(reader, overview),

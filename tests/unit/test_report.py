@@ -358,3 +358,63 @@ def test_templates_autoescape_and_fail_on_a_missing_value():
     assert '<svg class="chart" data-chart="c"' in shown
     with pytest.raises(UndefinedError):
         env.get_template("trajectories.html.j2").render(chart=svg)
+
+
+REPORT_PACKAGE = REPO_ROOT / "marts" / "report"
+
+
+def test_the_report_s_queries_are_its_sql_files_and_no_python_holds_sql():
+    """Every query of the report is a file of marts/report/sql/ that build.py reads by name; the files
+    say what they return and reach the marts only through `{{ schema }}`; no module of marts/report/
+    holds SQL text or builds it."""
+    statement = re.compile(r"""["'](\s*)(SELECT|INSERT|CREATE|DROP|WITH|ATTACH|COPY|UPDATE|DELETE)\s""")
+    for path in REPORT_PACKAGE.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not statement.search(text), f"{path.name} holds SQL text"
+        assert "{s}" not in text and ".execute(" not in text and "noqa: S608" not in text, path.name
+    files = {p.name for p in (REPORT_PACKAGE / "sql").glob("*.sql")}
+    read = set(re.findall(r'"([a-z0-9_]+\.sql)"', (REPORT_PACKAGE / "build.py").read_text(encoding="utf-8")))
+    assert files == read and len(files) >= 10
+    for name in files:
+        text = (REPORT_PACKAGE / "sql" / name).read_text(encoding="utf-8")
+        assert text.startswith("-- "), f"{name} has no header comment"
+        code = re.sub(r"--[^\n]*", "", text)
+        assert "{{ schema }}." in code, name
+        assert not re.search(r"\b(marts|raw|staging|quality|ops|published)\.", code), name
+
+
+def test_the_report_reads_the_schema_it_is_given(warehouse_path, tmp_path):
+    """`schema` reaches every query as a quoted identifier: a schema without the marts fails, and a
+    name that is not a plain identifier is refused before any SQL runs."""
+    con = duckdb.connect(str(warehouse_path), read_only=True)
+    try:
+        with pytest.raises(duckdb.CatalogException, match="report_overview"):
+            build_report(con, tmp_path / "r.html", schema="staging")
+        with pytest.raises(ValueError, match="not a schema name"):
+            build_report(con, tmp_path / "r.html", schema='marts"; --')
+    finally:
+        con.close()
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_an_early_alliance_that_does_not_vary_draws_the_dots_without_a_line(tmp_path):
+    """Every episode with the same early alliance: the fit mart has no line (slope NaN, intercept NULL)
+    and the report draws the dots alone instead of failing."""
+    from tests.support.marts_clinic import Clinic
+
+    c = Clinic()
+    for n in (1, 2, 3, 4):
+        p = f"p{n}"
+        c.patient(p)
+        c.episode(f"eoc-{p}", p, "2026-03-01", "2026-03-31", org="c1")
+        for i in (1, 2, 3):
+            enc = f"{p}-{i}"
+            c.encounter(enc, p, f"2026-03-0{i}", eoc=f"eoc-{p}", practitioner="Practitioner/t1", org="c1")
+            c.wai(enc, p, 4.0)
+            c.total("phq9", enc, p, 18.0 - n * i)
+    c.build(reference_date="2026-06-30", min_cell=2, therapist_periods="all")
+    (fit,) = c.dicts("SELECT intercept, slope, episodes FROM marts.report_early_alliance_fit")
+    assert fit["episodes"] == 4 and fit["intercept"] is None
+    result = build_report(c.con, tmp_path / "r.html")
+    svg = _svg((tmp_path / "r.html").read_text(encoding="utf-8"), "early_alliance_phq9")
+    assert result.chart_marks["early_alliance_phq9"] == 4 and 'class="mark fit"' not in svg

@@ -10,7 +10,7 @@ Two sources, both recorded in columns beside the rows they shaped:
   `marts:`), the defaults.
 
 `MIN_CELL` is the one definition of the small-cell size: the marts' default, which the data-quality
-checks and the report follow (`quality_checks.params`, `marts.report.build`).
+checks and the report follow (`quality_checks.params`, `marts.report.render`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from pipelines.raw_landing import LandingCounts, RawLander
+from pipelines.raw_writer import LandingCounts, RawLander
 from pipelines.resources.fhir import (
     AuthError,
     BulkExporter,

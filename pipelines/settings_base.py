@@ -1,7 +1,7 @@
 """The one settings mechanism every area uses: pydantic-settings models with an environment prefix each.
 
 Areas: the sources file (`pipelines.settings`), the marts (`marts.settings`), the data-quality
-thresholds (`quality_checks.params`), the report (`marts.report.build`) and publishing (`marts.publish`).
+thresholds (`quality_checks.params`), the report (`marts.report.render`) and publishing (`marts.publish`).
 Each is an `AreaSettings` (a pydantic-settings `BaseSettings`) and is read from, highest first:
 
 1. keyword arguments (`load(**overrides)`, or the model's own constructor);

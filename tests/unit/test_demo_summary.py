@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from demo.run_demo import summarize
+from demo.summary import summarize
 
 WAREHOUSE_SQL = """
 CREATE SCHEMA raw;

@@ -18,7 +18,7 @@ from marts.settings import load_mart_settings
 from marts.tables import STEPS
 from pipelines.catalog import Catalog, TableSpec
 from pipelines.sqlfiles import SqlTemplateError
-from tests.unit.test_marts_helpers import KEY, Clinic
+from tests.support.marts_clinic import KEY, Clinic
 
 # A `schema.table` reference in SQL text (comments removed first).
 _REFERENCE = re.compile(r"\b((?:raw|staging|marts|quality|ops|published)\.[a-z_][a-z0-9_]*)\b")

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from marts.report import build_report, charts, report_path
-from marts.report.build import format_count
+from marts.report.render import format_count
 from pipelines.settings import REPO_ROOT
 from tests.support.generated_warehouse import CHART_FLOORS, FHIR_ID_PATTERNS, generated_warehouse_file
 
@@ -118,7 +118,7 @@ def test_the_numbers_come_from_the_marts(report, warehouse_path):
 
 def test_suppressed_kpi_cells_are_marked_not_shown(report, warehouse_path):
     _, html, _ = report
-    from marts.report.build import _KPI_COLUMNS
+    from marts.report.render import _KPI_COLUMNS
 
     con = duckdb.connect(str(warehouse_path), read_only=True)
     try:
@@ -341,7 +341,7 @@ def test_templates_autoescape_and_fail_on_a_missing_value():
     from jinja2 import UndefinedError
     from markupsafe import Markup
 
-    from marts.report.build import environment
+    from marts.report.render import environment
 
     env = environment()
     html = env.get_template("overview.html.j2").render(
@@ -373,7 +373,7 @@ def test_the_report_s_queries_are_its_sql_files_and_no_python_holds_sql():
         assert not statement.search(text), f"{path.name} holds SQL text"
         assert "{s}" not in text and ".execute(" not in text and "noqa: S608" not in text, path.name
     files = {p.name for p in (REPORT_PACKAGE / "sql").glob("*.sql")}
-    read = set(re.findall(r'"([a-z0-9_]+\.sql)"', (REPORT_PACKAGE / "build.py").read_text(encoding="utf-8")))
+    read = set(re.findall(r'"([a-z0-9_]+\.sql)"', (REPORT_PACKAGE / "render.py").read_text(encoding="utf-8")))
     assert files == read and len(files) >= 10
     for name in files:
         text = (REPORT_PACKAGE / "sql" / name).read_text(encoding="utf-8")

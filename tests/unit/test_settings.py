@@ -14,14 +14,13 @@ import pytest
 
 from marts.build import build_marts
 from marts.publish import PublishError, storage_version
-from marts.report.build import format_count, render_report, report_path
+from marts.report.render import format_count, render_report, report_path
 from marts.settings import MIN_CELL, MartSettings, MartSettingsError, load_mart_settings
 from marts.suppression import suppress
 from pipelines.resources.fhir_source import FhirSourceConfig, FhirSourcesResource, WarehouseResource
 from pipelines.settings import REPO_ROOT, PipelineSettings, SettingsError, load_settings
 from quality_checks.params import QualitySettings, QualitySettingsError
-from tests.unit.test_marts_aggregates import _two_therapists
-from tests.unit.test_marts_helpers import KEY, Clinic
+from tests.support.marts_clinic import KEY, Clinic, two_therapists
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -354,14 +353,13 @@ def test_min_cell_is_defined_once_and_one_setting_reaches_marts_quality_and_repo
     quality = QualitySettings.from_env(env)
     assert (marts.min_cell, quality.min_cell) == (3, 3)
     assert quality.values({})["small_counts"] == [1, 2]
-    clinic = _two_therapists()
+    clinic = two_therapists()
     build_marts(clinic.con, marts, key=KEY)
     assert {r[0] for r in clinic.rows("SELECT DISTINCT min_cell FROM marts.therapist_alliance")} == {3}
     assert render_report(clinic.con)[2] == 3
-    # with no mart rows to record it, the report still follows the mart setting
+    # with no mart rows, the report still uses the size the marts were built with
     empty = Clinic()
-    empty.build()
-    monkeypatch.setenv("ALLIANCE_QI_MART_MIN_CELL", "4")
+    empty.build(min_cell=4)
     assert render_report(empty.con)[2] == 4
 
 

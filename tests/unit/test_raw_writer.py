@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from pipelines.raw_landing import RawLander, content_hash, version_key
+from pipelines.raw_writer import RawLander, content_hash, version_key
 from pipelines.warehouse import RAW_TABLES, ensure_raw_schema, table_for
 from quality_checks.structural import StructuralValidator
 

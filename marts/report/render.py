@@ -36,13 +36,14 @@ import duckdb
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
+from pydantic_settings import SettingsConfigDict
 
 from marts.report import charts
 from marts.settings import MIN_CELL
 from pipelines.settings import REPO_ROOT
+from pipelines.settings_base import AreaSettings
 from pipelines.sqlfiles import query_records
 
-REPORT_PATH_ENV = "ALLIANCE_QI_REPORT_PATH"
 DEFAULT_MIN_CELL = MIN_CELL  # the one definition (marts/settings.py)
 DASH = Markup("&ndash;")  # shown for a missing value in HTML
 DASH_TEXT = "\u2013"  # the same in chart tooltips (plain text, escaped by the chart)
@@ -72,11 +73,21 @@ def _render(template: str, **context: Any) -> Markup:
     return Markup(environment().get_template(template).render(**context))  # noqa: S704
 
 
+class ReportSettings(AreaSettings):
+    """The report's settings (`ALLIANCE_QI_REPORT_<FIELD>`). Its small-cell size is not one of them:
+    the report uses the size the marts were built with (`report_overview.min_cell`), so the two never
+    disagree."""
+
+    model_config = SettingsConfigDict(env_prefix="ALLIANCE_QI_REPORT_")
+    area = "report"
+
+    path: Path | None = None  # `ALLIANCE_QI_REPORT_PATH`; None: `<repo>/reports/qi_report.html`
+
+
 def report_path(env: Mapping[str, str] | None = None) -> Path:
     """Where the report goes: `$ALLIANCE_QI_REPORT_PATH`, else `<repo>/reports/qi_report.html`."""
-    environ = os.environ if env is None else env
-    configured = environ.get(REPORT_PATH_ENV)
-    return Path(configured).expanduser().resolve() if configured else REPO_ROOT / "reports" / "qi_report.html"
+    configured = ReportSettings.load(env=env).path
+    return configured.expanduser().resolve() if configured else REPO_ROOT / "reports" / "qi_report.html"
 
 
 @dataclass(frozen=True)

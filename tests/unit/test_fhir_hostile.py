@@ -26,7 +26,7 @@ from pipelines.resources.fhir import (
 )
 from pipelines.resources.fhir.auth import mask_secrets
 from pipelines.resources.fhir.errors import LimitExceededError, UntrustedOriginError, is_fatal
-from tests.unit.fhir_stub import FhirStub, Reply, bundle, outcome
+from tests.support.fhir_stub import FhirStub, Reply, bundle, outcome
 
 TOKEN = "s3cr3t-token-value-123"
 

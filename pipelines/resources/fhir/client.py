@@ -869,9 +869,15 @@ class FhirClient:
     def _log_outcomes(self, resource_type: str, page: Page) -> None:
         for outcome in page.outcomes:
             for issue in outcome.get("issue") or []:
-                if issue.get("severity") in ("warning", "error", "fatal"):
+                severity = issue.get("severity")
+                if severity in ("warning", "error", "fatal"):
                     # Usually "unknown parameter ... ignored": the filter did not happen server-side.
-                    self.log.warning(
+                    # Every search whose parameters a server may ignore filters on the client as well
+                    # (`_lastUpdated` is probed first; canonicals are matched by exact url and
+                    # version), so an ignored parameter is news, not a fault: INFO. Errors stay WARNING.
+                    ignored = severity == "warning" and issue.get("code") == "not-supported"
+                    self.log.log(
+                        logging.INFO if ignored else logging.WARNING,
                         "%s search: server says %s/%s: %s",
                         resource_type,
                         issue.get("severity"),

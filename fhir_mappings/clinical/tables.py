@@ -18,7 +18,7 @@ from fhir_mappings.clinical.params import SQL_DIR, prepare_clinical
 from marts.settings import MartSettings, Thresholds, load_mart_settings, thresholds_from_registry
 from pipelines.catalog import StepSpec, TableSpec
 from pipelines.sqlfiles import count_rows, query_sql, run_sql
-from pipelines.warehouse import single_threaded
+from pipelines.warehouse import single_threaded, table_exists
 from quality_checks.store import ensure_quality_schema
 
 MACROS_SQL = SQL_DIR / "macros.sql"
@@ -83,7 +83,8 @@ def build_session_measures(con: duckdb.DuckDBPyConnection, ctx: ClinicalContext)
     """
     check_score_contract(con)
     prepare_clinical(con, ctx.settings, ctx.thresholds)
-    ensure_quality_schema(con)  # the quarantine view exists (empty) before any check has run
+    if not table_exists(con, "quality.current_quarantine"):
+        ensure_quality_schema(con)  # the quarantine view exists (empty) before any check has run
     with single_threaded(con):
         run_sql(con, SQL_DIR / "session_measures.sql")
     row = query_sql(con, SQL_DIR / "session_measures_counts.sql")[0]

@@ -8,9 +8,12 @@ from typing import cast
 
 import duckdb
 
+from fhir_mappings.scoring import SQL_DIR as SCORING_SQL_DIR
 from pipelines.sqlfiles import count_rows, query_sql
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
+# The scoring step reports the same totals in its run metadata: one query for both.
+TOTALS_BY_INSTRUMENT_SQL = SCORING_SQL_DIR / "totals_by_instrument.sql"
 
 
 def summarize(warehouse: Path) -> str:
@@ -57,7 +60,7 @@ def _scoring_summary(con: duckdb.DuckDBPyConnection) -> list[str]:
     if "measure_scores" not in have:
         return []
     lines = ["", f"{'Scores (staging.measure_scores, total scale)':<46}{'valid':>8}{'invalid':>9}"]
-    for inst, valid, invalid in query_sql(con, SQL_DIR / "valid_scores.sql"):
+    for inst, valid, invalid in query_sql(con, TOTALS_BY_INSTRUMENT_SQL):
         lines.append(f"  {inst!s:<44}{valid!s:>8}{invalid!s:>9}")
     for table in ("staging.unmapped_responses", "staging.excluded_responses"):
         rows = query_sql(con, SQL_DIR / "reasons.sql", identifiers={"table": table})

@@ -21,12 +21,11 @@ import dagster as dg
 import duckdb
 import orjson
 import pytest
-from marts.common import current_versions
 
 from demo.server import FhirServer
-from fhir_mappings.flatten import CURRENT_RESPONSES
 from pipelines.extract import SourceSpec, resolve_referenced_questionnaires
 from pipelines.resources.fhir import AuthError, BearerAuth, FhirClient, RetryPolicy
+from pipelines.sqlfiles import install_shared_macros
 from pipelines.warehouse import Warehouse
 from quality_checks.structural import StructuralValidator
 from tests.faults.proxy import FaultProxy, Mutate, Reply, Rewrite, running_proxy
@@ -349,13 +348,14 @@ def test_bulk_error_files_hold_the_watermark_and_deleted_entries_leave_the_curre
             "SELECT version_id, deleted FROM raw.questionnaire_response WHERE id = ? AND deleted", [victim]
         ).fetchall()
         assert len(tomb) == 1 and tomb[0][0].startswith("deleted:")
-        current = {r[0] for r in con.execute(f"SELECT id FROM ({CURRENT_RESPONSES})").fetchall()}
-        marts_current = {
+        install_shared_macros(con)
+        # every layer reads the newest version through the one shared macro
+        current = {
             r[0]
-            for r in con.execute(f"SELECT id FROM ({current_versions('questionnaire_response')})").fetchall()
+            for r in con.execute("SELECT id FROM current_version('raw.questionnaire_response')").fetchall()
         }
         ids = {r[0] for r in con.execute("SELECT DISTINCT id FROM raw.questionnaire_response").fetchall()}
-    assert current == marts_current == ids - {victim}
+    assert current == ids - {victim}
     # keep_bulk_files: the downloads stay (this export's error and deleted files; it had no output).
     assert {p.name for p in (tmp_path / "bulk").rglob("*.ndjson")} >= {"errors-1.ndjson", "deleted-1.ndjson"}
 

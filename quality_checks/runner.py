@@ -32,7 +32,7 @@ import orjson
 import pandas as pd
 
 from fhir_mappings.registry import Instrument
-from pipelines.sqlfiles import SqlTemplateError, render
+from pipelines.sqlfiles import SqlTemplateError, install_shared_macros, render
 from pipelines.warehouse import table_exists
 from quality_checks.params import QualitySettings, register_registry, registry_frames, unregister_registry
 from quality_checks.store import (
@@ -421,6 +421,9 @@ def evaluate_suite(
 ) -> list[CheckOutcome]:
     """Evaluate every check of `suite` (or those in `only`) without writing anything."""
     settings = settings or QualitySettings.from_env()
+    # Suites read the newest version of a resource and parse references through the same macros as
+    # every layer (pipelines/sql/macros.sql): `current_version('raw.<type>')`, `ref_id`, ...
+    install_shared_macros(con)
     if registry is None:
         from fhir_mappings.registry import load_registry
 

@@ -41,9 +41,10 @@ class _PauseAtCommit:
         self._con = con
         self._marker = marker
 
-    def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         """Delegate, except that COMMIT announces itself and never happens."""
-        if query.strip().upper() == "COMMIT":
+        # Statements also arrive as parsed objects (pipelines.sqlfiles.run_sql): only a text COMMIT pauses.
+        if isinstance(query, str) and query.strip().upper() == "COMMIT":
             self._marker.write_text("paused before COMMIT\n")
             log.info("paused before COMMIT; waiting to be killed")
             while True:

@@ -218,6 +218,8 @@ def test_postgres_restarted_mid_run_the_run_finishes_and_the_warehouse_is_identi
     proxy.add(Hold(120), r"/QuestionnaireResponse$")
     runs = {name: cluster.launch("raw_extract_job", name) for name in SOURCES}
     _wait_for(proxy.held.is_set, "the QuestionnaireResponse pull of site_a to reach the proxy")
+    with cluster.instance() as instance:
+        assert instance.get_run_by_id(runs["site_a"]).status.value == "STARTED"  # restarted mid-run
     cluster.postgres.restart()  # every open connection of the daemon, the run and the workers drops
     proxy.release.set()
     outcomes = {}
@@ -231,4 +233,6 @@ def test_postgres_restarted_mid_run_the_run_finishes_and_the_warehouse_is_identi
             final_id, status = cluster.wait(cluster.launch("raw_extract_job", name), timeout=900)
         outcomes[name] = (run_id, final_id, status)
     assert all(status == "SUCCESS" for _, _, status in outcomes.values()), outcomes
+    # Which way it went (launched run, final run, status), for docs/deployment.md.
+    print(f"postgres restart outcomes: {outcomes}")
     assert_same_raw(fresh, SOURCES)

@@ -438,6 +438,7 @@ class Cluster:
 
         deadline = time.monotonic() + timeout
         current = run_id
+        failed_since: float | None = None
         with self.instance() as instance:
             while time.monotonic() < deadline:
                 run = instance.get_run_by_id(current)
@@ -457,6 +458,13 @@ class Cluster:
                         return current, status.value
                     if self.daemon is None or self.daemon.poll() is not None:
                         return current, status.value
+                    # The daemon's retry loop ticks every few seconds; a minute without a retry run
+                    # means none is coming (retries used up, or not retryable).
+                    failed_since = failed_since or time.monotonic()
+                    if time.monotonic() - failed_since > 60:
+                        return current, status.value
+                else:
+                    failed_since = None
                 time.sleep(0.5)
         raise TimeoutError(f"run {current} did not finish within {timeout:.0f}s")
 

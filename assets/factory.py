@@ -7,10 +7,10 @@ reference. The step runs through `build_state.run_step`: skipped when its inputs
 the input fingerprint is each asset's `DataVersion`.
 """
 
-from __future__ import annotations
-
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -33,8 +33,20 @@ def asset_tables(catalog: Catalog) -> set[str]:
 
 
 def code_references(step: StepSpec, table: TableSpec, module_file: str) -> dg.CodeReferencesMetadataValue:
-    """The table's SQL file(s) and the Python module that declares the step."""
-    refs = [dg.LocalFileCodeReference(file_path=str(p), line_number=1, label=p.name) for p in step.files]
+    """The table's SQL file(s) and the Python module that declares the step.
+
+    Code references are a beta API in Dagster 1.13 (stable in what they show: file and line); its
+    warning is silenced here so a normal run prints none.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _code_references(step, table, module_file)
+
+
+def _code_references(step: StepSpec, table: TableSpec, module_file: str) -> dg.CodeReferencesMetadataValue:
+    refs: list[dg.LocalFileCodeReference | dg.UrlCodeReference] = [
+        dg.LocalFileCodeReference(file_path=str(p), line_number=1, label=p.name) for p in step.files
+    ]
     if table.sql is not None and table.sql not in step.files:
         refs.insert(
             0, dg.LocalFileCodeReference(file_path=str(table.sql), line_number=1, label=table.sql.name)
@@ -67,7 +79,7 @@ def step_asset(step: StepSpec, catalog: Catalog) -> dg.AssetsDefinition:
     """The multi_asset that builds one step's tables."""
     module_file = declaring_file(step)
     assets = asset_tables(catalog)
-    deps = [asset_key(i) for i in step.all_inputs if i in assets]
+    deps = [asset_key(i) for i in (*step.all_inputs, *step.after) if i in assets]
     specs = [
         dg.AssetSpec(
             key=asset_key(t.name),
@@ -111,7 +123,7 @@ def step_asset(step: StepSpec, catalog: Catalog) -> dg.AssetsDefinition:
                 run_id=context.run_id,
                 force=is_full_refresh(context),
             )
-            report = dict(step.report(con, ctx)) if step.report is not None else {}
+            report: dict[str, Any] = dict(step.report(con, ctx)) if step.report is not None else {}
         verb = "inputs unchanged since the last build: kept" if run.skipped else "built"
         context.log.info(f"{step.name}: {verb} {dict(run.counts)}")
         for t in step.tables:

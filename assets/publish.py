@@ -1,14 +1,15 @@
 """Publishing for BI and the QI report: thin Dagster assets over `marts.publish` and `marts.report`.
 
-- `published/marts`: the six marts copied to `<published>/marts.duckdb` (built aside, CHECKPOINTed,
-  moved into place with `os.replace`) and `<published>/parquet/<mart>.parquet`. BI tools read these,
-  never the warehouse. `<published>` is `$ALLIANCE_QI_PUBLISH_DIR`, else `published/` beside the
-  warehouse file (`data/published/` in the demo).
+- `published/marts`: every mart (`marts.build.MART_NAMES`) copied to `<published>/marts.duckdb`
+  (built aside, CHECKPOINTed, moved into place with `os.replace`) and
+  `<published>/parquet/<mart>.parquet`. BI tools read these, never the warehouse. `<published>` is
+  `$ALLIANCE_QI_PUBLISH_DIR`, else `published/` beside the warehouse file (`data/published/` in the
+  demo).
 - `reports/qi_report`: the self-contained HTML QI report (`$ALLIANCE_QI_REPORT_PATH`, else
   `reports/qi_report.html` in the repository).
 
-Both are group `published` (tag layer=published). The report waits for `staging/measure_scores`
-(whose quality checks feed its data-quality section) and every mart.
+Both are group `published` (tag layer=published). The report reads only the marts (its data-quality
+section is `marts.report_data_quality`) and waits for every mart and for `staging/measure_scores`.
 """
 
 import dagster as dg
@@ -31,7 +32,8 @@ REPORT_KEY = dg.AssetKey(["reports", "qi_report"])
     owners=["team:data-engineering"],
     tags={"layer": "published"},
     description=(
-        "The six marts for BI tools: data/published/marts.duckdb (tables in the default schema, plus a "
+        "Every mart for BI tools (the six analysis marts and the QI report's report_* marts): "
+        "data/published/marts.duckdb (tables in the default schema, plus a "
         "_published metadata table) and data/published/parquet/<mart>.parquet. Built aside and moved into "
         "place atomically, so readers never see a half-written file; keyed pseudonyms only "
         "(docs/bi-connections.md)."
@@ -72,7 +74,7 @@ def published_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     ),
 )
 def qi_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Render the QI report from the marts and the newest data-quality results."""
+    """Render the QI report from the marts (the newest data-quality results via report_data_quality)."""
     with warehouse.connect() as con:
         result = build_report(con, report_path(), source=warehouse.file().name)
     context.log.info(f"QI report written to {result.path} ({result.bytes} bytes)")

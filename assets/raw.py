@@ -5,6 +5,11 @@ Each materialization pulls one source's resources of one type into that source's
 parallel. The new rows are then merged into the warehouse in one short transaction, and that merge
 is the only moment a pull needs the warehouse's single writer. Metadata reports fetched = landed +
 rejected + duplicates, which is also recorded in `raw.fetch_log`.
+
+Failures no retry can cure (a refused credential, a credential refused for an untrusted origin, a
+4xx, a malformed Bulk manifest, a size limit) fail the step at once with
+`dg.Failure(allow_retries=False)`: retrying a static token that the EHR refuses only adds failed
+logins. Network failures and cut-off pages keep the step retry (`RAW_RETRY`).
 """
 
 from collections.abc import Iterator
@@ -16,6 +21,8 @@ from pipelines.automation import is_full_refresh
 from pipelines.extract import SourceSpec, extract_resource_type, resolve_referenced_questionnaires
 from pipelines.landing import landing_path, merge_into_warehouse
 from pipelines.raw_tables import LEDGER_TABLES, RESOURCE_TABLES
+from pipelines.resources.fhir import FhirError
+from pipelines.resources.fhir.errors import is_fatal
 from pipelines.resources.fhir_source import FhirSourceConfig, FhirSourcesResource, WarehouseResource
 from pipelines.settings import RESOURCE_TYPES, load_settings
 from pipelines.sqlfiles import count_rows
@@ -26,6 +33,10 @@ from quality_checks.structural import StructuralValidator
 RAW_RETRY = dg.RetryPolicy(
     max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
+
+
+#: The check on every raw asset that the source reported no export errors.
+EXPORT_CHECK = "export_complete"
 
 
 def source_partitions() -> dg.StaticPartitionsDefinition:
@@ -42,6 +53,8 @@ def _spec(source: FhirSourceConfig, landing_root: Path, full: bool) -> SourceSpe
         incremental="full" if full else source.incremental,
         overlap_minutes=source.overlap_minutes,
         landing_dir=source.landing_dir or str(landing_root / "bulk"),
+        keep_bulk_files=source.keep_bulk_files,
+        bulk_poll_interval_s=source.bulk_poll_interval_s,
     )
 
 
@@ -67,6 +80,15 @@ def build_raw_asset(
         owners=["team:data-engineering"],
         tags={"layer": "raw"},
         retry_policy=RAW_RETRY,
+        check_specs=[
+            dg.AssetCheckSpec(
+                EXPORT_CHECK,
+                asset=dg.AssetKey(["raw", table]),
+                description="The source exported every resource it was asked for: no Bulk `error` "
+                "file lines (OperationOutcomes, kept in raw.findings as bulk_export_error). While it "
+                "fails, the type's watermark does not move.",
+            )
+        ],
         description=(
             f"One row per {resource_type} version fetched from each FHIR source (partition = source), "
             f"kept as received (table raw.{table}); invalid resources go to raw.rejected with their "
@@ -80,18 +102,24 @@ def build_raw_asset(
         root = warehouse.landing_root()
         spec = _spec(source, root, is_full_refresh(context))
         client = source.build_client() if source.kind in ("rest", "bulk") else None
-        validator = StructuralValidator(mode=warehouse.validation)  # type: ignore[arg-type]
+        validator = StructuralValidator(mode=warehouse.validation)
         land_file = landing_path(root, source.name, resource_type)
         # 1. Pull into this source's own landing file (no warehouse lock held while on the network).
-        with Warehouse(land_file).connect() as lcon:
-            result = extract_resource_type(lcon, spec, client, resource_type, context.run_id, validator)
-            metadata = result.metadata()
-            if resource_type == "Questionnaire":
-                responses = landing_path(root, source.name, "QuestionnaireResponse")
-                resolution = resolve_referenced_questionnaires(
-                    lcon, spec, client, context.run_id, validator, responses_file=responses
-                )
-                metadata.update({f"canonicals_{k}": v for k, v in resolution.items()})
+        try:
+            with Warehouse(land_file).connect() as lcon:
+                result = extract_resource_type(lcon, spec, client, resource_type, context.run_id, validator)
+                metadata = result.metadata()
+                if resource_type == "Questionnaire":
+                    responses = landing_path(root, source.name, "QuestionnaireResponse")
+                    resolution = resolve_referenced_questionnaires(
+                        lcon, spec, client, context.run_id, validator, responses_file=responses
+                    )
+                    metadata.update({f"canonicals_{k}": v for k, v in resolution.items()})
+        except FhirError as exc:
+            if is_fatal(exc):
+                # The message is already redacted (query values, credentials); no traceback chain.
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+            raise
         metadata.update({f"validation_{k}": v for k, v in validator.stats.as_dict().items()})
         # 2. Merge what the warehouse lacks (waits while another writer holds the warehouse).
         with warehouse.connect() as con:
@@ -106,7 +134,14 @@ def build_raw_asset(
         metadata["merge_seconds"] = float(merged.get("merge_seconds", 0.0))
         metadata["table_rows"] = total
         metadata["dagster/row_count"] = total
-        return dg.MaterializeResult(metadata=metadata)
+        errors = int(metadata.get("bulk_errors", 0))
+        check = dg.AssetCheckResult(
+            check_name=EXPORT_CHECK,
+            passed=errors == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"bulk_errors": errors, "source_kind": source.kind},
+        )
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return _raw_asset
 
@@ -140,7 +175,12 @@ def build_intake_ledgers_asset(partitions_def: dg.PartitionsDefinition | None) -
         with warehouse.connect() as con:
             for t in LEDGER_TABLES:
                 total = count_rows(con, t.name)
-                rows = source_rows(con, t.name, source) if source is not None else total
+                # raw.bulk_jobs is keyed "source:Type" and has no source column: its total stands
+                rows = (
+                    source_rows(con, t.name, source)
+                    if source is not None and t.name != "raw.bulk_jobs"
+                    else total
+                )
                 yield dg.MaterializeResult(
                     asset_key=dg.AssetKey(t.name.split(".")),
                     metadata={"source_rows": rows, "dagster/row_count": total},
@@ -150,11 +190,10 @@ def build_intake_ledgers_asset(partitions_def: dg.PartitionsDefinition | None) -
 
 
 def build_raw_assets(partitions_def: dg.PartitionsDefinition | None) -> list[dg.AssetsDefinition]:
-    """One raw asset per resource type, and the intake ledgers' asset."""
-    return [
-        *(build_raw_asset(t, partitions_def) for t in RESOURCE_TYPES),
-        build_intake_ledgers_asset(partitions_def),
-    ]
+    """One raw asset per resource type."""
+    return [build_raw_asset(t, partitions_def) for t in RESOURCE_TYPES]
 
 
 raw_assets: list[dg.AssetsDefinition] = build_raw_assets(source_partitions())
+# The intake ledgers (raw/rejected, raw/findings, ...): one multi_asset after the pulls of a source.
+raw_ledger_assets: list[dg.AssetsDefinition] = [build_intake_ledgers_asset(source_partitions())]

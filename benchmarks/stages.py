@@ -26,6 +26,9 @@ from typing import Any
 import duckdb
 
 from benchmarks.common import loadavg, peak_rss_mb, rate, read_json, write_json
+from pipelines.sqlfiles import count_rows, query_sql, run_sql
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 
 class NotBuiltYet(Exception):
@@ -62,11 +65,6 @@ class Stage:
     description: str
     needs_warehouse: bool = True
     imports: tuple[str, ...] = ()  # imported before the clock starts (interpreter start-up, not work)
-
-
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    # table names come from this module's constants, never from data
-    return int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])  # noqa: S608
 
 
 def _optional(module: str, attr: str) -> Callable[..., Any]:
@@ -227,7 +225,7 @@ def stage_flatten(ctx: StageContext) -> StageOutput:
     outputs = ("staging.questionnaire_responses", "staging.questionnaire_answers")
     state = _BuildState(ctx, ANSWERS_STEP, ["raw.questionnaire_response"], outputs=outputs)
     if state.current():
-        counts = {"responses": _count(ctx.con, outputs[0]), "answers": _count(ctx.con, outputs[1])}
+        counts = {"responses": count_rows(ctx.con, outputs[0]), "answers": count_rows(ctx.con, outputs[1])}
         return StageOutput(counts["answers"], "answers", {**counts, "skipped": True})
     counts = build_questionnaire_answers(ctx.con)
     state.record()
@@ -242,7 +240,7 @@ def stage_questionnaires(ctx: StageContext) -> StageOutput:
     outputs = ("staging.questionnaire_items", "staging.questionnaire_answer_scores")
     state = _BuildState(ctx, ITEMS_STEP, ["raw.questionnaire"], outputs=outputs)
     if state.current():
-        items = _count(ctx.con, outputs[0])
+        items = count_rows(ctx.con, outputs[0])
         return StageOutput(items, "questionnaire items", {"items": items, "skipped": True})
     counts = build_questionnaire_tables(ctx.con)
     state.record()
@@ -274,7 +272,7 @@ def stage_score(ctx: StageContext) -> StageOutput:
         detail.update(result if isinstance(result, dict) else {})
     for table in SCORE_TABLES:
         try:
-            detail[f"{table}_rows"] = _count(ctx.con, table)
+            detail[f"{table}_rows"] = count_rows(ctx.con, table)
         except duckdb.Error:
             detail[f"{table}_rows"] = None
     rows = detail.get("staging.measure_scores_rows") or 0
@@ -282,7 +280,7 @@ def stage_score(ctx: StageContext) -> StageOutput:
 
 
 def stage_marts(ctx: StageContext) -> StageOutput:
-    """Clinical staging tables and the six marts (`marts.build.build_marts`), with a bench key."""
+    """Clinical staging tables and every mart (`marts.build.build_marts`), with a bench key."""
     fn = _optional("marts.build", "build_marts")
     from marts.privacy import ensure_demo_key, load_key
 
@@ -327,6 +325,14 @@ def stage_publish(ctx: StageContext) -> StageOutput:
 FLOOR_REPEATS = 3  # the floor is the least time: best of a few runs, so a busy moment does not lift it
 
 
+def _floor_count(con: duckdb.DuckDBPyConnection, file: str, path: str) -> int:
+    """The one count a floor query returns over the NDJSON file at `path` (bound, never in the SQL)."""
+    value = query_sql(con, SQL_DIR / file, {"path": path})[0][0]
+    if not isinstance(value, int):
+        raise TypeError(f"{file}: expected a count, got {value!r}")
+    return value
+
+
 def stage_floor(ctx: StageContext) -> StageOutput:
     """The floor: bare DuckDB `read_json` over QuestionnaireResponse.ndjson, counting rows, then items.
 
@@ -335,22 +341,16 @@ def stage_floor(ctx: StageContext) -> StageOutput:
     runs FLOOR_REPEATS times and the fastest counts.
     """
     path = str(ctx.data / "QuestionnaireResponse.ndjson")
-    src = "read_json(?, format = 'newline_delimited', ignore_errors = true)"
-    scan_sql = f"SELECT count(*) FROM {src}"  # noqa: S608 - constant text, the path is bound
-    # one row per top-level item, then per answer of those items (the naive unnest)
-    unnest_sql = (
-        f"SELECT count(*) FROM (SELECT unnest(it.answer) FROM (SELECT unnest(item) AS it FROM {src}))"  # noqa: S608
-    )
     scans: list[float] = []
     unnests: list[float] = []
     con = duckdb.connect()
     try:
         for _ in range(FLOOR_REPEATS):
             t0 = time.monotonic()
-            rows = int(con.execute(scan_sql, [path]).fetchall()[0][0])
+            rows = _floor_count(con, "floor_scan.sql", path)
             scans.append(time.monotonic() - t0)
             t0 = time.monotonic()
-            answers = int(con.execute(unnest_sql, [path]).fetchall()[0][0])
+            answers = _floor_count(con, "floor_unnest.sql", path)
             unnests.append(time.monotonic() - t0)
     finally:
         con.close()
@@ -467,7 +467,7 @@ def run_stage(
             assert warehouse is not None  # noqa: S101
             with Warehouse(warehouse).connect() as con:
                 if memory_limit:
-                    con.execute(f"SET memory_limit = '{memory_limit}'")  # checked against _MEMORY_LIMIT
+                    run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": memory_limit})
                     out["duckdb_memory_limit"] = memory_limit
                 result = stage.fn(StageContext(data, con, run_id, workdir, responses))
         else:

@@ -195,7 +195,7 @@ def _planted_check(
 
 def study(scale: int, seed: int, sample: int, workers: int, mutants: int) -> dict[str, Any]:
     """Run every measurement and return the `validation` entry of latest.json."""
-    from pipelines.raw_landing import content_hash
+    from pipelines.raw_writer import content_hash
     from pipelines.resources.fhir import iter_folder
 
     folder, manifest, _ = ensure_dataset(ScaleConfig(responses=scale, seed=seed), folder_for(scale))

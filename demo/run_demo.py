@@ -4,7 +4,8 @@
 2. generate the synthetic clinic (deterministic by seed) and load it with transaction Bundles;
 3. run the Dagster main job against it (recorded in the Dagster instance under .dagster_home, so
    `make dev` shows the run);
-4. print a summary: rows per table, rejections by reason, where the warehouse is.
+4. print a summary: rows per table, rejections by reason, where the warehouse is (its queries are
+   `demo/sql/*.sql`).
 
 The warehouse persists between runs: a second `make demo` reloads the same data into a fresh
 server and the pipeline lands no new versions (idempotent raw layer).
@@ -19,104 +20,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from demo.server import FhirServer, free_port
-
-if TYPE_CHECKING:
-    import duckdb
+from demo.summary import quality_summary, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("alliance_qi.demo")
-
-
-def summarize(warehouse: Path) -> str:
-    """A short plain-text summary of what the warehouse holds."""
-    import duckdb
-
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        lines = [f"Warehouse: {warehouse}", "", f"{'table':<36}{'rows':>10}"]
-        tables = con.execute(
-            """SELECT table_schema, table_name FROM information_schema.tables
-               WHERE table_schema NOT IN ('information_schema', 'pg_catalog') AND table_type = 'BASE TABLE'
-               ORDER BY table_schema, table_name"""
-        ).fetchall()
-        for schema, name in tables:
-            n = con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchall()[0][0]  # noqa: S608
-            lines.append(f"{schema + '.' + name:<36}{n:>10}")
-        rej = con.execute(
-            """SELECT coalesce(resource_type, '(unparseable)'), split_part(reason, ':', 1), count(*)
-               FROM raw.rejected GROUP BY ALL ORDER BY 3 DESC, 1"""
-        ).fetchall()
-        if rej:
-            lines += ["", "Rejected resources (kept in raw.rejected with the full reason):"]
-            lines += [f"  {t:<24}{r:<40}{n:>6}" for t, r, n in rej]
-        log_rows = con.execute(
-            """SELECT sum(fetched), sum(landed), sum(new_versions), sum(rejected), sum(duplicates)
-               FROM raw.fetch_log WHERE run_id = (SELECT run_id FROM raw.fetch_log
-                                                  ORDER BY finished_at DESC LIMIT 1)"""
-        ).fetchall()
-        if log_rows and log_rows[0][0] is not None:
-            f, landed, new, rj, d = log_rows[0]
-            lines += [
-                "",
-                f"Last run: fetched {f} = landed {landed} (new versions {new}) + rejected {rj} "
-                f"+ duplicates {d}",
-            ]
-        lines += _scoring_summary(con)
-        return "\n".join(lines)
-    finally:
-        con.close()
-
-
-def _quality_summary(warehouse: Path) -> str:
-    """The data-quality summary of the newest checks run (quality_checks/summary.py)."""
-    import duckdb
-
-    from quality_checks.summary import summary_text
-
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return summary_text(con)
-    finally:
-        con.close()
-
-
-def _scoring_summary(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Valid scores per instrument, and where every other response went."""
-    have = {
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'staging'"
-        ).fetchall()
-    }
-    if "measure_scores" not in have:
-        return []
-    lines = ["", f"{'Scores (staging.measure_scores, total scale)':<46}{'valid':>8}{'invalid':>9}"]
-    for inst, valid, invalid in con.execute(
-        """SELECT instrument, count(*) FILTER (WHERE is_valid), count(*) FILTER (WHERE NOT is_valid)
-           FROM staging.measure_scores WHERE scale = 'total' GROUP BY ALL ORDER BY 1"""
-    ).fetchall():
-        lines.append(f"  {inst:<44}{valid:>8}{invalid:>9}")
-    for table in ("unmapped_responses", "excluded_responses"):
-        rows = con.execute(
-            f"SELECT reason, count(*) FROM staging.{table} GROUP BY ALL ORDER BY 2 DESC"  # noqa: S608
-        ).fetchall()
-        if rows:
-            lines.append(f"staging.{table}:")
-            lines += [f"  {reason:<44}{n:>8}" for reason, n in rows]
-    responses, scored, unmapped, excluded = con.execute(
-        """SELECT (SELECT count(*) FROM staging.questionnaire_responses),
-                  (SELECT count(DISTINCT (source, response_id)) FROM staging.measure_scores),
-                  (SELECT count(*) FROM staging.unmapped_responses),
-                  (SELECT count(*) FROM staging.excluded_responses)"""
-    ).fetchall()[0]
-    lines.append(
-        f"Responses {responses} = scored {scored} + unmapped {unmapped} + excluded {excluded}"
-        + ("" if responses == scored + unmapped + excluded else "  << DOES NOT RECONCILE")
-    )
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if not result.success:
             log.error("the main job failed; see the Dagster run %s (make dev)", result.run_id)
             if warehouse.exists():  # a blocking data-quality check is the likeliest reason: show them
-                sys.stdout.write("\n" + _quality_summary(warehouse) + "\n")
+                sys.stdout.write("\n" + quality_summary(warehouse) + "\n")
             return 1
         sys.stdout.write("\n" + summarize(warehouse) + "\n")
-        sys.stdout.write("\n" + _quality_summary(warehouse) + "\n")
+        sys.stdout.write("\n" + quality_summary(warehouse) + "\n")
         from marts.publish import publish_dir
         from marts.report import report_path
 

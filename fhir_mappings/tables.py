@@ -217,7 +217,7 @@ def _scores_report(con: duckdb.DuckDBPyConnection, registry: Mapping[str, Instru
     responses, the registry files used, and valid / invalid totals by instrument."""
     by_instrument = query_sql(con, scoring.SQL_DIR / "totals_by_instrument.sql")
     return {
-        **{f"reconcile.{k}": v for k, v in scoring.reconcile(con).items()},
+        **scoring.reconcile(con),  # the same counts a build reports, also when the step was kept
         "registry": {k: f"{v.source_file} v{v.registry_version}" for k, v in registry.items()},
         "valid_totals_by_instrument": {
             str(row[0]): {"valid": int(str(row[1])), "invalid": int(str(row[2]))} for row in by_instrument

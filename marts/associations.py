@@ -1,4 +1,4 @@
-"""`marts.alliance_associations`: the clinic's own answers to the questions in docs/domain.md.
+"""`marts.alliance_associations`: the clinic's answers to its questions about the alliance (docs/domain.md).
 
 One row per question x method, each with estimate, confidence interval, n and method:
 - does alliance (mean, and early = sessions 1-3) go with better outcomes (PHQ-9, GAD-7 improvement,
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from marts.frames import write_table
+from marts.frames import query_dicts, query_frame, write_table
 from marts.settings import MartSettings
 from marts.stats import (
     bootstrap_icc,
@@ -34,6 +35,11 @@ from marts.stats import (
     zou_difference,
 )
 from marts.suppression import is_small
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+EPISODES_SQL = SQL_DIR / "alliance_associations.sql"  # episodes, from episode_outcomes
+ADHERENCE_SQL = SQL_DIR / "alliance_associations_adherence.sql"  # patient x period, from adherence
+PATIENT_ALLIANCE_SQL = SQL_DIR / "alliance_associations_patient_alliance.sql"  # therapist x patient
 
 COLUMNS: list[tuple[str, str]] = [
     ("question_id", "VARCHAR"),
@@ -114,24 +120,6 @@ METHOD_LABEL = {
     "pearson": "pearson (Fisher-z CI)",
     "spearman": "spearman (Fisher-z CI, SE factor 1.06)",
 }
-
-
-def _episode_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    return con.execute(
-        """SELECT episode_key, mean_alliance_patient, mean_alliance_clinician, early_alliance,
-                  early_alliance_clinician, phq9_baseline - phq9_last AS phq9_improvement,
-                  gad7_baseline - gad7_last AS gad7_improvement, ors_change, mean_rater_discrepancy,
-                  ruptures, ruptures_repaired, ruptures_not_repaired
-           FROM marts.episode_outcomes ORDER BY episode_key"""
-    ).df()
-
-
-def _adherence_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    return con.execute(
-        """SELECT patient_key, period_start, mean_alliance_patient, mean_alliance_clinician,
-                  mars_mean, dai10_mean, pdc
-           FROM marts.adherence ORDER BY patient_key, period_start"""
-    ).df()
 
 
 def _pairs(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
@@ -296,16 +284,11 @@ def suppress_association_rows(rows: list[dict[str, Any]], min_cell: int) -> None
 
 def build_alliance_associations(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int:
     """(Re)build marts.alliance_associations (needs episode_outcomes, adherence, alliance_sessions)."""
-    episodes = _episode_frame(con)
-    pm = con.execute(
-        """SELECT therapist_key, avg(wai_sr_mean) AS alliance
-           FROM marts.alliance_sessions
-           WHERE therapist_key IS NOT NULL AND wai_sr_mean IS NOT NULL
-           GROUP BY therapist_key, patient_key ORDER BY therapist_key, patient_key"""
-    ).fetchall()
+    episodes = query_frame(con, EPISODES_SQL)
+    adherence = query_frame(con, ADHERENCE_SQL)
     groups: dict[str, list[float]] = defaultdict(list)
-    for therapist, value in pm:
-        groups[therapist].append(float(value))
-    rows = association_rows(episodes, _adherence_frame(con), dict(groups), settings)
+    for row in query_dicts(con, PATIENT_ALLIANCE_SQL):
+        groups[row["therapist_key"]].append(float(row["alliance"]))
+    rows = association_rows(episodes, adherence, dict(groups), settings)
     suppress_association_rows(rows, settings.min_cell)
     return write_table(con, "marts.alliance_associations", COLUMNS, rows)

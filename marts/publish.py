@@ -19,6 +19,10 @@ The published file is written in DuckDB's v1.0.0 storage format by default (read
 DuckDB since 0.10, which is what BI drivers bundle; DuckDB 2.0's own format is unreadable before
 2.0); `ALLIANCE_QI_PUBLISH_STORAGE_VERSION` changes it.
 
+The SQL is `marts/sql/publish/`: values (paths, the storage version, metadata) are bound parameters,
+and the tables copied are the declared mart names (`marts.build.MART_NAMES`), checked and quoted by
+`pipelines.sqlfiles.render`, never names read from data.
+
 Idempotent: the marts are copied in a fixed row order (`ORDER BY ALL`), so publishing unchanged
 marts twice gives identical tables and Parquet rows; only `_published.built_at` and `run_id` change.
 """
@@ -36,11 +40,21 @@ from importlib import metadata
 from pathlib import Path
 
 import duckdb
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from marts.build import MART_NAMES
+from pipelines.settings_base import AreaSettings, SettingsError
+from pipelines.sqlfiles import (
+    SqlTemplateError,
+    count_rows,
+    query_sql,
+    quote_identifier,
+    read_sql,
+    render,
+    run_sql,
+)
 
-PUBLISH_DIR_ENV = "ALLIANCE_QI_PUBLISH_DIR"
-STORAGE_VERSION_ENV = "ALLIANCE_QI_PUBLISH_STORAGE_VERSION"
 # v1.0.0 storage: every DuckDB since 0.10 reads it (BI drivers lag behind the Python package).
 DEFAULT_STORAGE_VERSION = "v1.0.0"
 PUBLISHED_FILE = "marts.duckdb"
@@ -49,12 +63,31 @@ METADATA_TABLE = "_published"
 # What the key columns are; never anything derived from the key itself.
 PSEUDONYMS = "keyed pseudonyms (HMAC-SHA256)"
 
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "publish"
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _STORAGE_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
 
 
 class PublishError(RuntimeError):
     """Publishing failed; the published files are unchanged and no temporary file is left."""
+
+
+class PublishSettingsError(SettingsError, PublishError):
+    """A publish setting is invalid (a `SettingsError` and a `PublishError`); the message names it."""
+
+
+class PublishSettings(AreaSettings):
+    """Where and in which storage format the marts are published (`ALLIANCE_QI_PUBLISH_<FIELD>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="ALLIANCE_QI_PUBLISH_")
+    area = "publish"
+    error = PublishSettingsError
+
+    dir: Path | None = None  # `ALLIANCE_QI_PUBLISH_DIR`; None: `published/` beside the warehouse
+    # `ALLIANCE_QI_PUBLISH_STORAGE_VERSION`: a version such as v1.2.0, so a typo fails here naming the
+    # variable rather than later inside ATTACH
+    storage_version: str = Field(default=DEFAULT_STORAGE_VERSION, pattern=_STORAGE_VERSION.pattern)
 
 
 @dataclass(frozen=True)
@@ -74,20 +107,15 @@ class PublishResult:
 
 def publish_dir(warehouse_path: str | Path, env: Mapping[str, str] | None = None) -> Path:
     """Where to publish: `$ALLIANCE_QI_PUBLISH_DIR`, else `<warehouse folder>/published/`."""
-    environ = os.environ if env is None else env
-    configured = environ.get(PUBLISH_DIR_ENV)
+    configured = PublishSettings.load(env=env).dir
     if configured:
-        return Path(configured).expanduser().resolve()
+        return configured.expanduser().resolve()
     return Path(warehouse_path).resolve().parent / "published"
 
 
 def storage_version(env: Mapping[str, str] | None = None) -> str:
     """The DuckDB storage version of the published file (`$ALLIANCE_QI_PUBLISH_STORAGE_VERSION`)."""
-    environ = os.environ if env is None else env
-    value = environ.get(STORAGE_VERSION_ENV) or DEFAULT_STORAGE_VERSION
-    if not _STORAGE_VERSION.match(value):
-        raise PublishError(f"{STORAGE_VERSION_ENV}={value!r}: expected a DuckDB version such as v1.0.0")
-    return value
+    return PublishSettings.load(env=env).storage_version
 
 
 def _pipeline_version() -> str:
@@ -97,27 +125,30 @@ def _pipeline_version() -> str:
         return "unknown"
 
 
-def _quoted(name: str) -> str:
-    """A double-quoted identifier (catalog names come from file names and may hold any character)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _current_catalog(con: duckdb.DuckDBPyConnection) -> tuple[str, str | None]:
-    name, path = con.execute(
-        "SELECT database_name, path FROM duckdb_databases() WHERE database_name = current_database()"
-    ).fetchall()[0]
+    name, path = query_sql(con, SQL_DIR / "current_catalog.sql")[0]
     return str(name), (str(path) if path else None)
 
 
 def _missing_marts(con: duckdb.DuckDBPyConnection, catalog: str, names: Sequence[str]) -> list[str]:
-    have = {
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'marts'",
-            [catalog],
-        ).fetchall()
-    }
+    have = {str(r[0]) for r in query_sql(con, SQL_DIR / "built_marts.sql", {"catalog": catalog})}
     return [n for n in names if n not in have]
+
+
+def source_mart(catalog: str, mart: str) -> str:
+    """The warehouse table `marts.<mart>` as `copy_mart.sql` names it.
+
+    Through its catalog (`<catalog>.marts.<mart>`) when the catalog's name is a plain identifier: a
+    warehouse file called `marts.duckdb` has the catalog `marts`, and there `marts.<mart>` would be
+    ambiguous (catalog or schema). A catalog named from a file such as `alliance-qi.duckdb` is not a
+    plain identifier, so it is not `marts` and cannot be quoted by `quote_identifier`:
+    `marts.<mart>` then means the current database, which `_current_catalog` found to be the warehouse.
+    """
+    try:
+        quote_identifier(catalog)
+    except SqlTemplateError:
+        return f"marts.{mart}"
+    return f"{catalog}.marts.{mart}"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -173,45 +204,56 @@ def publish_marts(
     built_at = datetime.now(UTC)
     attached = False
     try:
-        con.execute(f"ATTACH ? AS {alias} (STORAGE_VERSION ?)", [str(tmp_db), version])
+        run_sql(
+            con,
+            SQL_DIR / "attach.sql",
+            {"path": str(tmp_db), "storage_version": version},
+            identifiers={"alias": alias},
+        )
         attached = True
         counts: dict[str, int] = {}
         columns: dict[str, int] = {}
         for m in marts:
-            # ORDER BY ALL: the same marts always give the same published rows (idempotent publish).
-            con.execute(
-                f"CREATE TABLE {alias}.main.{m} AS SELECT * FROM {_quoted(catalog)}.marts.{m} ORDER BY ALL"  # noqa: S608
+            published = f"{alias}.main.{m}"
+            run_sql(
+                con,
+                SQL_DIR / "copy_mart.sql",
+                identifiers={"published": published, "mart": source_mart(catalog, m)},
             )
-            counts[m] = int(con.execute(f"SELECT count(*) FROM {alias}.main.{m}").fetchall()[0][0])  # noqa: S608
-            columns[m] = len(con.execute(f"DESCRIBE {alias}.main.{m}").fetchall())
-        con.execute(
-            f"""CREATE TABLE {alias}.main.{METADATA_TABLE} (
-                    table_name VARCHAR, row_count BIGINT, column_count INTEGER, built_at TIMESTAMPTZ,
-                    run_id VARCHAR, source_warehouse VARCHAR, pipeline_version VARCHAR,
-                    pseudonyms VARCHAR, storage_version VARCHAR, parquet_file VARCHAR)"""
-        )
+            counts[m] = count_rows(con, published)
+            columns[m] = len(
+                query_sql(con, SQL_DIR / "columns.sql", {"catalog": alias, "schema": "main", "table": m})
+            )
+        metadata_table = {"metadata": f"{alias}.main.{METADATA_TABLE}"}
+        run_sql(con, SQL_DIR / "metadata.sql", identifiers=metadata_table)
+        # executemany: one bound row per mart (render() quotes the declared table name).
         con.executemany(
-            f"INSERT INTO {alias}.main.{METADATA_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            render(read_sql(SQL_DIR / "metadata_row.sql"), metadata_table),
             [
-                [
-                    m,
-                    counts[m],
-                    columns[m],
-                    built_at,
-                    run,
-                    source,
-                    _pipeline_version(),
-                    PSEUDONYMS,
-                    version,
-                    f"{PARQUET_DIR}/{m}.parquet",
-                ]
+                {
+                    "table_name": m,
+                    "row_count": counts[m],
+                    "column_count": columns[m],
+                    "built_at": built_at,
+                    "run_id": run,
+                    "source_warehouse": source,
+                    "pipeline_version": _pipeline_version(),
+                    "pseudonyms": PSEUDONYMS,
+                    "storage_version": version,
+                    "parquet_file": f"{PARQUET_DIR}/{m}.parquet",
+                }
                 for m in marts
             ],
         )
         for m, path in tmp_parquet.items():
-            con.execute(f"COPY {alias}.main.{m} TO ? (FORMAT parquet)", [str(path)])
-        con.execute(f"CHECKPOINT {alias}")
-        con.execute(f"DETACH {alias}")
+            run_sql(
+                con,
+                SQL_DIR / "to_parquet.sql",
+                {"path": str(path)},
+                identifiers={"table": f"{alias}.main.{m}"},
+            )
+        run_sql(con, SQL_DIR / "checkpoint.sql", identifiers={"alias": alias})
+        run_sql(con, SQL_DIR / "detach.sql", identifiers={"alias": alias})
         attached = False
         wal = tmp_db.with_name(tmp_db.name + ".wal")
         if wal.exists():  # everything was checkpointed: a WAL here means the copy is not self-contained
@@ -227,7 +269,7 @@ def publish_marts(
     except BaseException as exc:
         if attached:
             with contextlib.suppress(duckdb.Error):
-                con.execute(f"DETACH {alias}")
+                run_sql(con, SQL_DIR / "detach.sql", identifiers={"alias": alias})
         for leftover in (tmp_db, tmp_db.with_name(tmp_db.name + ".wal"), *tmp_parquet.values()):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
@@ -255,16 +297,10 @@ def published_row_counts(database: str | Path) -> dict[str, int]:
     """
     con = duckdb.connect()
     try:
-        con.execute("ATTACH ? AS published (READ_ONLY)", [str(database)])
-        tables = [
-            r[0]
-            for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'published' ORDER BY 1"
-            ).fetchall()
-        ]
-        return {
-            t: int(con.execute(f"SELECT count(*) FROM published.main.{_quoted(t)}").fetchall()[0][0])  # noqa: S608
-            for t in tables
-        }
+        run_sql(con, SQL_DIR / "attach_published.sql", {"path": str(database)})
+        tables = [str(r[0]) for r in query_sql(con, SQL_DIR / "published_tables.sql")]
+        # The published file's own table names (the marts and _published, as publish_marts wrote them):
+        # count_rows checks each is a plain identifier before quoting it.
+        return {t: count_rows(con, f"published.main.{t}") for t in tables}
     finally:
         con.close()

@@ -3,38 +3,56 @@
 Two sources, both recorded in columns beside the rows they shaped:
 - the instrument registry (`fhir_mappings/instruments/*.yaml`, site-overridable): caseness,
   reliable change, response, remission, SRS concern, low-alliance cut-offs;
-- `MartSettings` (episode gap rule, rupture and repair rules, PDC, small-cell size, periods),
-  overridable by a YAML file (`ALLIANCE_QI_MART_SETTINGS`) and by environment variables
-  `ALLIANCE_QI_MART_<FIELD>` (e.g. `ALLIANCE_QI_MART_PDC_THRESHOLD=0.9`; lists comma-separated).
+- `MartSettings` (episode gap rule, rupture and repair rules, PDC, small-cell size, periods): a
+  pydantic-settings model (`pipelines.settings_base`) read from, highest first, keyword arguments,
+  environment variables `ALLIANCE_QI_MART_<FIELD>` (e.g. `ALLIANCE_QI_MART_PDC_THRESHOLD=0.9`; lists
+  comma-separated), the YAML file named by `ALLIANCE_QI_MART_SETTINGS` (keys at the top level or under
+  `marts:`), the defaults.
+
+`MIN_CELL` is the one definition of the small-cell size: the marts' default, which the data-quality
+checks and the report follow (`quality_checks.params`, `marts.report.render`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from fhir_mappings.registry import Instrument, load_registry
+from pipelines.settings_base import (
+    AreaSettings,
+    LoadContext,
+    SettingsError,
+    YamlFileSource,
+    read_yaml_mapping,
+)
 
 ENV_PREFIX = "ALLIANCE_QI_MART_"
 SETTINGS_FILE_ENV = "ALLIANCE_QI_MART_SETTINGS"
+
+#: Small cells: counts 1..MIN_CELL-1 are suppressed in aggregates (CMS: 1-10). The one definition.
+MIN_CELL = 11
 
 PeriodType = Literal["all", "year", "quarter", "month"]
 DEFAULT_THERAPIST_PERIODS: tuple[PeriodType, ...] = ("all", "year")
 
 
-class MartSettingsError(ValueError):
+class MartSettingsError(SettingsError):
     """A mart setting (file or environment) is invalid; the message names it."""
 
 
-class MartSettings(BaseModel):
-    """Site-configurable rules of the marts (defaults follow docs/domain.md; docs/marts.md)."""
+class MartSettings(AreaSettings):
+    """Site-configurable rules of the marts (each default and its source: docs/marts.md)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    area = "mart"
+    error = MartSettingsError
 
     # A new treatment episode after more than this many days without a session, for sessions
     # whose Encounter names no EpisodeOfCare.
@@ -56,21 +74,28 @@ class MartSettings(BaseModel):
     adherence_period: Literal["year", "quarter", "all"] = "year"
     # qi_monthly: PDC over the trailing window ending on the month's last day.
     pdc_window_days: int = Field(default=180, ge=28)
-    dispense_statuses: list[str] = Field(default_factory=lambda: ["completed"])
+    # List settings are comma-separated in the environment (NoDecode: not JSON), split by `_split`.
+    dispense_statuses: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["completed"])
     # Appointment statuses counted as booked, attended and missed.
-    appointment_attended: list[str] = Field(default_factory=lambda: ["fulfilled", "arrived", "checked-in"])
-    appointment_missed: list[str] = Field(default_factory=lambda: ["noshow", "cancelled"])
+    appointment_attended: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["fulfilled", "arrived", "checked-in"]
+    )
+    appointment_missed: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["noshow", "cancelled"]
+    )
     # Dropout: an ended episode with an unplanned ending and fewer than this many sessions.
     dropout_fewer_than_sessions: int = Field(default=8, ge=1)
     # Small cells: counts 1..min_cell-1 are suppressed in aggregates (CMS: 1-10).
-    min_cell: int = Field(default=11, ge=2)
-    therapist_periods: list[PeriodType] = Field(default_factory=lambda: list(DEFAULT_THERAPIST_PERIODS))
+    min_cell: int = Field(default=MIN_CELL, ge=2)
+    therapist_periods: Annotated[list[PeriodType], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_THERAPIST_PERIODS)
+    )
     # Date the marts are "as of" (ages, open episodes, PDC of active episodes). None: the latest
     # session, appointment or dispense date in the data, so the marts depend on data only.
     reference_date: date | None = None
     # Lower bounds of the age bands (years); below the first is '<first'.
-    age_bands: list[int] = Field(default_factory=lambda: [18, 25, 35, 45, 55, 65])
-    funnel_z: list[float] = Field(default_factory=lambda: [1.96, 3.09])
+    age_bands: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [18, 25, 35, 45, 55, 65])
+    funnel_z: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [1.96, 3.09])
     ci_level: float = Field(default=0.95, gt=0, lt=1)
     bootstrap_samples: int = Field(default=500, ge=50)
     bootstrap_seed: int = 20260501
@@ -101,35 +126,36 @@ class MartSettings(BaseModel):
             raise ValueError("therapist_periods needs at least one period type")
         return self
 
+    @classmethod
+    def settings_file(cls, ctx: LoadContext) -> Path | None:
+        """`path`, else the file named by `$ALLIANCE_QI_MART_SETTINGS`; none by default."""
+        file = ctx.path or ctx.environ.get(SETTINGS_FILE_ENV)
+        return Path(file) if file else None
+
+    @classmethod
+    def file_source(cls, ctx: LoadContext) -> YamlFileSource:
+        """A named mart settings file must exist (unlike the optional sources file)."""
+        file = cls.settings_file(ctx)
+        if file is not None and not file.exists():
+            raise MartSettingsError(f"{file}: cannot read mart settings: no such file")
+        return super().file_source(ctx)
+
+    @classmethod
+    def read_settings_file(cls, file: Path) -> dict[str, Any]:
+        """The file's `marts:` section, or the whole file when it has none."""
+        data = read_yaml_mapping(file, MartSettingsError, "mart settings")
+        section = data.get("marts", data)
+        if not isinstance(section, dict):
+            raise MartSettingsError(f"{file}: marts: must be a mapping of mart settings")
+        return section
+
 
 def load_mart_settings(
     path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any
 ) -> MartSettings:
-    """Defaults, then the YAML file (`path` or `$ALLIANCE_QI_MART_SETTINGS`), then the environment,
-    then keyword overrides."""
-    environ = dict(os.environ if env is None else env)
-    data: dict[str, Any] = {}
-    file = path or environ.get(SETTINGS_FILE_ENV)
-    if file:
-        try:
-            loaded = yaml.safe_load(Path(file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise MartSettingsError(f"{file}: cannot read mart settings: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise MartSettingsError(f"{file}: expected a mapping of mart settings")
-        data.update(loaded.get("marts", loaded))
-    for name in MartSettings.model_fields:
-        var = ENV_PREFIX + name.upper()
-        if environ.get(var):
-            data[name] = environ[var]
-    data.update(overrides)
-    unknown = set(data) - set(MartSettings.model_fields)
-    if unknown:
-        raise MartSettingsError(f"unknown mart settings: {', '.join(sorted(unknown))}")
-    try:
-        return MartSettings.model_validate(data)
-    except ValidationError as exc:
-        raise MartSettingsError(f"invalid mart settings: {exc}") from exc
+    """Defaults, then the YAML file (`path` or `$ALLIANCE_QI_MART_SETTINGS`), then the environment
+    (`env`, default `os.environ`), then keyword overrides."""
+    return MartSettings.load(env=env, path=path, **overrides)
 
 
 @dataclass(frozen=True)
@@ -171,7 +197,7 @@ _REGISTRY_KEYS: dict[tuple[str, str], str] = {
 
 
 def thresholds_from_registry(registry: Mapping[str, Instrument] | None = None) -> Thresholds:
-    """The registry's thresholds (site files included); a missing key keeps the docs/domain.md default."""
+    """The registry's thresholds (site files included); a missing key keeps the `Thresholds` default."""
     reg = load_registry() if registry is None else registry
     values: dict[str, float] = {}
     for (instrument, key), field_name in _REGISTRY_KEYS.items():

@@ -1,4 +1,4 @@
-"""Statistics the marts need, as small pure functions (standard library + numpy only).
+"""Statistics the marts need, as small pure functions (standard library, numpy and scipy).
 
 - correlations (Pearson, Spearman) with Fisher-z confidence intervals (Spearman's standard error
   uses the Fieller, Hartley & Pearson 1957 factor 1.06);
@@ -7,6 +7,16 @@
 - one-way random-effects variance components for unbalanced groups (ANOVA estimator with n0),
   the ICC, empirical-Bayes shrunken group means with intervals, and funnel-plot limits;
 - a deterministic cluster bootstrap interval for the ICC.
+
+Where scipy computes the same estimator, scipy does it: Pearson's r (`scipy.stats.pearsonr`) and
+Spearman's rho with average ranks for ties (`scipy.stats.spearmanr`, i.e. Pearson's r of
+`scipy.stats.rankdata` ranks). The rest is the project's own code on purpose, because scipy's
+version is a different estimator or does not exist: p-values and intervals here use the Fisher-z
+normal approximation (scipy's `pearsonr` p-value is the exact t test, and it has no Spearman
+interval with the 1.06 factor); scipy has no Zou (2007) interval for dependent correlations, no
+one-way random-effects ICC for unbalanced groups (the ANOVA n0 estimator), no empirical-Bayes
+shrinkage, and `scipy.stats.bootstrap` resamples observations, not clusters (therapists).
+tests/unit/test_marts_stats.py cross-checks the functions here against scipy on random data.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 
 def z_for(level: float) -> float:
@@ -36,41 +47,33 @@ class Correlation:
     p_value: float | None
 
 
-def _ranks(values: Sequence[float]) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    arr = np.asarray(values, dtype=float)
-    order = np.argsort(arr, kind="mergesort")
-    ranks = np.empty(len(arr), dtype=float)
-    sorted_vals = arr[order]
-    i = 0
-    while i < len(arr):
-        j = i
-        while j + 1 < len(arr) and sorted_vals[j + 1] == sorted_vals[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def pearson_r(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson's r; None with fewer than 3 pairs or no variation."""
+def _paired(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | None:
+    """x and y as float arrays; None when a correlation is undefined (fewer than 3 pairs, or either
+    side constant: scipy would warn and return NaN)."""
     if len(x) != len(y):
         raise ValueError("x and y differ in length")
     if len(x) < 3:
         return None
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    dx, dy = xa - xa.mean(), ya - ya.mean()
-    sxx, syy = float((dx * dx).sum()), float((dy * dy).sum())
-    if sxx <= 0 or syy <= 0:
+    if np.ptp(xa) == 0 or np.ptp(ya) == 0:
         return None
-    return float((dx * dy).sum() / math.sqrt(sxx * syy))
+    return xa, ya
+
+
+def pearson_r(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r (scipy.stats.pearsonr); None with fewer than 3 pairs or no variation."""
+    pair = _paired(x, y)
+    if pair is None:
+        return None
+    return float(scipy_stats.pearsonr(*pair).statistic)
 
 
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rho: Pearson's r of the (average) ranks."""
-    if len(x) < 3:
+    """Spearman's rho: Pearson's r of the ranks, ties given their average rank (scipy.stats.spearmanr)."""
+    pair = _paired(x, y)
+    if pair is None:
         return None
-    return pearson_r(list(_ranks(x)), list(_ranks(y)))
+    return float(scipy_stats.spearmanr(*pair).statistic)
 
 
 def fisher_ci(r: float, n: int, level: float = 0.95, se_factor: float = 1.0) -> tuple[float, float] | None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from marts.settings import MIN_CELL
+
 Cell = tuple[Hashable, str]  # (row key, column name)
 
 
@@ -49,7 +51,7 @@ def is_small(value: float | int | None, min_cell: int) -> bool:
 
 
 def suppress(
-    values: Mapping[Cell, int | None], relations: Sequence[Relation], min_cell: int = 11
+    values: Mapping[Cell, int | None], relations: Sequence[Relation], min_cell: int = MIN_CELL
 ) -> SuppressionResult:
     """Which count cells to suppress: small cells, then complements until no relation exposes one.
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fhir_mappings.clinical.tables import AS_OF_INPUTS
 from marts.adherence import ADHERENCE_PERIODS_SQL, ADHERENCE_SQL, PDC_SQL, build_adherence
 from marts.alliance import ALLIANCE_SESSIONS_SQL, build_alliance_sessions
 from marts.associations import ADHERENCE_SQL as ASSOCIATIONS_ADHERENCE_SQL
@@ -38,10 +39,21 @@ from marts.qi import (
     RESPONSES_SCORED_SQL,
     build_qi_monthly,
 )
+from marts.report_marts import (
+    SQL_DIR as REPORT_SQL_DIR,
+)
+from marts.report_marts import (
+    build_report_adherence_by_alliance_tertile,
+    build_report_alliance_trajectory,
+    build_report_data_quality,
+    build_report_overview,
+    build_sql_mart,
+)
 from marts.therapists import EPISODES_SQL as THERAPIST_EPISODES_SQL
 from marts.therapists import SESSIONS_SQL as THERAPIST_SESSIONS_SQL
 from marts.therapists import build_therapist_alliance
 from pipelines.catalog import StepSpec, TableSpec
+from quality_checks.summary import SQL_DIR as QUALITY_SQL_DIR
 
 
 def _mart_step(
@@ -51,6 +63,7 @@ def _mart_step(
     *,
     optional_inputs: tuple[str, ...] = (),
     sql_files: tuple[Path, ...] = (),
+    after: tuple[str, ...] = (),
 ) -> StepSpec:
     """The build step `marts.<mart>` of one mart (settings, key and registry shape every mart)."""
     return StepSpec(
@@ -63,6 +76,7 @@ def _mart_step(
         context=make_context,
         fingerprint_text=fingerprint_text,
         sql_files=sql_files,
+        after=after,
     )
 
 
@@ -144,13 +158,20 @@ STEPS: tuple[StepSpec, ...] = (
             "staging.session_measures",
             "staging.patients",
             "marts.alliance_sessions",
+            *AS_OF_INPUTS,
         ),
         MartBuild(EPISODE_OUTCOMES.name, lambda con, ctx: build_episode_outcomes(con)),
         sql_files=(PLACED_APPOINTMENTS_SQL, EPISODE_APPOINTMENTS_SQL),
     ),
     _mart_step(
         ADHERENCE,
-        ("staging.sessions", "staging.dispenses", "staging.session_measures", "staging.appointments"),
+        (
+            "staging.sessions",
+            "staging.dispenses",
+            "staging.session_measures",
+            "staging.appointments",
+            *AS_OF_INPUTS,
+        ),
         MartBuild(ADHERENCE.name, lambda con, ctx: build_adherence(con)),
         sql_files=(ADHERENCE_PERIODS_SQL, PDC_SQL),
     ),
@@ -170,8 +191,7 @@ STEPS: tuple[StepSpec, ...] = (
             "staging.appointments",
             "staging.dispenses",
             "staging.measure_scores",
-            # the quarantine behind the data-quality pass rate changes with each check run
-            "quality.check_results",
+            *AS_OF_INPUTS,
         ),
         MartBuild(QI_MONTHLY.name, lambda con, ctx: build_qi_monthly(con, ctx.settings)),
         # read when present: the flattened responses (else the scores list the responses) and the
@@ -198,3 +218,115 @@ STEPS: tuple[StepSpec, ...] = (
         sql_files=(ASSOCIATIONS_ADHERENCE_SQL, PATIENT_ALLIANCE_SQL, WRITE_ROWS_SQL),
     ),
 )
+
+
+# --- What the QI report shows (marts/report_marts.py): aggregates under the same suppression rules ---
+
+REPORT_OVERVIEW = TableSpec(
+    name="marts.report_overview",
+    grain="One row per practice",
+    key=("level",),
+    description=(
+        "patients, episodes and sessions, alliance measurement share, session date range, months, clinics "
+        "and therapists with a reportable caseload (QI report overview); small counts suppressed, also "
+        "against the monthly totals."
+    ),
+    sql=REPORT_SQL_DIR / "report_overview.sql",
+)
+REPORT_ALLIANCE_TRAJECTORY = TableSpec(
+    name="marts.report_alliance_trajectory",
+    grain="One row per session number of a treatment episode, plus one over all sessions",
+    key=("level", "session_number"),
+    description=(
+        "patient- and clinician-rated sessions and mean alliance with the patient-rated interval (QI report "
+        "trajectories); small counts suppressed with complements."
+    ),
+    sql=REPORT_SQL_DIR / "report_alliance_trajectory.sql",
+)
+REPORT_EARLY_ALLIANCE_FIT = TableSpec(
+    name="marts.report_early_alliance_fit",
+    grain="One row per practice",
+    key=("level",),
+    description=(
+        "episodes with early alliance and PHQ-9 improvement and the least-squares line between them (QI "
+        "report scatter plot); suppressed under min_cell episodes."
+    ),
+    sql=REPORT_SQL_DIR / "report_early_alliance_fit.sql",
+)
+REPORT_THERAPIST_FUNNEL = TableSpec(
+    name="marts.report_therapist_funnel",
+    grain="One row per practice",
+    key=("level",),
+    description=(
+        "the therapist_alliance period the QI report's funnel plot shows, its model values and the "
+        "therapists drawn, hidden and outside the outer limits."
+    ),
+    sql=REPORT_SQL_DIR / "report_therapist_funnel.sql",
+)
+REPORT_ADHERENCE_BY_TERTILE = TableSpec(
+    name="marts.report_adherence_by_alliance_tertile",
+    grain="One row per adherence measure (PDC, MARS) x rater x third of alliance",
+    key=("measure", "rater", "tertile"),
+    description=(
+        "patient-periods and mean adherence (QI report bar charts); a group's thirds suppressed together."
+    ),
+    sql=REPORT_SQL_DIR / "report_adherence_by_alliance_tertile.sql",
+)
+REPORT_DATA_QUALITY = TableSpec(
+    name="marts.report_data_quality",
+    grain="One row per table x severity of the newest data-quality run, plus a total row",
+    key=("level", "table_name", "severity"),
+    description=(
+        "checks run, passed, failed, skipped, quarantined records, pass rate (QI report); small record "
+        "counts suppressed."
+    ),
+)
+
+REPORT_STEPS: tuple[StepSpec, ...] = (
+    _mart_step(
+        REPORT_OVERVIEW,
+        ("marts.alliance_sessions", "marts.qi_monthly", "marts.therapist_alliance"),
+        MartBuild(REPORT_OVERVIEW.name, lambda con, ctx: build_report_overview(con, ctx.settings)),
+        sql_files=(WRITE_ROWS_SQL,),
+    ),
+    _mart_step(
+        REPORT_ALLIANCE_TRAJECTORY,
+        ("marts.alliance_sessions",),
+        MartBuild(
+            REPORT_ALLIANCE_TRAJECTORY.name,
+            lambda con, ctx: build_report_alliance_trajectory(con, ctx.settings),
+        ),
+        sql_files=(WRITE_ROWS_SQL,),
+    ),
+    _mart_step(
+        REPORT_EARLY_ALLIANCE_FIT,
+        ("marts.episode_outcomes",),
+        MartBuild(
+            REPORT_EARLY_ALLIANCE_FIT.name, lambda con, ctx: build_sql_mart(con, "report_early_alliance_fit")
+        ),
+    ),
+    _mart_step(
+        REPORT_THERAPIST_FUNNEL,
+        ("marts.therapist_alliance",),
+        MartBuild(
+            REPORT_THERAPIST_FUNNEL.name, lambda con, ctx: build_sql_mart(con, "report_therapist_funnel")
+        ),
+    ),
+    _mart_step(
+        REPORT_ADHERENCE_BY_TERTILE,
+        ("marts.adherence",),
+        MartBuild(
+            REPORT_ADHERENCE_BY_TERTILE.name,
+            lambda con, ctx: build_report_adherence_by_alliance_tertile(con, ctx.settings),
+        ),
+        sql_files=(WRITE_ROWS_SQL,),
+    ),
+    _mart_step(
+        REPORT_DATA_QUALITY,
+        ("quality.check_results",),
+        MartBuild(REPORT_DATA_QUALITY.name, lambda con, ctx: build_report_data_quality(con, ctx.settings)),
+        sql_files=(QUALITY_SQL_DIR / "newest_run.sql", QUALITY_SQL_DIR / "run_summary.sql", WRITE_ROWS_SQL),
+        after=tuple(s.name for s in STEPS),
+    ),
+)
+STEPS = (*STEPS, *REPORT_STEPS)

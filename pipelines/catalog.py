@@ -84,6 +84,10 @@ class StepSpec:
     # Extra run metadata read after the step ran or was kept (e.g. what the registry held, totals by
     # instrument): shown in the UI on every table of the step.
     report: Callable[[duckdb.DuckDBPyConnection, Any], Mapping[str, object]] | None = None
+    # Assets this step must run after without reading them (ordering only: e.g. the data-quality
+    # mart after every other mart, so their blocking checks of the same run are in check_results).
+    # Asset dependencies, but neither inputs nor part of the fingerprint.
+    after: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.tables:
@@ -123,7 +127,7 @@ class Catalog:
             raise ValueError(f"tables declared more than once: {dupes}")
         known = set(names)
         for step in self.steps:
-            unknown = [i for i in step.all_inputs if i not in known]
+            unknown = [i for i in (*step.all_inputs, *step.after) if i not in known]
             if unknown:
                 raise ValueError(f"step {step.name} reads undeclared tables {unknown}")
 
@@ -163,7 +167,7 @@ class Catalog:
                 return
             if step.name in path:
                 raise ValueError(f"cycle among steps: {' -> '.join((*path, step.name))}")
-            for i in step.all_inputs:
+            for i in (*step.all_inputs, *step.after):
                 up = self.step_of(i)
                 if up is not None and up.name != step.name:
                     visit(up, (*path, step.name))

@@ -10,7 +10,7 @@ import dagster as dg
 from assets.checks import build_quality_checks
 from assets.marts import mart_assets
 from assets.publish import publish_assets
-from assets.raw import raw_assets, source_partitions
+from assets.raw import raw_assets, raw_ledger_assets, source_partitions
 from assets.staging import staging_assets
 from pipelines.automation import (
     build_jobs,
@@ -27,7 +27,7 @@ jobs = build_jobs(partitions)
 
 raw_job = jobs["raw_extract_job"]  # multiprocess (see pipelines/automation.py); the rest in-process
 freshness_checks, freshness_sensor = build_raw_freshness_checks(raw_assets)
-all_assets = [*raw_assets, *staging_assets, *mart_assets]
+all_assets = [*raw_assets, *raw_ledger_assets, *staging_assets, *mart_assets]
 
 defs = dg.Definitions(
     assets=[*all_assets, *publish_assets],

@@ -6,7 +6,9 @@ Called by the raw assets; free of Dagster so it can be tested and benchmarked on
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,12 +17,27 @@ from typing import Any
 import duckdb
 import orjson
 
-from pipelines.raw_landing import LandingCounts, RawLander
-from pipelines.resources.fhir import BulkExporter, FhirClient, iter_folder, parse_instant
+from pipelines.raw_writer import LandingCounts, RawLander
+from pipelines.resources.fhir import (
+    AuthError,
+    BulkExporter,
+    FhirClient,
+    FhirError,
+    TemporaryNetworkError,
+    format_instant,
+    iter_folder,
+    parse_instant,
+    redact_url,
+)
+from pipelines.resources.fhir.bulk import deleted_references, error_outcomes
+from pipelines.resources.fhir.errors import UntrustedOriginError
 from pipelines.resources.fhir.folder import iter_ndjson_file
-from pipelines.settings import RESOURCE_TYPES
+from pipelines.settings import RESOURCE_TYPES, IncrementalMode, SourceKind
+from pipelines.sqlfiles import query_sql
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
+
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "raw"
 
 log = logging.getLogger("alliance_qi.extract")
 
@@ -136,11 +153,13 @@ class SourceSpec:
     """The parts of a source's configuration a pull needs (kept Dagster-free)."""
 
     name: str
-    kind: str = "rest"
+    kind: SourceKind = "rest"
     folder: str = ""
-    incremental: str = "auto"
+    incremental: IncrementalMode = "auto"
     overlap_minutes: float = 5.0
     landing_dir: str = "data/landing"
+    keep_bulk_files: bool = False  # keep downloaded Bulk NDJSON after landing (default: removed)
+    bulk_poll_interval_s: float = 2.0  # the floor between two polls of a Bulk export's status
 
 
 def extract_resource_type(
@@ -158,6 +177,7 @@ def extract_resource_type(
     lander = RawLander(con, spec.name, resource_type, run_id, validator)
     result = ExtractResult(spec.name, resource_type, spec.kind, spec.incremental, since, lander.counts)
     new_watermark: datetime | None = None
+    hold_watermark = False
     if spec.kind == "folder":
         _pull_folder(
             lander, Path(spec.folder), resource_type, spec, run_id, incremental=spec.incremental != "full"
@@ -166,22 +186,39 @@ def extract_resource_type(
     elif spec.kind == "bulk":
         if client is None:
             raise ValueError("bulk sources need a FHIR client")
-        new_watermark = _pull_bulk(con, lander, client, spec, resource_type, since, run_id)
+        bulk = _pull_bulk(con, lander, client, spec, resource_type, since, run_id)
         result.pull_mode = "bulk_export"
+        result.extra.update(
+            bulk_errors=bulk.errors, bulk_deleted=bulk.deleted, bulk_files_removed=bulk.files_removed
+        )
+        # Resources the server failed to export are not in this export: moving the watermark to
+        # its transactionTime would skip them for good. The next export starts from the old one.
+        hold_watermark = bulk.errors > 0
+        new_watermark = None if hold_watermark else bulk.transaction_time
     else:
         if client is None:
             raise ValueError("rest sources need a FHIR client")
         overlap = timedelta(minutes=spec.overlap_minutes)
-        resources = client.pull(resource_type, since=since, overlap=overlap, mode=spec.incremental)  # type: ignore[arg-type]
+        resources = client.pull(resource_type, since=since, overlap=overlap, mode=spec.incremental)
+        page_url, origin = "", ""
         for res in resources:
-            lander.add(res, origin=f"{client.base_url}/{resource_type}")
+            if resources.stats.last_url != page_url:
+                # The page each resource really came from (a next link may point elsewhere), query
+                # values removed: they can identify patients.
+                page_url = resources.stats.last_url
+                origin = redact_url(page_url)
+            lander.add(res, origin=origin)
+            for rejected in resources.take_rejects():
+                lander.add(None, origin=rejected.origin, parse_error=rejected.reason, text=rejected.text)
+        for rejected in resources.take_rejects():  # entries set aside on a page without good ones
+            lander.add(None, origin=rejected.origin, parse_error=rejected.reason, text=rejected.text)
         # The stream carries this pull's own stats and the branch auto mode chose.
         result.pages = resources.stats.pages
         result.pull_mode = str(resources.mode)
         lander.counts.duplicates += resources.stats.duplicates
         lander.counts.fetched += resources.stats.duplicates
     lander.close()
-    if new_watermark is None and lander.max_last_updated:
+    if new_watermark is None and lander.max_last_updated and not hold_watermark:
         new_watermark = parse_instant(lander.max_last_updated)
     # The watermark only moves after every page was landed: a failed pull re-reads from the old one.
     if new_watermark is not None:
@@ -238,13 +275,20 @@ def _pull_folder(
                 lander.add(None, origin=origin, parse_error=error, text=_line_text(folder, origin))
             continue
         if resource.get("resourceType") == resource_type:
-            lander.add(resource, origin=origin)
+            lander.add(resource, origin=origin, text_as_received=_line_reader(folder, origin))
     lander.close()  # everything read is landed before the files are marked as done
     for rel, (size, mtime_ns) in read.items():
         con.execute(
             "INSERT OR REPLACE INTO raw.source_files VALUES (?, ?, ?, ?, ?, ?, now())",
             [spec.name, resource_type, rel, size, mtime_ns, run_id],
         )
+
+
+def _line_reader(folder: Path, origin: str) -> Callable[[], str]:
+    """Reads the text of `origin` only if called (a resource rejected for its shape needs it)."""
+    if ":" not in origin:  # a Bundle entry (`file#entry[i]`): no line of its own
+        return lambda: ""
+    return lambda: _line_text(folder, origin)
 
 
 def _line_text(folder: Path, origin: str) -> str:
@@ -261,6 +305,16 @@ def _line_text(folder: Path, origin: str) -> str:
     return ""
 
 
+@dataclass
+class BulkPull:
+    """What one Bulk pull brought besides resources."""
+
+    transaction_time: datetime
+    errors: int = 0  # OperationOutcome lines in the manifest's error files
+    deleted: int = 0  # tombstones landed from its deleted files
+    files_removed: int = 0
+
+
 def _pull_bulk(
     con: duckdb.DuckDBPyConnection,
     lander: RawLander,
@@ -269,21 +323,82 @@ def _pull_bulk(
     resource_type: str,
     since: datetime | None,
     run_id: str,
-) -> datetime:
+) -> BulkPull:
     out_dir = Path(spec.landing_dir) / spec.name / run_id / table_for(resource_type)
-    exporter = BulkExporter(client, DuckDBBulkStateStore(con))
+    exporter = BulkExporter(client, DuckDBBulkStateStore(con), poll_interval=spec.bulk_poll_interval_s)
     result = exporter.export(f"{spec.name}:{resource_type}", [resource_type], since, out_dir)
+    pulled = BulkPull(result.transaction_time)
     for path in result.files.get(resource_type, []):
-        _land_ndjson(lander, path)
-    for err in result.error_files:
-        log.warning("bulk export of %s reported errors in %s", resource_type, err)
-    return result.transaction_time
+        # Origin: the file's URL (query values removed: pre-signed URLs carry signatures), as the
+        # local copy is removed after landing.
+        _land_ndjson(lander, path, redact_url(result.urls[path]) if path in result.urls else None)
+    exported_at = format_instant(result.transaction_time, milliseconds=True)
+    for path in result.deleted_files:
+        for _, rtype, rid, when in deleted_references(path):
+            if rtype == resource_type:
+                lander.add_deleted(rid, when or exported_at, origin=f"bulk-deleted:{path.name}")
+                pulled.deleted += 1
+    for path in result.error_files:
+        for line, outcome in error_outcomes(path):
+            text = client.mask(outcome)  # an error text may echo our credentials
+            _record_export_error(
+                con, spec.name, resource_type, exported_at, f"{path.name}:{line}", text, run_id
+            )
+            pulled.errors += 1
+    if pulled.errors:
+        log.warning(
+            "bulk export of %s reported %d error(s) (raw.findings, error_type bulk_export_error); "
+            "the watermark stays where it was so the next export asks again",
+            resource_type,
+            pulled.errors,
+        )
+    lander.close()  # landed and committed before the downloads go
+    if not spec.keep_bulk_files:
+        pulled.files_removed = _remove_downloads(out_dir)
+    return pulled
 
 
-def _land_ndjson(lander: RawLander, path: Path) -> None:
-    for resource, origin, error in iter_ndjson_file(path):
-        text = _line_text(path.parent, origin.replace(str(path), path.name, 1)) if resource is None else None
-        lander.add(resource, origin=origin, parse_error=error, text=text)
+def _record_export_error(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    resource_type: str,
+    exported_at: str,
+    where: str,
+    text: str,
+    run_id: str,
+) -> None:
+    """One line of a Bulk error file as a finding (idempotent on source, export, file line, text)."""
+    key = f"export:{exported_at}"
+    con.execute(
+        """INSERT INTO raw.findings
+           SELECT ?, ?, NULL, ?, ?, ?, 'bulk_export_error', false, ?, now()
+           WHERE NOT EXISTS (SELECT 1 FROM raw.findings WHERE source = ? AND id IS NULL
+                             AND version_id = ? AND path = ? AND message = ?)""",
+        [source, resource_type, key, where, text, run_id, source, key, where, text],
+    )
+
+
+def _remove_downloads(out_dir: Path) -> int:
+    """Delete one pull's downloaded NDJSON (and its folder, and the run's folder when empty)."""
+    if not out_dir.is_dir():
+        return 0
+    removed = sum(1 for p in out_dir.rglob("*") if p.is_file())
+    shutil.rmtree(out_dir)
+    try:
+        out_dir.parent.rmdir()  # the run's folder, once no other type's downloads are in it
+    except OSError:
+        pass
+    return removed
+
+
+def _land_ndjson(lander: RawLander, path: Path, url: str | None = None) -> None:
+    for resource, where, error in iter_ndjson_file(path):
+        local = where.replace(str(path), path.name, 1)
+        origin = f"{url}:{local.rsplit(':', 1)[-1]}" if url else where
+        if resource is None:
+            lander.add(None, origin=origin, parse_error=error, text=_line_text(path.parent, local))
+        else:
+            lander.add(resource, origin=origin, text_as_received=_line_reader(path.parent, local))
 
 
 # --- Questionnaires referenced by responses ---------------------------------------------------------
@@ -306,12 +421,13 @@ def missing_canonicals(
     if responses_table not in ("raw.questionnaire_response", "qrs.raw.questionnaire_response"):
         raise ValueError(f"unexpected responses table {responses_table!r}")
     refs = [
-        r[0]
-        for r in con.execute(
-            f"""SELECT DISTINCT resource->>'questionnaire' FROM {responses_table}
-           WHERE source = ? AND resource->>'questionnaire' IS NOT NULL""",  # noqa: S608 - checked above
-            [source],
-        ).fetchall()
+        str(r[0])
+        for r in query_sql(
+            con,
+            SQL_DIR / "cited_canonicals.sql",
+            params={"source": source},
+            identifiers={"responses": responses_table},
+        )
     ]
     forms = con.execute(
         """SELECT DISTINCT id, resource->>'url', resource->>'version' FROM raw.questionnaire
@@ -363,12 +479,25 @@ def resolve_referenced_questionnaires(
     if not missing or client is None:
         return outcome
     lander = RawLander(con, spec.name, "Questionnaire", run_id, validator)
+    outage: TemporaryNetworkError | None = None
     for canonical in missing:
         status, found_id, detail = "not_found", None, None
-        try:
-            found = client.resolve_canonical("Questionnaire", canonical)
-        except Exception as exc:
-            found, status, detail = None, "error", str(exc)[:500]
+        found: dict[str, Any] | None = None
+        if outage is not None:
+            # The server is down: trying each remaining canonical would spend a full retry budget
+            # apiece. They stay missing, so the next run tries them again.
+            status, detail = "error", client.mask(f"not tried after: {outage}")[:500]
+        else:
+            try:
+                found = client.resolve_canonical("Questionnaire", canonical)
+            except (AuthError, UntrustedOriginError):
+                lander.close()
+                raise  # fatal for the whole step (assets/raw.py): no retry can cure it
+            except TemporaryNetworkError as exc:
+                outage = exc
+                status, detail = "error", client.mask(str(exc))[:500]
+            except (FhirError, ValueError) as exc:  # this canonical only (a 404 search, a bad reference)
+                status, detail = "error", client.mask(str(exc))[:500]
         if found is not None:
             lander.add(found, origin=f"resolve:{canonical}")
             status, found_id = "resolved", found.get("id")

@@ -20,28 +20,17 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.sqlfiles import count_rows, run_sql
 from pipelines.warehouse import table_for
 
-# Per table: the columns that identify a row, for the idempotent anti-join.
-_KEYS: dict[str, tuple[str, ...]] = {
-    "rejected": ("source", "id", "version_id"),
-    "findings": ("source", "id", "version_id", "path", "message"),
-    "fetch_log": ("run_id", "source", "resource_type", "started_at"),
-    "canonical_resolution": ("source", "canonical", "run_id", "checked_at"),
-}
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "raw"
+# Ledgers merged after the resource table, each by its own idempotent anti-join (merge_<ledger>.sql).
+_LEDGERS = ("rejected", "findings", "fetch_log", "canonical_resolution")
 
 
 def landing_path(root: str | Path, source: str, resource_type: str) -> Path:
     """Where one source's pulls of one resource type land."""
     return Path(root) / source / f"{table_for(resource_type)}.duckdb"
-
-
-def _anti_join(table: str, keys: tuple[str, ...]) -> str:
-    cond = " AND ".join(f"w.{k} IS NOT DISTINCT FROM l.{k}" for k in keys)
-    return (
-        f"INSERT INTO raw.{table} SELECT l.* FROM land.raw.{table} l "  # noqa: S608 - constant names
-        f"WHERE NOT EXISTS (SELECT 1 FROM raw.{table} w WHERE {cond})"
-    )
 
 
 def merge_into_warehouse(
@@ -57,18 +46,18 @@ def merge_into_warehouse(
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            for name, keys in ((table, ("source", "id", "version_id")), *_KEYS.items()):
-                count = f"SELECT count(*) FROM raw.{name}"  # noqa: S608 - constant names
-                before = con.execute(count).fetchall()[0][0]
-                con.execute(_anti_join(name, keys))
-                added[name] = int(con.execute(count).fetchall()[0][0]) - before
-            # Watermarks only move forward, as in the landing file itself.
-            con.execute(
-                """INSERT INTO raw.watermarks SELECT * FROM land.raw.watermarks
-                   ON CONFLICT (source, resource_type) DO UPDATE SET
-                     watermark = greatest(raw.watermarks.watermark, excluded.watermark),
-                     run_id = excluded.run_id, updated_at = excluded.updated_at"""
+            before = count_rows(con, f"raw.{table}")
+            run_sql(
+                con,
+                SQL_DIR / "merge_resources.sql",
+                identifiers={"table": f"raw.{table}", "landing_table": f"land.raw.{table}"},
             )
+            added[table] = count_rows(con, f"raw.{table}") - before
+            for name in _LEDGERS:
+                before = count_rows(con, f"raw.{name}")
+                run_sql(con, SQL_DIR / f"merge_{name}.sql")
+                added[name] = count_rows(con, f"raw.{name}") - before
+            run_sql(con, SQL_DIR / "merge_watermarks.sql")
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")

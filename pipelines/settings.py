@@ -1,21 +1,52 @@
 """Pipeline settings: the sources file (`sources.yaml`) with environment overrides.
 
-Precedence, highest first: environment variables, the sources file, built-in defaults. Secrets are
-never read from the file itself; the file names the environment variable that holds each one.
+Precedence, highest first: environment variables, the sources file, built-in defaults (the mechanism
+is `pipelines.settings_base`). The variables are not one prefix but the documented names in
+`SOURCE_ENV`, `AUTH_ENV` and `TOP_ENV` (`FHIR_BASE_URL`, `WAREHOUSE_PATH`, ...); the source ones apply
+to the default source. Secrets are never read from the file itself; the file names the environment
+variable that holds each one.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pipelines.settings_base import (
+    AreaSettings,
+    LoadContext,
+    SettingsError,
+    YamlFileSource,
+    current_load,
+    read_yaml_mapping,
+)
+
+__all__ = [
+    "DEFAULT_SOURCES_FILE",
+    "DEFAULT_WAREHOUSE",
+    "REPO_ROOT",
+    "RESOURCE_TYPES",
+    "AuthMode",
+    "AuthSettings",
+    "IncrementalMode",
+    "PipelineSettings",
+    "SettingsError",
+    "SigningAlg",
+    "SourceKind",
+    "SourceSettings",
+    "ValidationMode",
+    "load_settings",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCES_FILE = REPO_ROOT / "sources.yaml"
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
+SOURCES_FILE_ENV = "ALLIANCE_QI_SOURCES"
 
 #: The resource types the marts need, in the order they are pulled.
 RESOURCE_TYPES: tuple[str, ...] = (
@@ -31,22 +62,25 @@ RESOURCE_TYPES: tuple[str, ...] = (
     "Questionnaire",
 )
 
-
-class SettingsError(ValueError):
-    """The sources file or the environment holds an invalid setting."""
+# The enumerated settings, shared by these models, the Dagster resources and the code that acts on them.
+SourceKind = Literal["rest", "bulk", "folder"]
+AuthMode = Literal["none", "bearer", "basic", "smart"]
+SigningAlg = Literal["RS384", "ES384"]
+IncrementalMode = Literal["auto", "last_updated", "date_window", "full"]
+ValidationMode = Literal["used_elements", "strict"]
 
 
 class AuthSettings(BaseModel):
     """How to authenticate to one FHIR source. Secrets are named by environment variable."""
 
-    mode: Literal["none", "bearer", "basic", "smart"] = "none"
+    mode: AuthMode = "none"
     token_env: str | None = None
     username: str | None = None
     password_env: str | None = None
     client_id: str | None = None
     private_key_path: str | None = None
     private_key_env: str | None = None
-    alg: Literal["RS384", "ES384"] = "RS384"
+    alg: SigningAlg = "RS384"
     kid: str | None = None
     scope: str = "system/*.read"
     token_url: str | None = None
@@ -57,16 +91,33 @@ class SourceSettings(BaseModel):
 
     name: str = "demo"
     description: str = ""
-    kind: Literal["rest", "bulk", "folder"] = "rest"
+    kind: SourceKind = "rest"
     base_url: str = ""
     folder: str | None = None
     auth: AuthSettings = Field(default_factory=AuthSettings)
     page_size: int = Field(default=500, ge=1, le=10_000)
     max_pages: int = Field(default=100_000, ge=1)
-    incremental: Literal["auto", "last_updated", "date_window", "full"] = "auto"
+    incremental: IncrementalMode = "auto"
     overlap_minutes: float = Field(default=5.0, ge=0)
     timeout_connect_s: float = Field(default=10.0, gt=0)
     timeout_read_s: float = Field(default=120.0, gt=0)
+    # Origins (scheme://host[:port]) besides base_url's that may receive credentials: e.g. the
+    # host a Bulk server puts its status or file URLs on. Anything else is refused.
+    trusted_origins: list[str] = Field(default_factory=list)
+    max_page_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    max_download_bytes: int = Field(default=50 * 1024 * 1024 * 1024, ge=1)
+    max_stale_pages: int = Field(default=5, ge=1)
+    keep_bulk_files: bool = False
+    bulk_poll_interval_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("trusted_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+                raise ValueError(f"trusted origin {origin!r} must be scheme://host[:port] (no path)")
+        return v
 
     @field_validator("base_url")
     @classmethod
@@ -74,13 +125,154 @@ class SourceSettings(BaseModel):
         return v.rstrip("/")
 
 
-class PipelineSettings(BaseModel):
-    """Everything the sources file configures."""
+# Environment variable -> key of the default source.
+SOURCE_ENV: dict[str, str] = {
+    "FHIR_BASE_URL": "base_url",
+    "FHIR_SOURCE_KIND": "kind",
+    "FHIR_FOLDER": "folder",
+    "FHIR_INCREMENTAL": "incremental",
+}
+# Environment variable -> key of the default source's `auth`.
+AUTH_ENV: dict[str, str] = {
+    "FHIR_AUTH_MODE": "mode",
+    "FHIR_CLIENT_ID": "client_id",
+    "FHIR_PRIVATE_KEY_PATH": "private_key_path",
+    "FHIR_TOKEN_URL": "token_url",
+    "FHIR_SCOPE": "scope",
+    "FHIR_USERNAME": "username",
+}
+# Environment variable -> top-level key.
+TOP_ENV: dict[str, str] = {
+    "FHIR_SOURCE": "default_source",
+    "WAREHOUSE_PATH": "warehouse",
+    "ALLIANCE_QI_VALIDATION": "validation",
+    "ALLIANCE_QI_LANDING_DIR": "landing_dir",
+    "ALLIANCE_QI_LOCK_TIMEOUT_S": "lock_timeout_s",
+}
+# Auth key -> the environment variable that holds the secret when the file names none.
+# These are variable *names*, not secrets.
+SECRET_ENV_DEFAULTS: dict[str, str] = {
+    "token_env": "FHIR_TOKEN",
+    "password_env": "FHIR_PASSWORD",
+    "private_key_env": "FHIR_PRIVATE_KEY",
+}
+
+
+class PipelineEnvSource(PydanticBaseSettingsSource):
+    """The documented pipeline variables, applied to the default source (`FHIR_SOURCE`, else the
+    file's `default_source`, else `demo`) and the top-level keys. Values stay strings; the models
+    convert and check them."""
+
+    def __init__(self, settings_cls: type[BaseSettings], ctx: LoadContext, file: YamlFileSource) -> None:
+        super().__init__(settings_cls)
+        self._ctx = ctx
+        self._file = file
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: `__call__` builds the whole mapping."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        env = {k: v for k, v in self._ctx.environ.items() if v}  # an empty variable counts as unset
+        out: dict[str, Any] = {}
+        for var, key in TOP_ENV.items():
+            if var in env:
+                out[key] = env[var]
+                self._ctx.note((key,), var)
+        default = env.get("FHIR_SOURCE") or self._file.data.get("default_source") or "demo"
+        src: dict[str, Any] = {}
+        auth: dict[str, Any] = {}
+        for var, key in SOURCE_ENV.items():
+            if var in env:
+                src[key] = env[var]
+                self._ctx.note(("sources", str(default), key), var)
+        for var, key in AUTH_ENV.items():
+            if var in env:
+                auth[key] = env[var]
+                self._ctx.note(("sources", str(default), "auth", key), var)
+        # Secrets from the environment are referenced by name only; FHIR_TOKEN etc. are the defaults.
+        file_auth = _mapping(_mapping(_mapping(self._file.data.get("sources")).get(default)).get("auth"))
+        for key, var in SECRET_ENV_DEFAULTS.items():
+            if var in env and not file_auth.get(key):
+                auth[key] = var
+        if auth:
+            src["auth"] = auth
+        if src:
+            out["sources"] = {default: src}
+        return out
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+class PipelineSettings(AreaSettings):
+    """Everything the sources file configures, with the environment overrides applied."""
+
+    # Unknown keys in the sources file are ignored, as they always were (comments-as-keys, newer files).
+    model_config = SettingsConfigDict(extra="ignore")
+    area = "pipeline"
 
     warehouse: str = DEFAULT_WAREHOUSE
-    validation: Literal["used_elements", "strict"] = "used_elements"
+    validation: ValidationMode = "used_elements"
     default_source: str = "demo"
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    # Where per-source landing files go ("": `<warehouse name>.landing/` beside the warehouse).
+    landing_dir: str = ""
+    # How long a step waits for the warehouse's single writer before failing.
+    lock_timeout_s: float = Field(default=900.0, gt=0)
+
+    @classmethod
+    def settings_file(cls, ctx: LoadContext) -> Path | None:
+        """`path`, else `$ALLIANCE_QI_SOURCES`, else `sources.yaml` at the repository root."""
+        return ctx.path or Path(ctx.environ.get(SOURCES_FILE_ENV) or DEFAULT_SOURCES_FILE)
+
+    @classmethod
+    def read_settings_file(cls, file: Path) -> dict[str, Any]:
+        """The sources file as one mapping."""
+        return read_yaml_mapping(file, cls.error, "sources file")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the documented variables (which need the file's default source), then the
+        sources file."""
+        ctx = current_load()
+        file = cls.file_source(ctx)
+        return (init_settings, PipelineEnvSource(settings_cls, ctx, file), file)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_sources(cls, data: Any) -> Any:
+        # Every source is named after its key, and the default source always exists (the environment
+        # alone can define it).
+        if not isinstance(data, dict):
+            return data
+        default = data.get("default_source") or "demo"
+        sources = data.get("sources") or {}
+        if not isinstance(sources, dict):
+            return data
+        named = {}
+        for name, src in sources.items():
+            src = {} if src is None else src
+            named[name] = {"name": name, **src} if isinstance(src, dict) else src
+        named.setdefault(default, {"name": default})
+        return {**data, "default_source": default, "sources": named}
+
+    @model_validator(mode="after")
+    def _complete(self) -> PipelineSettings:
+        for s in self.sources.values():
+            if s.kind in ("rest", "bulk") and not s.base_url:
+                raise ValueError(f"source {s.name!r}: kind {s.kind} needs base_url (or FHIR_BASE_URL)")
+            if s.kind == "folder" and not s.folder:
+                raise ValueError(f"source {s.name!r}: kind folder needs folder (or FHIR_FOLDER)")
+        return self
 
     def source(self, name: str | None = None) -> SourceSettings:
         """The named source (default: `default_source`), with a clear error for unknown names."""
@@ -96,78 +288,10 @@ class PipelineSettings(BaseModel):
         return p if p.is_absolute() else REPO_ROOT / p
 
 
-# Environment variable -> (section, key) for the default source.
-_SOURCE_ENV: dict[str, str] = {
-    "FHIR_BASE_URL": "base_url",
-    "FHIR_SOURCE_KIND": "kind",
-    "FHIR_FOLDER": "folder",
-    "FHIR_INCREMENTAL": "incremental",
-}
-_AUTH_ENV: dict[str, str] = {
-    "FHIR_AUTH_MODE": "mode",
-    "FHIR_CLIENT_ID": "client_id",
-    "FHIR_PRIVATE_KEY_PATH": "private_key_path",
-    "FHIR_TOKEN_URL": "token_url",
-    "FHIR_SCOPE": "scope",
-    "FHIR_USERNAME": "username",
-}
-
-# Settings key -> the environment variable that holds the secret when the file names none.
-# These are variable *names*, not secrets.
-_SECRET_ENV_DEFAULTS: dict[str, str] = {
-    "token_env": "FHIR_TOKEN",
-    "password_env": "FHIR_PASSWORD",
-    "private_key_env": "FHIR_PRIVATE_KEY",
-}
-
-
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> PipelineSettings:
     """Read the sources file and apply environment overrides.
 
-    `path` defaults to `$ALLIANCE_QI_SOURCES` or `sources.yaml` at the repository root.
+    `path` defaults to `$ALLIANCE_QI_SOURCES` or `sources.yaml` at the repository root; `env` to
+    `os.environ`.
     """
-    environ = dict(os.environ if env is None else env)
-    file = Path(path or environ.get("ALLIANCE_QI_SOURCES") or DEFAULT_SOURCES_FILE)
-    data: dict[str, Any] = {}
-    if file.exists():
-        try:
-            data = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{file}: not valid YAML: {exc}") from exc
-    sources = data.setdefault("sources", {}) or {}
-    data["sources"] = sources
-    for name, src in sources.items():
-        if src is None:
-            sources[name] = src = {}
-        src.setdefault("name", name)
-    default = data.get("default_source") or environ.get("FHIR_SOURCE") or "demo"
-    if environ.get("FHIR_SOURCE"):
-        default = environ["FHIR_SOURCE"]
-    data["default_source"] = default
-    src = sources.setdefault(default, {"name": default})
-    for var, key in _SOURCE_ENV.items():
-        if environ.get(var):
-            src[key] = environ[var]
-    auth = src.setdefault("auth", {}) or {}
-    src["auth"] = auth
-    for var, key in _AUTH_ENV.items():
-        if environ.get(var):
-            auth[key] = environ[var]
-    # Secrets from the environment are referenced by name only; FHIR_TOKEN etc. are the defaults.
-    for key, var in _SECRET_ENV_DEFAULTS.items():
-        if environ.get(var) and not auth.get(key):
-            auth[key] = var
-    if environ.get("WAREHOUSE_PATH"):
-        data["warehouse"] = environ["WAREHOUSE_PATH"]
-    if environ.get("ALLIANCE_QI_VALIDATION"):
-        data["validation"] = environ["ALLIANCE_QI_VALIDATION"]
-    try:
-        settings = PipelineSettings.model_validate(data)
-    except ValidationError as exc:
-        raise SettingsError(f"{file}: {exc}") from exc
-    for s in settings.sources.values():
-        if s.kind in ("rest", "bulk") and not s.base_url:
-            raise SettingsError(f"source {s.name!r}: kind {s.kind} needs base_url (or FHIR_BASE_URL)")
-        if s.kind == "folder" and not s.folder:
-            raise SettingsError(f"source {s.name!r}: kind folder needs folder (or FHIR_FOLDER)")
-    return settings
+    return PipelineSettings.load(env=env, path=path)

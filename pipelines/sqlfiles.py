@@ -93,13 +93,13 @@ def run_sql(
         raise SqlTemplateError(f"{path.name}: parameters {sorted(unused)} are named by no statement")
 
 
-def query_sql(
+def _execute_query(
     con: duckdb.DuckDBPyConnection,
     path: Path,
-    params: Mapping[str, object] | None = None,
-    identifiers: Mapping[str, str] | None = None,
-) -> list[tuple[object, ...]]:
-    """Run a file holding exactly one query and return its rows."""
+    params: Mapping[str, object] | None,
+    identifiers: Mapping[str, str] | None,
+) -> duckdb.DuckDBPyConnection:
+    """Execute the one query of the file `path` with the bound parameters it names (all must be named)."""
     statements = con.extract_statements(render(read_sql(path), identifiers))
     if len(statements) != 1:
         raise SqlTemplateError(f"{path.name}: expected one statement, found {len(statements)}")
@@ -108,8 +108,33 @@ def query_sql(
     if values.keys() - names:
         raise SqlTemplateError(f"{path.name}: parameters {sorted(values.keys() - names)} are not used")
     if names:
-        return con.execute(statements[0], {k: values[k] for k in names if k in values}).fetchall()
-    return con.execute(statements[0]).fetchall()
+        return con.execute(statements[0], {k: values[k] for k in names if k in values})
+    return con.execute(statements[0])
+
+
+def query_sql(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    params: Mapping[str, object] | None = None,
+    identifiers: Mapping[str, str] | None = None,
+) -> list[tuple[object, ...]]:
+    """Run a file holding exactly one query and return its rows."""
+    return _execute_query(con, path, params, identifiers).fetchall()
+
+
+def query_records(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    params: Mapping[str, object] | None = None,
+    identifiers: Mapping[str, str] | None = None,
+) -> list[dict[str, object]]:
+    """Run a file holding exactly one query and return its rows as dicts keyed by column name."""
+    cursor = _execute_query(con, path, params, identifiers)
+    names = [d[0] for d in cursor.description or ()]
+    if len(set(names)) != len(names):
+        # a dict would silently keep only the last of two equally named columns
+        raise SqlTemplateError(f"{path.name}: column names repeat: {names}")
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def install_shared_macros(con: duckdb.DuckDBPyConnection) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.settings import RESOURCE_TYPES
-from pipelines.sqlfiles import render
+from pipelines.sqlfiles import render, run_sql
 
 
 def table_for(resource_type: str) -> str:
@@ -27,98 +27,7 @@ def table_for(resource_type: str) -> str:
 
 RAW_TABLES: dict[str, str] = {t: table_for(t) for t in RESOURCE_TYPES}
 
-_RESOURCE_COLUMNS = """
-    source VARCHAR NOT NULL,            -- configured source name (site / EHR)
-    resource_type VARCHAR NOT NULL,
-    id VARCHAR NOT NULL,                -- FHIR logical id
-    version_id VARCHAR NOT NULL,        -- meta.versionId, or 'sha:' + content hash when the server sends none
-    version_from_server BOOLEAN NOT NULL,
-    last_updated TIMESTAMPTZ,           -- meta.lastUpdated as sent
-    content_sha256 VARCHAR NOT NULL,    -- hash of the resource without meta
-    resource JSON NOT NULL,             -- the resource exactly as received
-    origin VARCHAR,                     -- page URL, bulk file or folder file:line it came from
-    run_id VARCHAR NOT NULL,            -- Dagster run that first landed this version
-    fetched_at TIMESTAMPTZ NOT NULL
-"""
-
-RAW_DDL: list[str] = [
-    "CREATE SCHEMA IF NOT EXISTS raw",
-    *[f"CREATE TABLE IF NOT EXISTS raw.{t} ({_RESOURCE_COLUMNS})" for t in RAW_TABLES.values()],
-    """CREATE TABLE IF NOT EXISTS raw.rejected (
-        source VARCHAR NOT NULL,
-        resource_type VARCHAR,             -- NULL when the line could not be parsed at all
-        id VARCHAR,
-        version_id VARCHAR NOT NULL,       -- as in the resource tables; 'sha:' + text hash when unparseable
-        reason VARCHAR NOT NULL,
-        findings JSON,
-        resource_text VARCHAR NOT NULL,    -- what was received, kept verbatim
-        origin VARCHAR,
-        run_id VARCHAR NOT NULL,
-        rejected_at TIMESTAMPTZ NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS raw.findings (
-        source VARCHAR NOT NULL,
-        resource_type VARCHAR NOT NULL,
-        id VARCHAR,
-        version_id VARCHAR NOT NULL,
-        path VARCHAR NOT NULL,
-        message VARCHAR NOT NULL,
-        error_type VARCHAR,
-        blocking BOOLEAN NOT NULL,         -- did this finding cause the rejection
-        run_id VARCHAR NOT NULL,
-        found_at TIMESTAMPTZ NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS raw.fetch_log (
-        run_id VARCHAR NOT NULL,
-        source VARCHAR NOT NULL,
-        resource_type VARCHAR NOT NULL,
-        source_kind VARCHAR NOT NULL,
-        pull_mode VARCHAR,
-        since TIMESTAMPTZ,
-        started_at TIMESTAMPTZ NOT NULL,
-        finished_at TIMESTAMPTZ NOT NULL,
-        fetched BIGINT NOT NULL,           -- = landed + rejected + duplicates
-        landed BIGINT NOT NULL,            -- versions now in raw (new_versions + unchanged)
-        new_versions BIGINT NOT NULL,
-        unchanged BIGINT NOT NULL,         -- versions already in raw from an earlier run
-        rejected BIGINT NOT NULL,
-        duplicates BIGINT NOT NULL,        -- the same (id, version) more than once in this pull
-        pages BIGINT,
-        watermark_after TIMESTAMPTZ
-    )""",
-    """CREATE TABLE IF NOT EXISTS raw.watermarks (
-        source VARCHAR NOT NULL,
-        resource_type VARCHAR NOT NULL,
-        watermark TIMESTAMPTZ NOT NULL,
-        run_id VARCHAR NOT NULL,
-        updated_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (source, resource_type)
-    )""",
-    """CREATE TABLE IF NOT EXISTS raw.source_files (
-        source VARCHAR NOT NULL,           -- folder sources: files already landed for a type, so an
-        resource_type VARCHAR NOT NULL,    -- unchanged file (same size and mtime) is not read again
-        path VARCHAR NOT NULL,             -- relative to the folder
-        size BIGINT NOT NULL,
-        mtime_ns BIGINT NOT NULL,
-        run_id VARCHAR NOT NULL,
-        landed_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (source, resource_type, path)
-    )""",
-    """CREATE TABLE IF NOT EXISTS raw.bulk_jobs (
-        key VARCHAR PRIMARY KEY,           -- source:ResourceType
-        state JSON NOT NULL,               -- status URL and kick-off request, so a killed run resumes
-        updated_at TIMESTAMPTZ NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS raw.canonical_resolution (
-        source VARCHAR NOT NULL,
-        canonical VARCHAR NOT NULL,        -- as written in QuestionnaireResponse.questionnaire
-        resolved_id VARCHAR,               -- Questionnaire id, NULL when the server has none
-        status VARCHAR NOT NULL,           -- resolved | not_found | error
-        detail VARCHAR,
-        run_id VARCHAR NOT NULL,
-        checked_at TIMESTAMPTZ NOT NULL
-    )""",
-]
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "raw"
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
@@ -142,8 +51,9 @@ _SOURCE_ROWS = "SELECT count(*) FROM {{ table }} WHERE source = ?"
 
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the raw schema and tables if they are missing (idempotent)."""
-    for stmt in RAW_DDL:
-        con.execute(stmt)
+    run_sql(con, SQL_DIR / "ledgers.sql")
+    for table in RAW_TABLES.values():
+        run_sql(con, SQL_DIR / "resource_table.sql", identifiers={"table": f"raw.{table}"})
 
 
 def _memory_limit() -> str:
@@ -200,7 +110,7 @@ class Warehouse:
         try:
             # Bounded memory: DuckDB spills to disk beyond this instead of growing the process
             # (docs/benchmarks.md measured the flatten at 2.5 GB for 100k responses without it).
-            con.execute(f"SET memory_limit = '{_memory_limit()}'")
+            con.execute("SET memory_limit = $limit", {"limit": _memory_limit()})
             if not read_only:
                 ensure_raw_schema(con)
             yield con

@@ -1,7 +1,9 @@
 """Thresholds the suites use, and the instrument registry as lookup tables.
 
 Every threshold has a default here and an environment override `ALLIANCE_QI_QUALITY_<NAME>`
-(e.g. `ALLIANCE_QI_QUALITY_FRESHNESS_MAX_DAYS=2`). Instrument ranges are never typed in a suite:
+(e.g. `ALLIANCE_QI_QUALITY_FRESHNESS_MAX_DAYS=2`); `QualitySettings` is a pydantic-settings model
+(`pipelines.settings_base`). `min_cell` follows the marts' setting unless its own variable is set, so the
+suppression check tests the size the marts used. Instrument ranges are never typed in a suite:
 they come from `fhir_mappings.registry.load_registry()` and are registered in DuckDB as
 `qc_registry_scales`, `qc_registry_items` and `qc_registry_instruments` for the suite SQL, and
 handed to `$params` / `for_each` expansions for the expectations.
@@ -9,25 +11,57 @@ handed to `$params` / `for_each` expansions for the expectations.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
+from pydantic import Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fhir_mappings.registry import Instrument, load_registry
+from marts.settings import MIN_CELL, load_mart_settings
+from pipelines.settings_base import AreaSettings, LoadContext, MappingEnvSource, SettingsError, current_load
+from pipelines.sqlfiles import run_sql
 from quality_checks.structural import REQUIRED_CODES
 
 ENV_PREFIX = "ALLIANCE_QI_QUALITY_"
 
 
-@dataclass(frozen=True)
-class QualitySettings:
+class QualitySettingsError(SettingsError):
+    """A data-quality threshold (environment variable or argument) is invalid; the message names it."""
+
+
+class MartMinCellSource(PydanticBaseSettingsSource):
+    """`min_cell` from the mart settings (`ALLIANCE_QI_MART_MIN_CELL`, the mart settings file), used
+    when neither an argument nor `ALLIANCE_QI_QUALITY_MIN_CELL` sets it: the check of published small
+    cells must use the size the marts suppressed with."""
+
+    def __init__(self, settings_cls: type[BaseSettings], ctx: LoadContext) -> None:
+        super().__init__(settings_cls)
+        self._ctx = ctx
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: `__call__` returns the one value."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if "min_cell" in self.current_state:  # set by a higher-priority source: the marts are not read
+            return {}
+        self._ctx.note(("min_cell",), "mart settings")
+        return {"min_cell": load_mart_settings(env=self._ctx.environ).min_cell}
+
+
+class QualitySettings(AreaSettings):
     """Thresholds for the suites (defaults documented in docs/data-quality.md)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
+    area = "data-quality"
+    error = QualitySettingsError
+    env_excluded = frozenset({"now", "extra"})
 
     authored_floor: date = date(2000, 1, 1)  # no WAI-SR/SRS/ORS response predates this
     future_skew_hours: float = 24.0  # clock skew and time zones allowed before `authored` is "future"
@@ -35,30 +69,29 @@ class QualitySettings:
     session_after_hours: float = 168.0  # ... or this long after it ends (amendments within a week)
     freshness_max_days: float = 7.0  # newest QuestionnaireResponse/Encounter lastUpdated per source
     pull_max_days: float = 2.0  # newest completed pull per source
-    min_cell: int = 11  # published counts 1..min_cell-1 must be suppressed
+    min_cell: int = Field(default=MIN_CELL, ge=2)  # published counts 1..min_cell-1 must be suppressed
     max_quarantine_percent: float = 20.0  # above this share a row-level ERROR blocks instead
     now: datetime | None = None  # fixed "now" for tests; None = the clock at run time
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then `ALLIANCE_QI_QUALITY_*`, then (for `min_cell` only) the mart settings."""
+        ctx = current_load()
+        return (init_settings, MappingEnvSource(settings_cls, ctx), MartMinCellSource(settings_cls, ctx))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QualitySettings:
-        """Defaults overridden by `ALLIANCE_QI_QUALITY_<FIELD>` environment variables."""
-        env = os.environ if environ is None else environ
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            value = env.get(ENV_PREFIX + f.name.upper())
-            if value is None or f.name in ("now", "extra"):
-                continue
-            try:
-                if f.name == "authored_floor":
-                    kwargs[f.name] = date.fromisoformat(value)
-                elif f.name == "min_cell":
-                    kwargs[f.name] = int(value)
-                else:
-                    kwargs[f.name] = float(value)
-            except ValueError as exc:
-                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={value!r}: {exc}") from exc
-        return cls(**kwargs)
+        """Defaults overridden by `ALLIANCE_QI_QUALITY_<FIELD>` environment variables (`environ`,
+        default `os.environ`)."""
+        return cls.load(env=environ)
 
     def clock(self) -> datetime:
         """The instant checks compare against."""
@@ -160,28 +193,29 @@ def registry_frames(registry: Mapping[str, Instrument]) -> dict[str, pd.DataFram
     }
 
 
+REGISTRY_VIEWS_FILE = Path(__file__).resolve().parent / "sql" / "registry_views.sql"
+DROP_REGISTRY_VIEWS_FILE = Path(__file__).resolve().parent / "sql" / "drop_registry_views.sql"
+REGISTRY_VIEWS = ("qc_registry_instruments", "qc_registry_scales", "qc_registry_items")
+
+
 def register_registry(con: duckdb.DuckDBPyConnection, frames: Mapping[str, pd.DataFrame]) -> list[str]:
-    """Register the registry frames as temporary views on `con`; returns their names."""
+    """Register the registry frames (`registry_frames`) as temporary views on `con`; returns their names.
+
+    The views are `quality_checks/sql/registry_views.sql`, so `frames` must hold exactly the three
+    registry tables under their own names.
+    """
+    if sorted(frames) != sorted(REGISTRY_VIEWS):
+        raise ValueError(f"registry frames must be {sorted(REGISTRY_VIEWS)}, got {sorted(frames)}")
     for name, frame in frames.items():
         con.register(f"_{name}_df", frame)
-        # Cast list columns explicitly: pandas hands DuckDB Python lists as generic objects.
-        if name == "qc_registry_items":
-            con.execute(
-                f"""CREATE OR REPLACE TEMP VIEW {name} AS
-                    SELECT instrument, item_number::INTEGER AS item_number,
-                           link_ids::VARCHAR[] AS link_ids, codes::VARCHAR[] AS codes,
-                           item_min::DOUBLE AS item_min, item_max::DOUBLE AS item_max
-                    FROM _{name}_df"""  # noqa: S608 - names are this module's constants
-            )
-        else:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM _{name}_df")  # noqa: S608
+    run_sql(con, REGISTRY_VIEWS_FILE)
     return list(frames)
 
 
 def unregister_registry(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
     """Drop what `register_registry` created."""
+    run_sql(con, DROP_REGISTRY_VIEWS_FILE)
     for name in names:
-        con.execute(f"DROP VIEW IF EXISTS {name}")
         con.unregister(f"_{name}_df")
 
 

@@ -32,6 +32,7 @@ import orjson
 import pandas as pd
 
 from fhir_mappings.registry import Instrument
+from pipelines.sqlfiles import SqlTemplateError, install_shared_macros, render
 from pipelines.warehouse import table_exists
 from quality_checks.params import QualitySettings, register_registry, registry_frames, unregister_registry
 from quality_checks.store import (
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 20
 ROW = "_row"  # positional index column GX reports back for every unexpected row
-_PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # registry ids/scales used inside GX row conditions
 
 
@@ -196,15 +196,6 @@ def _expand(
             yield column, {"column": column}, None
     else:  # pragma: no cover - suite.py validates for_each
         raise SuiteError(f"{where}: unknown for_each {spec.for_each}")
-
-
-def _sql_params(sql: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The `$name` parameters the SQL uses (DuckDB refuses unused named parameters)."""
-    names = set(_PARAM.findall(sql))
-    missing = names - set(values)
-    if missing:
-        raise SuiteError(f"unknown SQL parameter(s): {sorted(missing)}")
-    return {n: values[n] for n in names}
 
 
 # ---------------------------------------------------------------- the run
@@ -399,7 +390,23 @@ def _outcome(
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, dataset: Dataset, values: Mapping[str, Any]) -> pd.DataFrame:
-    frame = con.execute(dataset.sql, _sql_params(dataset.sql, values)).df()
+    """A dataset's rows, with a positional `_row` column for GX to report offending rows by.
+
+    Declared tables are rendered into the query's `{{ placeholders }}` (`pipelines.sqlfiles.render`);
+    each `$name` the query uses (as DuckDB parses it, so text inside string literals is not one) is
+    bound from the suite's values, never written into the SQL.
+    """
+    try:
+        statements = con.extract_statements(render(dataset.sql, dataset.identifiers))
+    except SqlTemplateError as exc:
+        raise SuiteError(f"dataset {dataset.name}: {exc}") from exc
+    if len(statements) != 1:
+        raise SuiteError(f"dataset {dataset.name}: expected one query, found {len(statements)} statements")
+    names = set(statements[0].named_parameters)
+    missing = names - set(values)
+    if missing:
+        raise SuiteError(f"unknown SQL parameter(s): {sorted(missing)}")
+    frame = con.execute(statements[0], {n: values[n] for n in sorted(names)}).df()
     frame[ROW] = range(len(frame))
     return frame
 
@@ -414,6 +421,9 @@ def evaluate_suite(
 ) -> list[CheckOutcome]:
     """Evaluate every check of `suite` (or those in `only`) without writing anything."""
     settings = settings or QualitySettings.from_env()
+    # Suites read the newest version of a resource and parse references through the same macros as
+    # every layer (pipelines/sql/macros.sql): `current_version('raw.<type>')`, `ref_id`, ...
+    install_shared_macros(con)
     if registry is None:
         from fhir_mappings.registry import load_registry
 
@@ -496,7 +506,7 @@ def run_suite(
     outcomes = evaluate_suite(con, suite, settings=settings, registry=registry, only=only)
     checked_at = datetime.now(UTC)
     ensure_quality_schema(con)
-    con.execute("BEGIN TRANSACTION")
+    con.begin()  # one transaction: every result and quarantined record of the evaluation, or none
     try:
         for o in outcomes:
             # Idempotent per run: a retried step re-flags the same records without writing them twice.
@@ -530,9 +540,9 @@ def run_suite(
                     quarantined=o.quarantined,
                 ),
             )
-        con.execute("COMMIT")
+        con.commit()
     except BaseException:
-        con.execute("ROLLBACK")
+        con.rollback()
         raise
     for o in outcomes:
         log.info("%s %s", suite.name, o.summary())

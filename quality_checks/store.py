@@ -10,6 +10,9 @@
   (table, expectation), the set downstream marts anti-join on.
 - `quality.quarantined_responses` (view): one row per (source, response_id) in the current quarantine
   of `staging.measure_scores`, with every reason, for marts that prefer a ready key list.
+
+Each table's and view's SQL is a file in `quality_checks/sql/` (declared in `quality_checks/tables.py`);
+the inserts and lookups here are files too, with every value bound.
 """
 
 from __future__ import annotations
@@ -17,67 +20,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 
-QUALITY_DDL: tuple[str, ...] = (
-    "CREATE SCHEMA IF NOT EXISTS quality",
-    """CREATE TABLE IF NOT EXISTS quality.check_results (
-        run_id VARCHAR NOT NULL,            -- Dagster run id (or a uuid for runs outside Dagster)
-        checked_at TIMESTAMPTZ NOT NULL,
-        suite VARCHAR NOT NULL,
-        table_name VARCHAR NOT NULL,        -- schema.table the check is about
-        expectation_id VARCHAR NOT NULL,    -- the check's id in its suite file
-        expectation VARCHAR NOT NULL,       -- Great Expectations type(s) it ran
-        severity VARCHAR NOT NULL,          -- ERROR | WARN
-        success BOOLEAN,                    -- NULL when skipped (table not present)
-        element_count BIGINT,
-        unexpected_count BIGINT,            -- distinct offending rows
-        unexpected_percent DOUBLE,
-        sample_keys JSON,                   -- up to 20 record keys (resource ids only, never names)
-        details JSON,                       -- per-expectation results, observed values, errors
-        outcome VARCHAR NOT NULL,           -- passed | warning | contained | blocking | skipped
-        quarantined BIGINT NOT NULL         -- records this evaluation put in quality.quarantine
-    )""",
-    """CREATE TABLE IF NOT EXISTS quality.quarantine (
-        run_id VARCHAR NOT NULL,
-        quarantined_at TIMESTAMPTZ NOT NULL,
-        table_name VARCHAR NOT NULL,
-        expectation_id VARCHAR NOT NULL,
-        severity VARCHAR NOT NULL,
-        source VARCHAR,                     -- FHIR source name when the record has one
-        record_key VARCHAR NOT NULL,        -- e.g. the response_id for staging.measure_scores
-        reason VARCHAR NOT NULL,
-        record JSON NOT NULL                -- the offending row as checked
-    )""",
-    # The newest evaluation of each (table, expectation) decides what is quarantined *now*: when a
-    # later run no longer flags a record, it drops out of this view (and stays in the table).
-    """CREATE OR REPLACE VIEW quality.current_quarantine AS
-        WITH latest AS (
-            SELECT table_name, expectation_id, arg_max(run_id, checked_at) AS run_id
-            FROM quality.check_results
-            GROUP BY table_name, expectation_id
-        )
-        SELECT q.run_id, q.quarantined_at, q.table_name, q.expectation_id, q.severity, q.source,
-               q.record_key, q.reason, q.record
-        FROM quality.quarantine q
-        JOIN latest l USING (table_name, expectation_id, run_id)""",
-    """CREATE OR REPLACE VIEW quality.quarantined_responses AS
-        SELECT source, record_key AS response_id,
-               string_agg(DISTINCT expectation_id, ', ' ORDER BY expectation_id) AS expectations,
-               string_agg(DISTINCT reason, '; ' ORDER BY reason) AS reasons
-        FROM quality.current_quarantine
-        WHERE table_name = 'staging.measure_scores'
-        GROUP BY source, record_key""",
+from pipelines.sqlfiles import query_sql, read_sql, render, run_sql
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+# In order: the schema, the two append-only tables, then the views over them.
+SCHEMA_FILE = SQL_DIR / "schema.sql"
+CHECK_RESULTS_FILE = SQL_DIR / "check_results.sql"
+QUARANTINE_FILE = SQL_DIR / "quarantine.sql"
+CURRENT_QUARANTINE_FILE = SQL_DIR / "current_quarantine.sql"
+QUARANTINED_RESPONSES_FILE = SQL_DIR / "quarantined_responses.sql"
+QUALITY_SQL_FILES: tuple[Path, ...] = (
+    SCHEMA_FILE,
+    CHECK_RESULTS_FILE,
+    QUARANTINE_FILE,
+    CURRENT_QUARANTINE_FILE,
+    QUARANTINED_RESPONSES_FILE,
 )
 
 
 def ensure_quality_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the quality schema, tables and views if missing (idempotent)."""
-    for stmt in QUALITY_DDL:
-        con.execute(stmt)
+    for path in QUALITY_SQL_FILES:
+        run_sql(con, path)
 
 
 @dataclass(frozen=True)
@@ -117,25 +87,26 @@ def _json(value: Any) -> str:
 
 def append_result(con: duckdb.DuckDBPyConnection, row: ResultRow) -> None:
     """Append one check result (never updates an earlier row)."""
-    con.execute(
-        """INSERT INTO quality.check_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [
-            row.run_id,
-            row.checked_at,
-            row.suite,
-            row.table_name,
-            row.expectation_id,
-            row.expectation,
-            row.severity,
-            row.success,
-            row.element_count,
-            row.unexpected_count,
-            row.unexpected_percent,
-            _json(row.sample_keys),
-            _json(row.details),
-            row.outcome,
-            row.quarantined,
-        ],
+    run_sql(
+        con,
+        SQL_DIR / "append_result.sql",
+        params={
+            "run_id": row.run_id,
+            "checked_at": row.checked_at,
+            "suite": row.suite,
+            "table_name": row.table_name,
+            "expectation_id": row.expectation_id,
+            "expectation": row.expectation,
+            "severity": row.severity,
+            "success": row.success,
+            "element_count": row.element_count,
+            "unexpected_count": row.unexpected_count,
+            "unexpected_percent": row.unexpected_percent,
+            "sample_keys": _json(row.sample_keys),
+            "details": _json(row.details),
+            "outcome": row.outcome,
+            "quarantined": row.quarantined,
+        },
     )
 
 
@@ -157,32 +128,34 @@ def append_quarantine(
     if not records:
         return 0
     existing = {
-        (r[0], r[1])
-        for r in con.execute(
-            """SELECT coalesce(source, ''), record_key FROM quality.quarantine
-               WHERE run_id = ? AND table_name = ? AND expectation_id = ?""",
-            [run_id, table_name, expectation_id],
-        ).fetchall()
+        (str(source), str(key))
+        for source, key in query_sql(
+            con,
+            SQL_DIR / "quarantined_keys.sql",
+            params={"run_id": run_id, "table_name": table_name, "expectation_id": expectation_id},
+        )
     }
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rec in records:
         key = (rec.source or "", rec.record_key)
         if key in existing:
             continue
         existing.add(key)
         rows.append(
-            [
-                run_id,
-                at,
-                table_name,
-                expectation_id,
-                severity,
-                rec.source,
-                rec.record_key,
-                rec.reason,
-                _json(rec.record),
-            ]
+            {
+                "run_id": run_id,
+                "quarantined_at": at,
+                "table_name": table_name,
+                "expectation_id": expectation_id,
+                "severity": severity,
+                "source": rec.source,
+                "record_key": rec.record_key,
+                "reason": rec.reason,
+                "record": _json(rec.record),
+            }
         )
     if rows:
-        con.executemany("INSERT INTO quality.quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # One statement, many rows: executemany binds each record's values (render() checks the file
+        # holds no identifier placeholder).
+        con.executemany(render(read_sql(SQL_DIR / "append_quarantine.sql")), rows)
     return len(rows)

@@ -26,10 +26,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
+from pipelines.settings import ValidationMode
 from quality_checks.shape_cache import ShapeCache
 
 # Elements the pipeline reads, per resource type, as dotted paths without list indices. Nested
@@ -239,7 +240,7 @@ REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
 }
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-Mode = Literal["used_elements", "strict"]
+Mode = ValidationMode  # one definition: the sources file, the warehouse resource, the validator
 
 
 @dataclass(frozen=True)

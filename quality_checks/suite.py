@@ -22,7 +22,10 @@ from typing import Any, Literal
 
 import yaml
 
+from pipelines.sqlfiles import SqlTemplateError, read_sql, render
+
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
+MART_ROWS_FILE = Path(__file__).resolve().parent / "sql" / "mart_rows.sql"
 Severity = Literal["ERROR", "WARN"]
 SEVERITIES: frozenset[str] = frozenset({"ERROR", "WARN"})
 # Expansions the runner knows (see runner._expand).
@@ -81,11 +84,16 @@ class Check:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A DuckDB query validated as one DataFrame; `requires` lists the tables it reads."""
+    """A DuckDB query validated as one DataFrame; `requires` lists the tables it reads.
+
+    `sql` may name tables through `{{ placeholder }}`s; `identifiers` fills them (each a required
+    table, from the suite file: a declaration, never data) when the runner renders the query.
+    """
 
     name: str
     sql: str
     requires: tuple[str, ...]
+    identifiers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,15 @@ def _datasets(path: Path, raw: Any) -> dict[str, Dataset]:
         for t in requires:
             if not _TABLE.match(t):
                 raise _err(path, f"dataset {name}", f"requires {t!r}: expected schema.table")
-        out[str(name)] = Dataset(name=str(name), sql=spec["sql"], requires=requires)
+        identifiers = {str(k): str(v) for k, v in (spec.get("identifiers") or {}).items()}
+        undeclared = sorted(v for v in identifiers.values() if v not in requires)
+        if undeclared:
+            raise _err(path, f"dataset {name}", f"identifiers {undeclared} must be tables it requires")
+        try:
+            render(spec["sql"], identifiers)
+        except SqlTemplateError as exc:
+            raise _err(path, f"dataset {name}", str(exc)) from exc
+        out[str(name)] = Dataset(name=str(name), sql=spec["sql"], requires=requires, identifiers=identifiers)
     return out
 
 
@@ -295,8 +311,14 @@ def _mart_suites(path: Path, data: dict[str, Any]) -> list[Suite]:
                     "asset": ["marts", mart],
                     "description": f"marts.{mart}: {spec.get('description', 'published mart')}",
                     "when_missing": "skip",
-                    # `mart` matched _ID above, so the name is a plain identifier, never data.
-                    "datasets": {"mart": {"requires": [table], "sql": f"SELECT * FROM {table}"}},  # noqa: S608
+                    # The mart's table is an identifier declared by this file, rendered by the runner.
+                    "datasets": {
+                        "mart": {
+                            "requires": [table],
+                            "sql": read_sql(MART_ROWS_FILE),
+                            "identifiers": {"mart": table},
+                        }
+                    },
                     "checks": checks,
                 },
                 extra={

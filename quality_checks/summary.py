@@ -6,11 +6,16 @@ and the pass rate (passed / (passed + failed); skipped checks count in neither).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import orjson
 import pandas as pd
 
+from pipelines.sqlfiles import query_sql, read_sql, render
 from pipelines.warehouse import table_exists
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 SUMMARY_COLUMNS = [
     "run_id",
@@ -26,13 +31,17 @@ SUMMARY_COLUMNS = [
 ]
 
 
+def _run_frame(con: duckdb.DuckDBPyConnection, file: str, run_id: str) -> pd.DataFrame:
+    """The rows of a one-run query file as a DataFrame (DuckDB's column types kept), the run id bound."""
+    # render() with no identifiers: the file may hold no placeholder, only the bound $run_id.
+    return con.execute(render(read_sql(SQL_DIR / file)), {"run_id": run_id}).df()
+
+
 def newest_run(con: duckdb.DuckDBPyConnection) -> str | None:
     """The run id of the newest check result, or None when nothing has been checked."""
     if not table_exists(con, "quality.check_results"):
         return None
-    rows = con.execute(
-        "SELECT run_id FROM quality.check_results ORDER BY checked_at DESC, run_id LIMIT 1"
-    ).fetchall()
+    rows = query_sql(con, SQL_DIR / "newest_run.sql")
     return str(rows[0][0]) if rows else None
 
 
@@ -41,26 +50,7 @@ def summary_frame(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> 
     run = run_id or newest_run(con)
     if run is None:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    # A retried step evaluates a suite twice under one run id: keep each check's last evaluation.
-    frame = con.execute(
-        """WITH last AS (
-               SELECT * FROM quality.check_results WHERE run_id = ?
-               QUALIFY row_number() OVER (PARTITION BY suite, expectation_id ORDER BY checked_at DESC) = 1
-           )
-           SELECT run_id, table_name, severity,
-                  count(*)::INTEGER AS checks_run,
-                  count(*) FILTER (WHERE success)::INTEGER AS passed,
-                  count(*) FILTER (WHERE NOT success)::INTEGER AS failed,
-                  count(*) FILTER (WHERE success IS NULL)::INTEGER AS skipped,
-                  count(*) FILTER (WHERE outcome = 'blocking')::INTEGER AS blocking,
-                  coalesce(sum(quarantined), 0)::BIGINT AS quarantined_rows,
-                  round(count(*) FILTER (WHERE success)
-                        / nullif(count(*) FILTER (WHERE success IS NOT NULL), 0), 4) AS pass_rate
-           FROM last
-           GROUP BY run_id, table_name, severity
-           ORDER BY table_name, severity""",
-        [run],
-    ).df()
+    frame = _run_frame(con, "run_summary.sql", run)
     return frame[SUMMARY_COLUMNS]
 
 
@@ -71,19 +61,7 @@ def failed_checks(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> 
         return pd.DataFrame(
             columns=["table_name", "expectation_id", "severity", "outcome", "unexpected_count", "sample_keys"]
         )
-    return con.execute(
-        """WITH last AS (
-               SELECT * FROM quality.check_results WHERE run_id = ?
-               QUALIFY row_number() OVER (PARTITION BY suite, expectation_id ORDER BY checked_at DESC) = 1
-           )
-           SELECT table_name, expectation_id, severity, outcome, unexpected_count, quarantined,
-                  sample_keys::VARCHAR AS sample_keys
-           FROM last
-           WHERE outcome <> 'passed'
-           ORDER BY CASE outcome WHEN 'blocking' THEN 0 WHEN 'contained' THEN 1 WHEN 'warning' THEN 2
-                                 ELSE 3 END, table_name, expectation_id""",
-        [run],
-    ).df()
+    return _run_frame(con, "run_failed_checks.sql", run)
 
 
 def _fmt_rate(value: object) -> str:

@@ -54,6 +54,16 @@ def test_peer_view_definition_walks_nested_items_and_answers():
     assert repeat["select"][0]["forEach"] == "answer"
 
 
+def test_peer_answer_counts_query_counts_rows_and_responses():
+    """The fhir4ds peer's count query (a file, run by the peers' own DuckDB) on a table like its output."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE answers AS SELECT * FROM (VALUES ('r1'), ('r1'), ('r2')) AS t(response_id)")
+    sql = _peers_module().ANSWER_COUNTS_SQL.read_text(encoding="utf-8")
+    assert con.execute(sql).fetchall() == [(3, 2)]
+
+
 @pytest.mark.slow  # rest.run starts a FHIR server process
 def test_rest_pulls_see_the_same_resources_on_the_real_server(tmp_path, monkeypatch):
     monkeypatch.setattr(rest, "folder_for", lambda scale: tmp_path / str(scale))

@@ -14,6 +14,7 @@ import duckdb
 
 from marts.privacy import register_age_band
 from marts.settings import MartSettings, Thresholds, thresholds_from_registry
+from marts.stats import z_for
 from pipelines.sqlfiles import install_shared_macros, query_sql, run_sql
 from pipelines.warehouse import ensure_raw_schema
 
@@ -56,6 +57,11 @@ def install_params(
             "adherence_period": settings.adherence_period,
             "dropout_fewer_than_sessions": settings.dropout_fewer_than_sessions,
             "min_cell": settings.min_cell,
+            "ci_level": settings.ci_level,
+            # the two-sided normal quantile of ci_level, so SQL intervals need no literal 1.96
+            "ci_z": z_for(settings.ci_level),
+            "funnel_z_inner": settings.funnel_z[0],
+            "funnel_z_outer": settings.funnel_z[1],
             "dispense_statuses": list(settings.dispense_statuses),
             "appointment_attended": list(settings.appointment_attended),
             "appointment_missed": list(settings.appointment_missed),
@@ -73,7 +79,6 @@ def prepare_clinical(
     ensure_raw_schema(con)
     con.execute("CREATE SCHEMA IF NOT EXISTS staging")
     install_shared_macros(con)
-    run_sql(con, SQL_DIR / "macros.sql")
     as_of = reference_date(con, settings)
     install_params(con, settings, thresholds or thresholds_from_registry(), as_of)
     register_age_band(con, settings.age_bands)

@@ -18,9 +18,10 @@ from fhir_mappings.clinical.params import SQL_DIR, prepare_clinical
 from marts.settings import MartSettings, Thresholds, load_mart_settings, thresholds_from_registry
 from pipelines.catalog import StepSpec, TableSpec
 from pipelines.sqlfiles import count_rows, query_sql, run_sql
-from pipelines.warehouse import single_threaded
+from pipelines.warehouse import single_threaded, table_exists
 from quality_checks.store import ensure_quality_schema
 
+MACROS_SQL = SQL_DIR / "macros.sql"
 # Raw tables behind the reference date (`reference_date.sql`): SQL that reads mart_params.as_of_date
 # depends on them too.
 AS_OF_INPUTS = ("raw.encounter", "raw.appointment", "raw.medication_dispense")
@@ -49,11 +50,15 @@ def _sql_step(
     """A step that runs `fhir_mappings/sql/clinical/<table>.sql` after `prepare_clinical`."""
     name = f"staging.{table}"
     path = SQL_DIR / f"{table}.sql"
+    # practitioner_of() reads staging.practitioner_roles, and DuckDB binds a macro's tables when it is
+    # created: the steps that call it create it themselves, after the roles table exists.
+    files = (MACROS_SQL, path) if "practitioner_of(" in path.read_text() else (path,)
 
     def build(con: duckdb.DuckDBPyConnection, ctx: ClinicalContext) -> Mapping[str, int]:
         prepare_clinical(con, ctx.settings, ctx.thresholds)
         with single_threaded(con):
-            run_sql(con, path)
+            for file in files:
+                run_sql(con, file)
         return {"rows": count_rows(con, name)}
 
     return StepSpec(
@@ -64,7 +69,7 @@ def _sql_step(
         build=build,
         context=clinical_context,
         fingerprint_text=_fingerprint,
-        sql_files=(path,),
+        sql_files=files,
     )
 
 
@@ -78,7 +83,8 @@ def build_session_measures(con: duckdb.DuckDBPyConnection, ctx: ClinicalContext)
     """
     check_score_contract(con)
     prepare_clinical(con, ctx.settings, ctx.thresholds)
-    ensure_quality_schema(con)  # the quarantine view exists (empty) before any check has run
+    if not table_exists(con, "quality.current_quarantine"):
+        ensure_quality_schema(con)  # the quarantine view exists (empty) before any check has run
     with single_threaded(con):
         run_sql(con, SQL_DIR / "session_measures.sql")
     row = query_sql(con, SQL_DIR / "session_measures_counts.sql")[0]

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 
+from markupsafe import Markup
+
 BLUE = "#0072B2"  # patient-rated
 ORANGE = "#E69F00"  # clinician-rated
 VERMILLION = "#D55E00"
@@ -189,9 +191,12 @@ class _Canvas:
             f'y="{_n((self.top + self.bottom) / 2)}" text-anchor="middle">{escape(text)}</text>'
         )
 
-    def svg(self, description: str) -> str:
+    def svg(self, description: str) -> Markup:
+        """The chart as markup: every text in it was escaped where it was added (`escape`, `_a`)."""
         body = "\n".join(self.parts)
-        return (
+        # Markup only here, once every text of the chart has gone through `escape`/`_a` where it was
+        # added (tests feed `<`, `&` and quotes through titles, labels and notes)
+        return Markup(  # noqa: S704
             f'<svg class="chart" data-chart="{_a(self.chart_id)}" data-marks="{self.marks}" '
             f'viewBox="0 0 {self.width} {self.height}" role="img" '
             f'aria-labelledby="{_a(self.chart_id)}-title" '
@@ -245,7 +250,7 @@ def line_chart(
     y_format: Callable[[float], str] = _plain,
     references: Sequence[tuple[float, str]] = (),
     description: str = "",
-) -> str:
+) -> Markup:
     """Lines with a dot at every point; optional shaded bands and dashed horizontal references."""
     xs = [x for s in series for x, y in s.points if y is not None]
     ys = [y for s in series for _, y in s.points if y is not None]
@@ -320,7 +325,7 @@ def scatter_chart(
     color: str = BLUE,
     zero_line: bool = True,
     description: str = "",
-) -> str:
+) -> Markup:
     """Points with an optional fitted line y = intercept + slope * x (`fit` = (intercept, slope))."""
     xs = [p[0] for p in points]
     ys = [p[1] for p in points]
@@ -347,7 +352,7 @@ def scatter_chart(
     for x, y in points:
         canvas.add(
             f'<circle class="mark point" cx="{_n(canvas.x(x))}" cy="{_n(canvas.y(y))}" r="3" fill="{color}" '
-            f'fill-opacity="0.55"><title>{x:.2f}, {y:g}</title></circle>',
+            f'fill-opacity="0.55"><title>{escape(f"{x:.2f}, {y:g}")}</title></circle>',
             mark=True,
         )
     legend = [("episodes", color, "dot")]
@@ -406,7 +411,7 @@ def funnel_chart(
     x_label: str,
     y_label: str,
     description: str = "",
-) -> str:
+) -> Markup:
     """Therapist means against caseload with funnel limits grand +- z * sigma / sqrt(n).
 
     Filled dots: raw means, coloured by position; hollow dots joined by a thin line: shrunken means.
@@ -503,7 +508,7 @@ def bar_chart(
     y_format: Callable[[float], str] = _plain,
     value_format: Callable[[float], str] = _plain,
     description: str = "",
-) -> str:
+) -> Markup:
     """Grouped vertical bars; a missing value is drawn as a labelled gap ('suppressed')."""
     values = [v for s in series for v in s.values if v is not None]
     lo, hi = y_range or (min(0.0, *values) if values else 0.0, (max(values) * 1.12) if values else 1.0)
@@ -552,7 +557,7 @@ def stacked_bar_chart(
     *,
     x_label: str,
     description: str = "",
-) -> str:
+) -> Markup:
     """Horizontal stacked bars, one per row label; `parts` are (name, colour) of the stacked counts."""
     longest = max((len(label) for label, _ in rows), default=10)
     label_w = min(360, max(120, int(6.6 * longest) + 18))  # room for the longest row label
@@ -574,7 +579,8 @@ def stacked_bar_chart(
             f'stroke="{LIGHT}"/>'
         )
         canvas.add(
-            f'<text class="tick" x="{_n(x)}" y="{_n(canvas.bottom + 17)}" text-anchor="middle">{label}</text>'
+            f'<text class="tick" x="{_n(x)}" y="{_n(canvas.bottom + 17)}" text-anchor="middle">'
+            f"{escape(label)}</text>"
         )
     canvas.add(
         f'<text class="axis-label" x="{_n((label_w + canvas.right) / 2)}" y="{_n(height - 12)}" '

@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -26,7 +26,15 @@ from pipelines.resources.fhir import (
     RetryPolicy,
     SmartBackendAuth,
 )
-from pipelines.settings import PipelineSettings, SourceSettings
+from pipelines.settings import (
+    AuthMode,
+    IncrementalMode,
+    PipelineSettings,
+    SigningAlg,
+    SourceKind,
+    SourceSettings,
+    ValidationMode,
+)
 from pipelines.warehouse import Warehouse
 
 
@@ -34,28 +42,34 @@ class FhirSourceConfig(dg.Config):
     """One FHIR source: where it is, how to authenticate, how to page and pull incrementally."""
 
     name: str = "demo"
-    kind: str = "rest"  # rest | bulk | folder
+    kind: SourceKind = "rest"
     base_url: str = ""
     folder: str = ""
-    auth_mode: str = "none"  # none | bearer | basic | smart
+    auth_mode: AuthMode = "none"
     token: str | None = None
     username: str | None = None
     password: str | None = None
     client_id: str | None = None
     private_key_pem: str | None = None
     private_key_path: str | None = None
-    alg: Literal["RS384", "ES384"] = "RS384"
+    alg: SigningAlg = "RS384"
     kid: str | None = None
     scope: str = "system/*.read"
     token_url: str | None = None
     page_size: int = 500
     max_pages: int = 100_000
-    incremental: str = "auto"  # auto | last_updated | date_window | full
+    incremental: IncrementalMode = "auto"
     overlap_minutes: float = 5.0
     timeout_connect_s: float = 10.0
     timeout_read_s: float = 120.0
     retry_max_total_wait_s: float = 120.0
     landing_dir: str = ""  # where Bulk downloads go; default: the warehouse's landing folder /bulk
+    trusted_origins: list[str] = []  # origins besides base_url's that may receive credentials
+    max_page_bytes: int = 256 * 1024 * 1024
+    max_download_bytes: int = 50 * 1024 * 1024 * 1024
+    max_stale_pages: int = 5
+    keep_bulk_files: bool = False  # keep downloaded Bulk NDJSON after landing
+    bulk_poll_interval_s: float = 2.0
 
     @classmethod
     def from_settings(cls, s: SourceSettings) -> FhirSourceConfig:
@@ -102,6 +116,10 @@ class FhirSourceConfig(dg.Config):
             retry=RetryPolicy(max_total_wait=self.retry_max_total_wait_s),
             page_size=self.page_size,
             max_pages=self.max_pages,
+            trusted_origins=self.trusted_origins,
+            max_page_bytes=self.max_page_bytes,
+            max_download_bytes=self.max_download_bytes,
+            max_stale_pages=self.max_stale_pages,
         )
 
 
@@ -127,6 +145,12 @@ def _source_kwargs(s: SourceSettings) -> dict[str, Any]:
         "overlap_minutes": s.overlap_minutes,
         "timeout_connect_s": s.timeout_connect_s,
         "timeout_read_s": s.timeout_read_s,
+        "trusted_origins": list(s.trusted_origins),
+        "max_page_bytes": s.max_page_bytes,
+        "max_download_bytes": s.max_download_bytes,
+        "max_stale_pages": s.max_stale_pages,
+        "keep_bulk_files": s.keep_bulk_files,
+        "bulk_poll_interval_s": s.bulk_poll_interval_s,
     }
     if a.token_env:
         kwargs["token"] = dg.EnvVar(a.token_env)
@@ -179,18 +203,18 @@ class WarehouseResource(dg.ConfigurableResource):
     """
 
     path: str = "data/warehouse.duckdb"
-    validation: str = "used_elements"  # used_elements | strict
+    validation: ValidationMode = "used_elements"
     landing_dir: str = ""
     lock_timeout_s: float = 900.0
 
     @classmethod
     def from_settings(cls, s: PipelineSettings) -> WarehouseResource:
-        """From the sources file; `ALLIANCE_QI_LANDING_DIR` and `ALLIANCE_QI_LOCK_TIMEOUT_S` override."""
+        """From the pipeline settings (including `ALLIANCE_QI_LANDING_DIR`, `ALLIANCE_QI_LOCK_TIMEOUT_S`)."""
         return cls(
             path=str(s.warehouse_path()),
             validation=s.validation,
-            landing_dir=os.environ.get("ALLIANCE_QI_LANDING_DIR", ""),
-            lock_timeout_s=float(os.environ.get("ALLIANCE_QI_LOCK_TIMEOUT_S", "900")),
+            landing_dir=s.landing_dir,
+            lock_timeout_s=s.lock_timeout_s,
         )
 
     def file(self) -> Path:

@@ -28,6 +28,8 @@ CREATE OR REPLACE TEMP MACRO ref_contained(r) AS
 -- The newest landed version of each (source, id) of a raw resource table, every column.
 -- Order: meta.lastUpdated, then versionId as a number ("10" after "9"), then versionId as text (the
 -- 'sha:' versions of servers that send none). Folder drops often lack lastUpdated: numeric order decides.
+-- A resource whose newest version is a tombstone (`deleted`: a Bulk export listed it as deleted) is
+-- left out, so it leaves staging and the marts.
 CREATE OR REPLACE TEMP MACRO current_version(raw_table) AS TABLE
     SELECT *
     FROM query_table(raw_table)
@@ -36,7 +38,7 @@ CREATE OR REPLACE TEMP MACRO current_version(raw_table) AS TABLE
         ORDER BY last_updated DESC NULLS LAST,
                  TRY_CAST(version_id AS BIGINT) DESC NULLS LAST,
                  version_id DESC
-    ) = 1;
+    ) = 1 AND deleted IS NOT TRUE;
 
 -- The calendar date written in a FHIR date, dateTime or instant (its local date when it has an offset).
 CREATE OR REPLACE TEMP MACRO fhir_date(s) AS TRY_CAST(left(s, 10) AS DATE);

@@ -18,6 +18,8 @@ next `times` matches (None: to every later match). Actions:
 - `RepeatEntries()`: prepend the previous page's entries to this page (offset paging overlap);
 - `Hook(fn)`: call `fn()` (e.g. update a resource upstream), then forward;
 - `Mutate(fn)`: forward, then replace the JSON body by `fn(body)` (a malformed Bulk manifest);
+- `Rewrite(body, headers)`: forward, then replace the raw body bytes and/or headers (bytes that
+  are not UTF-8, JSON too deep for a JSON library, a status URL on another host);
 - `ExpireToken()`: answer 401 and treat the request's bearer token as expired from now on;
 - `Hold(seconds)`: signal `proxy.held` (the test kills the pipeline now), then wait and forward.
 
@@ -55,6 +57,7 @@ __all__ = [
     "Replay",
     "Reply",
     "Reset",
+    "Rewrite",
     "Rule",
     "Truncate",
     "running_proxy",
@@ -264,6 +267,26 @@ class Mutate(Action):
         answer = ctx.forward()
         if answer.status == 200 and answer.body:
             answer.body = orjson.dumps(self.fn(answer.json()))
+        return answer
+
+
+@dataclass
+class Rewrite(Action):
+    """Forward, then pass a 2xx answer's raw body through `body(bytes) -> bytes` and its headers
+    through `headers(list) -> list` (either may be None: unchanged)."""
+
+    body: Callable[[bytes], bytes] | None = None
+    headers: Callable[[list[tuple[str, str]]], list[tuple[str, str]]] | None = None
+    label = "rewrite"
+
+    def apply(self, ctx: _Context) -> Upstream | None:
+        """The upstream answer rewritten."""
+        answer = ctx.forward()
+        if 200 <= answer.status < 300:
+            if self.body is not None:
+                answer.body = self.body(answer.body)
+            if self.headers is not None:
+                answer.headers = self.headers(list(answer.headers))
         return answer
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 
 import pipelines.extract
-from pipelines.raw_landing import RawLander
+from pipelines.raw_writer import RawLander
 from pipelines.settings import RESOURCE_TYPES
 from tests.faults import support
 

@@ -67,16 +67,20 @@ def source(base_url: str, **overrides: Any) -> FhirSourcesResource:
 
 
 def run_raw(
-    fhir: FhirSourcesResource, warehouse: Path, types: tuple[str, ...] = RESOURCE_TYPES
+    fhir: FhirSourcesResource,
+    warehouse: Path,
+    types: tuple[str, ...] = RESOURCE_TYPES,
+    instance: dg.DagsterInstance | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize the raw assets of `types` (default: all) into `warehouse`; failures are returned,
-    not raised."""
+    not raised. `instance`: a Dagster instance with storage on disk (default: an ephemeral one)."""
     keys = [dg.AssetKey(["raw", table_for(t)]) for t in types]
     return dg.materialize(
         raw_assets(),
         resources={"fhir": fhir, "warehouse": WarehouseResource(path=str(warehouse))},
         selection=keys,
         raise_on_error=False,
+        instance=instance,
     )
 
 

@@ -15,11 +15,12 @@ import requests
 
 from assets.checks import build_quality_checks
 from assets.marts import mart_assets
-from assets.raw import build_raw_assets
+from assets.raw import build_intake_ledgers_asset, build_raw_assets
 from assets.staging import staging_assets
 from demo.generator import GeneratorConfig, generate
 from demo.loader import load_to_server
 from marts.privacy import pseudonym
+from pipelines.catalog import load_catalog
 from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,7 +31,8 @@ DERIVED = [*staging_assets, *mart_assets]
 
 
 def _run(base_url: str, warehouse) -> dict[str, dict[str, Any]]:
-    assets = [*build_raw_assets(dg.StaticPartitionsDefinition([SOURCE])), *DERIVED]
+    partitions = dg.StaticPartitionsDefinition([SOURCE])
+    assets = [*build_raw_assets(partitions), build_intake_ledgers_asset(partitions), *DERIVED]
     result = dg.materialize(
         [*assets, *build_quality_checks(assets)],
         partition_key=SOURCE,
@@ -70,6 +72,20 @@ def test_changes_reach_exactly_the_affected_rows_and_a_quiet_run_skips(tmp_path,
     base, warehouse = fhir_server.base_url, tmp_path / "warehouse.duckdb"
     first = _run(base, warehouse)
     assert all(not m.get("skipped", False) for m in first.values())
+    # Every table the run wrote is declared once and is an asset (quality tables: the checks' outputs).
+    catalog = load_catalog()
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        written = {
+            f"{schema}.{name}"
+            for schema, name in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_schema IN ('raw', 'staging', 'marts', 'quality')"
+            ).fetchall()
+        }
+    assert written == {t.name for t in catalog.all_tables()}
+    materialized = {k.replace("/", ".") for k in first if not k.startswith("check:")}
+    assert {t for t in written if not t.startswith("quality.")} <= materialized
+    assert {t for t in written if t.startswith("quality.")} <= set(catalog.writers)
 
     latest = clinic.latest()
     qrs = [r for (t, _), r in latest.items() if t == "QuestionnaireResponse"]
@@ -145,9 +161,10 @@ def test_changes_reach_exactly_the_affected_rows_and_a_quiet_run_skips(tmp_path,
     assert sum(m.get("new_versions", 0) for k, m in third.items() if k.startswith("raw/")) == 0
     derived = {k: m for k, m in third.items() if not k.startswith(("raw/", "check:"))}
     rebuilt = {k for k, m in derived.items() if not m["skipped"]}
-    # The raw suites re-check every pull (fetch reconciliation), which adds this month's
-    # data-quality results, so qi_monthly (it reports the pass rate) is the one mart rebuilt.
-    assert len(derived) > 15 and rebuilt == {"marts/qi_monthly"}, rebuilt
+    # The raw suites re-check every pull (fetch reconciliation), which adds this run's data-quality
+    # results, so only the mart that reports the check summary is rebuilt (report_data_quality reads
+    # quality.check_results); qi_monthly's pass rate reads the quarantine, which did not change.
+    assert len(derived) > 15 and rebuilt == {"marts/report_data_quality"}, rebuilt
     # quality suites past the raw layer reuse the previous verdicts instead of re-running GX
     checks = {k: m for k, m in third.items() if k.startswith("check:ms_")}
     assert checks and all("reused_from_run" in m for m in checks.values())

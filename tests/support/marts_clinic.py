@@ -75,7 +75,7 @@ class Clinic:
         table = table_for(resource["resourceType"])
         self.con.execute(
             f"""INSERT INTO raw.{table} VALUES
-                (?, ?, ?, ?, true, ?::TIMESTAMPTZ, 'h', ?::JSON, NULL, 'run', now())""",
+                (?, ?, ?, ?, true, ?::TIMESTAMPTZ, 'h', ?::JSON, NULL, 'run', now(), false)""",
             [
                 self.source,
                 resource["resourceType"],
@@ -258,3 +258,26 @@ def key_of(kind: str, rid: str, source: str = "s") -> str:
     out = pseudonym(KEY, kind, source, rid)
     assert out is not None
     return out
+
+
+def two_therapists() -> Clinic:
+    """t1 sees p1 (WAI means 3, 3) and p2 (4); t2 sees p3 (4) and p4 (5); p1 also has a clinician rating."""
+    c = Clinic()
+    plan = {"t1": {"p1": [3.0, 3.0], "p2": [4.0]}, "t2": {"p3": [4.0], "p4": [5.0]}}
+    for t, patients in plan.items():
+        for p, means in patients.items():
+            c.patient(p)
+            c.episode(f"eoc-{p}", p, "2026-03-01", "2026-03-31", org="c1" if t == "t1" else "c2")
+            for i, m in enumerate(means, start=1):
+                enc = f"{p}-{i}"
+                c.encounter(
+                    enc,
+                    p,
+                    f"2026-03-0{i}",
+                    eoc=f"eoc-{p}",
+                    practitioner=f"Practitioner/{t}",
+                    org="c1" if t == "t1" else "c2",
+                )
+                c.wai(enc, p, m)
+    c.wai_clinician("p1-1", "p1", 2.0)
+    return c

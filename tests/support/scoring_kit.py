@@ -40,7 +40,7 @@ class ScoringDB:
     def _land(self, table: str, resource: dict[str, Any], version: str, source: str | None) -> None:
         text = json.dumps(resource)
         self.con.execute(
-            f"""INSERT INTO raw.{table} VALUES (?, ?, ?, ?, true, ?, ?, ?, 'test', 'run', now())""",
+            f"""INSERT INTO raw.{table} VALUES (?, ?, ?, ?, true, ?, ?, ?, 'test', 'run', now(), false)""",
             [
                 source or self.source,
                 resource["resourceType"],

@@ -10,9 +10,7 @@ from tests.support.scoring_kit import ScoringDB, qr
 
 
 def _run(path) -> dict[str, dict]:
-    result = dg.materialize(
-        [*answer_assets], resources={"warehouse": WarehouseResource(path=str(path))}
-    )
+    result = dg.materialize([*answer_assets], resources={"warehouse": WarehouseResource(path=str(path))})
     assert result.success
     out = {}
     for node in ("staging__questionnaire_answers", "staging__questionnaire_items", "staging__measure_scores"):

@@ -207,7 +207,7 @@ def test_still_running_after_max_wait_keeps_state_for_the_next_run(stub: FhirStu
     store, sleeps = MemoryStateStore(), list[float]()
     with pytest.raises(TemporaryNetworkError, match="still running"):
         exporter(stub, store, sleeps, max_wait=25).export(KEY, ["Patient"], None, tmp_path)
-    assert sleeps == [10.0, 10.0]
+    assert sleeps == [10.0, 10.0, 5.0]  # the last wait is cut to what remains of max_wait
     assert store.load(KEY)["status_url"].endswith("/status/job1")  # type: ignore[index]
     assert stub.calls("DELETE") == []
 

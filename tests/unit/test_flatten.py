@@ -23,7 +23,7 @@ def _warehouse(responses: list[tuple[dict, str, str]]) -> duckdb.DuckDBPyConnect
         con.execute(
             """INSERT INTO raw.questionnaire_response VALUES
                ('s', 'QuestionnaireResponse', ?, ?, true, ?::TIMESTAMPTZ, 'h', ?::JSON,
-                NULL, 'run', now())""",
+                NULL, 'run', now(), false)""",
             [res["id"], version, last_updated, json.dumps(res)],
         )
     return con

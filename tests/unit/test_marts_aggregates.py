@@ -7,37 +7,14 @@ from datetime import date
 
 import pytest
 
-from marts.build import MART_NAMES, build_marts
 from fhir_mappings.clinical.contract import MissingInputError
+from marts.build import MART_NAMES, build_marts
 from marts.settings import MartSettingsError, load_mart_settings, thresholds_from_registry
-from tests.support.marts_clinic import KEY, Clinic, key_of
-
-
-def _two_therapists() -> Clinic:
-    """t1 sees p1 (WAI means 3, 3) and p2 (4); t2 sees p3 (4) and p4 (5); p1 also has a clinician rating."""
-    c = Clinic()
-    plan = {"t1": {"p1": [3.0, 3.0], "p2": [4.0]}, "t2": {"p3": [4.0], "p4": [5.0]}}
-    for t, patients in plan.items():
-        for p, means in patients.items():
-            c.patient(p)
-            c.episode(f"eoc-{p}", p, "2026-03-01", "2026-03-31", org="c1" if t == "t1" else "c2")
-            for i, m in enumerate(means, start=1):
-                enc = f"{p}-{i}"
-                c.encounter(
-                    enc,
-                    p,
-                    f"2026-03-0{i}",
-                    eoc=f"eoc-{p}",
-                    practitioner=f"Practitioner/{t}",
-                    org="c1" if t == "t1" else "c2",
-                )
-                c.wai(enc, p, m)
-    c.wai_clinician("p1-1", "p1", 2.0)
-    return c
+from tests.support.marts_clinic import KEY, Clinic, key_of, two_therapists
 
 
 def test_therapist_alliance_by_hand():
-    c = _two_therapists()
+    c = two_therapists()
     c.build(min_cell=2, therapist_periods="all,quarter")
     rows = c.dicts("SELECT * FROM marts.therapist_alliance WHERE period_type = 'all' ORDER BY mean_alliance")
     t1, t2 = rows
@@ -74,7 +51,7 @@ def test_therapist_alliance_by_hand():
 
 
 def test_therapist_alliance_suppresses_small_caseloads_by_default():
-    c = _two_therapists()
+    c = two_therapists()
     c.build()
     rows = c.dicts("SELECT suppressed, caseload, mean_alliance, icc FROM marts.therapist_alliance")
     assert rows and all(
@@ -84,7 +61,7 @@ def test_therapist_alliance_suppresses_small_caseloads_by_default():
 
 
 def test_qi_monthly_practice_row_is_the_sum_of_clinic_rows():
-    c = _two_therapists()
+    c = two_therapists()
     c.build(min_cell=2)
     rows = c.dicts("SELECT * FROM marts.qi_monthly ORDER BY level, clinic_key")
     clinics = [r for r in rows if r["level"] == "clinic"]
@@ -108,7 +85,7 @@ def test_qi_monthly_practice_row_is_the_sum_of_clinic_rows():
 
 
 def test_rebuilding_gives_identical_marts():
-    c = _two_therapists()
+    c = two_therapists()
     c.build(min_cell=2)
     first = {m: c.rows(f"SELECT * FROM marts.{m} ORDER BY ALL") for m in MART_NAMES}
     c.build(min_cell=2)

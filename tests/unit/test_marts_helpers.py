@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from marts.build import make_context
 from fhir_mappings.clinical.contract import REQUIRED_SCORE_COLUMNS
+from marts.build import make_context
 from tests.support.marts_clinic import KEY, Clinic
 
 
@@ -23,7 +23,21 @@ def test_empty_clinic_builds_every_mart_with_zero_rows():
         "therapist_alliance": 0,
         "qi_monthly": 0,
         "alliance_associations": counts["alliance_associations"],
+        # the report marts keep their fixed rows (one per practice, the 'all' rows, the 12 thirds)
+        "report_overview": 1,
+        "report_alliance_trajectory": 1,
+        "report_early_alliance_fit": 1,
+        "report_therapist_funnel": 1,
+        "report_adherence_by_alliance_tertile": 12,
+        "report_data_quality": 1,
     }
+    assert clinic.rows(
+        "SELECT patients, sessions, measurement_completion_rate FROM marts.report_overview"
+    ) == [(0, 0, None)]
+    assert clinic.rows(
+        "SELECT sessions_patient_rated, mean_alliance_patient FROM marts.report_alliance_trajectory"
+    ) == [(0, None)]
+    assert clinic.rows("SELECT episodes, slope FROM marts.report_early_alliance_fit") == [(0, None)]
     # associations still answer every question, with n = 0 and no estimate
     assert clinic.rows("SELECT count(*) FROM marts.alliance_associations WHERE estimate IS NOT NULL") == [
         (0,)

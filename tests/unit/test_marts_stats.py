@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
+from scipy.stats import rankdata
 
 from marts.stats import (
     bootstrap_icc,
@@ -13,6 +17,7 @@ from marts.stats import (
     eb_shrink,
     fisher_ci,
     funnel_limits,
+    mean_ci,
     mean_difference_ci,
     pearson_r,
     spearman_rho,
@@ -169,3 +174,43 @@ def test_therapist_periods(kind, day, expected):
     span = (date(2026, 1, 5), date(2026, 10, 30))
     got = period_of(kind, date.fromisoformat(day), span)
     assert (got[0].isoformat(), got[1].isoformat()) == expected
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_correlations_and_intervals_agree_with_scipy_on_random_data(seed):
+    """The project's functions against scipy (and pandas/numpy) on random data, ties included."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 200))
+    if seed % 2:  # integer ratings 1-5: many ties, as questionnaire scores have
+        x, y = rng.integers(1, 6, n).astype(float), rng.integers(0, 11, n).astype(float)
+    else:
+        x = rng.normal(3.5, 0.7, n)
+        y = 0.4 * x + rng.normal(0, 1, n)
+    xs, ys = list(x), list(y)
+    r = pearson_r(xs, ys)
+    assert r == pytest.approx(scipy_stats.pearsonr(x, y).statistic, abs=1e-12)
+    assert r == pytest.approx(float(np.corrcoef(x, y)[0, 1]), abs=1e-12)
+    rho = spearman_rho(xs, ys)
+    assert rho == pytest.approx(scipy_stats.spearmanr(x, y).statistic, abs=1e-12)
+    # Spearman = Pearson of average ranks, as rankdata and pandas rank ties
+    assert rho == pytest.approx(pearson_r(list(rankdata(x)), list(rankdata(y))), abs=1e-12)
+    assert rho == pytest.approx(pd.Series(x).corr(pd.Series(y), method="spearman"), abs=1e-12)
+    # the Fisher-z interval is scipy's interval for Pearson's r
+    scipy_ci = scipy_stats.pearsonr(x, y).confidence_interval(0.95)
+    assert fisher_ci(r, n) == pytest.approx((scipy_ci.low, scipy_ci.high), abs=1e-9)
+    c = correlate(xs, ys, "pearson")
+    assert (c.ci_lower, c.ci_upper) == pytest.approx((scipy_ci.low, scipy_ci.high), abs=1e-9)
+    # the mean's normal interval
+    m, lo, hi = mean_ci(xs)
+    scipy_lo, scipy_hi = scipy_stats.norm.interval(0.95, loc=x.mean(), scale=scipy_stats.sem(x))
+    assert (m, lo, hi) == pytest.approx((x.mean(), scipy_lo, scipy_hi), abs=1e-9)
+    for level in (0.8, 0.95, 0.99):
+        assert z_for(level) == pytest.approx(scipy_stats.norm.ppf(0.5 + level / 2), abs=1e-12)
+
+
+def test_correlations_of_constant_or_short_input_are_undefined():
+    assert pearson_r([2.0] * 10, list(range(10))) is None
+    assert spearman_rho(list(range(10)), [0.1 * 3] * 10) is None
+    assert spearman_rho([1, 2], [2, 1]) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        spearman_rho([1, 2, 3], [1, 2])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -542,7 +542,7 @@ def test_every_check_has_a_failing_case() -> None:
 
 def _break_and_evaluate(clean: Clean, check_id: str, statements: list[str], **changes: Any) -> CheckOutcome:
     suite = next(s for s in clean.suites.values() if check_id in {c.id for c in s.checks})
-    settings = replace(clean.settings, **changes) if changes else clean.settings
+    settings = clean.settings.model_copy(update=changes) if changes else clean.settings
     clean.con.execute("BEGIN TRANSACTION")
     try:
         for sql in statements:

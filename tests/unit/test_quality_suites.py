@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from fhir_mappings.registry import load_registry
+from marts.build import MART_NAMES
 from quality_checks.params import QualitySettings, registry_frames
 from quality_checks.runner import count_columns
 from quality_checks.suite import SuiteError, load_suites
@@ -101,7 +102,7 @@ def test_registry_frames_mirror_the_registry():
 
 def test_marts_template_expands_to_one_suite_per_mart():
     marts = {s.name: s for s in load_suites() if s.name.startswith("mart_")}
-    assert len(marts) == 6
+    assert {s.asset[1] for s in marts.values()} == set(MART_NAMES)  # every mart has its suite
     for s in marts.values():
         assert s.when_missing == "skip"
         ids = {c.id for c in s.checks}
@@ -109,6 +110,9 @@ def test_marts_template_expands_to_one_suite_per_mart():
         assert {f"{mart}_unique_key", f"{mart}_key_present"} <= ids
         assert all(c.severity == "ERROR" and not c.quarantine for c in s.checks)
     assert "qi_monthly_small_cells_suppressed" in {c.id for c in marts["mart_qi_monthly"].checks}
+    for mart in MART_NAMES:
+        if mart.startswith("report_"):  # the QI report's aggregates are checked for small cells
+            assert f"{mart}_small_cells_suppressed" in {c.id for c in marts[f"mart_{mart}"].checks}
     assert "alliance_sessions_small_cells_suppressed" not in {
         c.id for c in marts["mart_alliance_sessions"].checks
     }

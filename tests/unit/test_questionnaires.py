@@ -89,7 +89,7 @@ def test_tables_built_from_raw_latest_version():
     for qid, form in (("nlm", nlm), ("wai", FORMS["wai-sr"])):
         con.execute(
             """INSERT INTO raw.questionnaire VALUES ('s', 'Questionnaire', ?, '1', true, now(), 'h',
-                       ?::JSON, NULL, 'r', now())""",
+                       ?::JSON, NULL, 'r', now(), false)""",
             [qid, json.dumps(form)],
         )
     counts = build_questionnaire_tables(con)
@@ -116,7 +116,7 @@ def test_questionnaire_version_10_is_newer_than_9_when_last_updated_is_missing(l
         }
         con.execute(
             """INSERT INTO raw.questionnaire VALUES ('s', 'Questionnaire', 'q', ?, true, NULL, 'h',
-                       ?::JSON, NULL, 'r', now())""",
+                       ?::JSON, NULL, 'r', now(), false)""",
             [version, json.dumps(form)],
         )
     assert build_questionnaire_tables(con)["questionnaires"] == 1

@@ -5,14 +5,14 @@ The charts themselves (SVG drawn in Python) are tested on small inputs."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pytest
 
 from marts.report import build_report, charts, report_path
-from marts.report.build import _tertile_means, format_count
+from marts.report.render import format_count
 from pipelines.settings import REPO_ROOT
 from tests.support.generated_warehouse import CHART_FLOORS, FHIR_ID_PATTERNS, generated_warehouse_file
 
@@ -118,7 +118,7 @@ def test_the_numbers_come_from_the_marts(report, warehouse_path):
 
 def test_suppressed_kpi_cells_are_marked_not_shown(report, warehouse_path):
     _, html, _ = report
-    from marts.report.build import _KPI_COLUMNS
+    from marts.report.render import _KPI_COLUMNS
 
     con = duckdb.connect(str(warehouse_path), read_only=True)
     try:
@@ -187,15 +187,90 @@ def test_format_count_never_shows_a_small_cell(value, shown):
     assert format_count(value, 11) == shown
 
 
-def test_tertiles_are_withheld_together_when_one_is_small():
-    big = pd.DataFrame({"a": range(60), "y": [float(i % 7) for i in range(60)]})
-    means, counts, _ = _tertile_means(big, "a", "y", 11)
-    assert counts == [20, 20, 20] and all(m is not None for m in means)
-    # the lowest third has the smallest outcomes
-    assert means[0] < means[2]
-    small = big.head(30)  # 10 per third: every third is a small cell, and none may be shown
-    means, counts, _ = _tertile_means(small, "a", "y", 11)
-    assert counts == [10, 10, 10] and means == [None, None, None]
+def _marts_only_copy(source: Path, target: Path) -> Path:
+    """A new database holding only the `marts` schema of `source` (no raw, staging or quality)."""
+    con = duckdb.connect(str(target))
+    try:
+        con.execute("ATTACH ? AS src (READ_ONLY)", [str(source)])
+        con.execute("CREATE SCHEMA marts")
+        names = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src' "
+            "AND table_schema = 'marts'"
+        ).fetchall()
+        for (name,) in names:
+            con.execute(f"CREATE TABLE marts.{name} AS SELECT * FROM src.marts.{name}")
+        con.execute("DETACH src")
+        schemas = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_catalog = ?",
+                [target.stem],
+            ).fetchall()
+        }
+        assert schemas == {"marts"} and len(names) >= 12
+    finally:
+        con.close()
+    return target
+
+
+def test_the_report_reads_only_the_marts(warehouse_path, tmp_path):
+    """The same report from the full warehouse and from a database that holds only the marts."""
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    full = duckdb.connect(str(warehouse_path), read_only=True)
+    try:
+        expected = build_report(full, tmp_path / "full.html", generated_at=when, source="s")
+    finally:
+        full.close()
+    marts_only = _marts_only_copy(warehouse_path, tmp_path / "marts_only.duckdb")
+    con = duckdb.connect(str(marts_only), read_only=True)
+    try:
+        result = build_report(con, tmp_path / "marts.html", generated_at=when, source="s")
+    finally:
+        con.close()
+    html = (tmp_path / "marts.html").read_text()
+    assert html == (tmp_path / "full.html").read_text()
+    assert result.chart_marks == expected.chart_marks
+    # the data-quality section comes from marts.report_data_quality, which holds the mart checks too
+    assert "marts.therapist_alliance" in re.search(r'<section id="data-quality">.*?</section>', html, re.S)[0]
+
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def test_text_from_a_mart_is_escaped(warehouse_path, tmp_path):
+    """A clinic, therapist or table name carrying markup is shown as text, never run."""
+    path = _marts_only_copy(warehouse_path, tmp_path / "hostile.duckdb")
+    con = duckdb.connect(str(path))
+    try:
+        con.execute(
+            "UPDATE marts.therapist_alliance SET therapist_key = ? || therapist_key "
+            "WHERE therapist_key = (SELECT min(therapist_key) FROM marts.therapist_alliance)",
+            [HOSTILE],
+        )
+        con.execute(
+            "UPDATE marts.report_data_quality SET table_name = ?, run_id = ? WHERE level = 'table'",
+            [HOSTILE, HOSTILE],
+        )
+        con.execute("UPDATE marts.report_data_quality SET run_id = ?", [HOSTILE])
+        con.execute("UPDATE marts.report_therapist_funnel SET period_type = ?", [HOSTILE])
+        con.execute(
+            "UPDATE marts.therapist_alliance SET period_type = ? WHERE period_type = 'all'", [HOSTILE]
+        )
+        result = build_report(con, tmp_path / "r.html")
+    finally:
+        con.close()
+    html = (tmp_path / "r.html").read_text()
+    assert "<script>alert" not in html and 'alert("x")' not in html
+    # the two scripts of the page itself, nothing more
+    assert len(re.findall(r"<script\b", html)) == 2
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
+    data_quality = re.search(r'<section id="data-quality">.*?</section>', html, re.S)[0]
+    assert data_quality.count(escaped) > 2  # table cells, the run id, the chart's row labels
+    # the funnel still finds its period and draws every therapist, the renamed one by escaped pseudonym
+    assert "(period: " + escaped + ")" in html
+    funnel = _svg(html, "therapist_funnel")
+    assert "therapist &lt;script" in funnel
+    assert result.chart_marks["therapist_funnel"] >= CHART_FLOORS["therapist_funnel"]
 
 
 def test_report_path_setting(tmp_path):
@@ -260,3 +335,86 @@ def test_funnel_chart_draws_limits_and_therapists():
     assert svg.count('class="mark limit"') == 4  # inner and outer, above and below
     assert svg.count('class="mark point"') == 3 and svg.count('class="mark shrunken"') == 3
     assert svg.count('class="mark grand"') == 1
+
+
+def test_templates_autoescape_and_fail_on_a_missing_value():
+    from jinja2 import UndefinedError
+    from markupsafe import Markup
+
+    from marts.report.render import environment
+
+    env = environment()
+    html = env.get_template("overview.html.j2").render(
+        cards=[("<b>1</b>", 'a "label" & <i>more</i>')], min_cell=11, period=""
+    )
+    assert "<b>1</b>" not in html and "&lt;b&gt;1&lt;/b&gt;" in html
+    assert "&#34;label&#34; &amp; &lt;i&gt;more&lt;/i&gt;" in html
+    # a chart is Markup: inserted as drawn, its own texts escaped by the chart
+    svg = charts.line_chart("c", "<t>", [], x_label="<x>", y_label="y")
+    assert isinstance(svg, Markup) and "&lt;t&gt;" in svg
+    shown = env.get_template("trajectories.html.j2").render(
+        chart=svg, ci_percent="95", total="5", first_n="1", last=None, min_cell=11
+    )
+    assert '<svg class="chart" data-chart="c"' in shown
+    with pytest.raises(UndefinedError):
+        env.get_template("trajectories.html.j2").render(chart=svg)
+
+
+REPORT_PACKAGE = REPO_ROOT / "marts" / "report"
+
+
+def test_the_report_s_queries_are_its_sql_files_and_no_python_holds_sql():
+    """Every query of the report is a file of marts/report/sql/ that build.py reads by name; the files
+    say what they return and reach the marts only through `{{ schema }}`; no module of marts/report/
+    holds SQL text or builds it."""
+    statement = re.compile(r"""["'](\s*)(SELECT|INSERT|CREATE|DROP|WITH|ATTACH|COPY|UPDATE|DELETE)\s""")
+    for path in REPORT_PACKAGE.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not statement.search(text), f"{path.name} holds SQL text"
+        assert "{s}" not in text and ".execute(" not in text and "noqa: S608" not in text, path.name
+    files = {p.name for p in (REPORT_PACKAGE / "sql").glob("*.sql")}
+    read = set(re.findall(r'"([a-z0-9_]+\.sql)"', (REPORT_PACKAGE / "render.py").read_text(encoding="utf-8")))
+    assert files == read and len(files) >= 10
+    for name in files:
+        text = (REPORT_PACKAGE / "sql" / name).read_text(encoding="utf-8")
+        assert text.startswith("-- "), f"{name} has no header comment"
+        code = re.sub(r"--[^\n]*", "", text)
+        assert "{{ schema }}." in code, name
+        assert not re.search(r"\b(marts|raw|staging|quality|ops|published)\.", code), name
+
+
+def test_the_report_reads_the_schema_it_is_given(warehouse_path, tmp_path):
+    """`schema` reaches every query as a quoted identifier: a schema without the marts fails, and a
+    name that is not a plain identifier is refused before any SQL runs."""
+    con = duckdb.connect(str(warehouse_path), read_only=True)
+    try:
+        with pytest.raises(duckdb.CatalogException, match="report_overview"):
+            build_report(con, tmp_path / "r.html", schema="staging")
+        with pytest.raises(ValueError, match="not a schema name"):
+            build_report(con, tmp_path / "r.html", schema='marts"; --')
+    finally:
+        con.close()
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_an_early_alliance_that_does_not_vary_draws_the_dots_without_a_line(tmp_path):
+    """Every episode with the same early alliance: the fit mart has no line (slope NaN, intercept NULL)
+    and the report draws the dots alone instead of failing."""
+    from tests.support.marts_clinic import Clinic
+
+    c = Clinic()
+    for n in (1, 2, 3, 4):
+        p = f"p{n}"
+        c.patient(p)
+        c.episode(f"eoc-{p}", p, "2026-03-01", "2026-03-31", org="c1")
+        for i in (1, 2, 3):
+            enc = f"{p}-{i}"
+            c.encounter(enc, p, f"2026-03-0{i}", eoc=f"eoc-{p}", practitioner="Practitioner/t1", org="c1")
+            c.wai(enc, p, 4.0)
+            c.total("phq9", enc, p, 18.0 - n * i)
+    c.build(reference_date="2026-06-30", min_cell=2, therapist_periods="all")
+    (fit,) = c.dicts("SELECT intercept, slope, episodes FROM marts.report_early_alliance_fit")
+    assert fit["episodes"] == 4 and fit["intercept"] is None
+    result = build_report(c.con, tmp_path / "r.html")
+    svg = _svg((tmp_path / "r.html").read_text(encoding="utf-8"), "early_alliance_phq9")
+    assert result.chart_marks["early_alliance_phq9"] == 4 and 'class="mark fit"' not in svg

@@ -10,7 +10,7 @@ import pytest
 from fhir_mappings import tables
 from fhir_mappings.registry import load_registry, registry_fingerprint
 from pipelines.catalog import StepSpec
-from tests.scoring_kit import ScoringDB, qr
+from tests.support.scoring_kit import ScoringDB, qr
 
 # Step names are recorded in ops.build_state of existing warehouses: renaming one forces a rebuild.
 EXPECTED_STEPS = {

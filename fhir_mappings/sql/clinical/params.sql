@@ -25,7 +25,11 @@ SELECT $phq9_caseness::DOUBLE AS phq9_caseness,
        $pdc_window_days::INTEGER AS pdc_window_days,
        $adherence_period::VARCHAR AS adherence_period,
        $dropout_fewer_than_sessions::INTEGER AS dropout_fewer_than_sessions,
-       $min_cell::INTEGER AS min_cell;
+       $min_cell::INTEGER AS min_cell,
+       $ci_level::DOUBLE AS ci_level,
+       $ci_z::DOUBLE AS ci_z,
+       $funnel_z_inner::DOUBLE AS funnel_z_inner,
+       $funnel_z_outer::DOUBLE AS funnel_z_outer;
 
 -- Dispense statuses that count as supply, and appointment statuses counted as attended or missed.
 CREATE OR REPLACE TEMP TABLE mart_dispense_statuses AS

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -51,6 +51,7 @@ __all__ = [
     "RedactingFilter",
     "SmartBackendAuth",
     "fingerprint",
+    "mask_secrets",
     "redacting_filter",
 ]
 
@@ -120,6 +121,25 @@ redacting_filter = RedactingFilter()
 log.addFilter(redacting_filter)
 
 
+def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every value in `secrets` replaced by `***`, then the credential patterns masked.
+
+    For server-controlled text (error bodies, reason phrases, OperationOutcome diagnostics): a
+    server that echoes the request's `Authorization` header in its error page would otherwise put
+    the token into exception messages, Dagster's event log and warehouse tables. The exact values
+    catch a token echoed without its `Bearer ` prefix; the patterns catch other credential shapes.
+    """
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return RedactingFilter.redact(text)
+
+
+def auth_secrets(auth: object) -> list[str]:
+    """The credential values `auth` currently sends (empty for objects without `secrets()`)."""
+    secrets = getattr(auth, "secrets", None)
+    return list(secrets()) if callable(secrets) else []
+
+
 @runtime_checkable
 class Auth(Protocol):
     """Adds credentials to outgoing request headers; `invalidate()` forgets any cached credential."""
@@ -142,6 +162,10 @@ class NoAuth:
     def invalidate(self) -> None:
         """Nothing cached."""
 
+    def secrets(self) -> list[str]:
+        """No credential."""
+        return []
+
     def __repr__(self) -> str:
         return "NoAuth()"
 
@@ -161,6 +185,10 @@ class BearerAuth:
     def invalidate(self) -> None:
         """A static token cannot be refreshed; the client's second 401 becomes an AuthError."""
 
+    def secrets(self) -> list[str]:
+        """The token (masked wherever server text is stored or logged)."""
+        return [self._token]
+
     def __repr__(self) -> str:  # never show the token, even in a debugger or a Dagster config dump
         return f"BearerAuth(fingerprint={fingerprint(self._token)})"
 
@@ -171,6 +199,7 @@ class BasicAuth:
     def __init__(self, user: str, password: str) -> None:
         self._header = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self._user = user
+        self._password = password
 
     def apply(self, request_headers: MutableMapping[str, str]) -> None:
         """Set `Authorization: Basic <base64(user:password)>`."""
@@ -178,6 +207,10 @@ class BasicAuth:
 
     def invalidate(self) -> None:
         """Nothing cached."""
+
+    def secrets(self) -> list[str]:
+        """The password and the encoded header value."""
+        return [self._password, self._header.removeprefix("Basic ")]
 
     def __repr__(self) -> str:
         return f"BasicAuth(user={self._user!r}, password=***)"
@@ -237,6 +270,7 @@ class SmartBackendAuth:
         self._key = signing_key
         self._session = session
         self._token: str | None = None
+        self._previous: list[str] = []
         self._expires_at = 0.0
         self._lock = threading.Lock()
         self.tokens_minted = 0  # for tests and run metadata: how often we went to the token endpoint
@@ -264,10 +298,20 @@ class SmartBackendAuth:
         request_headers["Authorization"] = f"Bearer {self.access_token()}"
 
     def invalidate(self) -> None:
-        """Forget the cached token (after a 401: it may have been revoked or the server restarted)."""
+        """Forget the cached token (after a 401: it may have been revoked or the server restarted).
+
+        The forgotten token is still masked in server text for the life of this object.
+        """
         with self._lock:
+            if self._token is not None:
+                self._previous.append(self._token)
             self._token = None
             self._expires_at = 0.0
+
+    def secrets(self) -> list[str]:
+        """The current access token and those forgotten since (a 401 body may echo the old one)."""
+        with self._lock:
+            return [*self._previous[-8:], *([self._token] if self._token else [])]
 
     # ---------------- token handling ----------------
 
@@ -444,7 +488,7 @@ def _oauth_error_text(response: requests.Response) -> str | None:
         text = str(body["error"])
         if body.get("error_description"):
             text += f": {str(body['error_description'])[:300]}"
-        return text
+        return RedactingFilter.redact(text)
     return outcome_diagnostics(body if isinstance(body, dict) else None)
 
 

@@ -17,7 +17,7 @@ import copy
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,17 +26,27 @@ from urllib.parse import urljoin
 
 import orjson
 
-from .auth import same_origin
 from .client import FhirClient, format_instant, parse_instant
-from .errors import FatalNetworkError, FhirError, TemporaryNetworkError, redact_url
+from .errors import FatalNetworkError, FhirError, TemporaryNetworkError, outcome_diagnostics, redact_url
 from .retry import parse_retry_after
 
-__all__ = ["BulkExporter", "BulkResult", "BulkStateStore", "MemoryStateStore"]
+__all__ = [
+    "BulkExporter",
+    "BulkResult",
+    "BulkStateStore",
+    "MemoryStateStore",
+    "deleted_references",
+    "error_outcomes",
+]
 
 log = logging.getLogger("alliance_qi.fhir")
 
 # The manifest's `type` becomes part of a file name: allow resource type names only (no path tricks).
 _TYPE_RE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+# `Type/id` (optionally `.../_history/vid`, ignored) in a deleted-file entry's request.url.
+_DELETED_URL_RE = re.compile(
+    r"(?:.*/)?(?P<type>[A-Z][A-Za-z]{0,63})/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/.*)?"
+)
 
 
 class BulkStateStore(Protocol):
@@ -85,6 +95,7 @@ class BulkResult:
     request: str
     deleted_files: list[Path] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # NDJSON lines downloaded per type
+    urls: dict[Path, str] = field(default_factory=dict)  # the URL each downloaded file came from
     resumed: bool = False
     seconds: float = 0.0
 
@@ -262,9 +273,12 @@ class BulkExporter:
             progress = response.headers.get("X-Progress")
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             response.close()
-            delay = retry_after if retry_after is not None else self.poll_interval
+            # poll_interval is a floor: `Retry-After: 0` or a date in the past would otherwise make
+            # thousands of polls a second. The wait never runs past max_wait.
             elapsed = max(self.clock() - began, waited)
-            if elapsed + delay > self.max_wait:
+            remaining = self.max_wait - elapsed
+            delay = min(max(retry_after or 0.0, self.poll_interval), max(remaining, 0.0))
+            if remaining <= 0 or delay <= 0:
                 raise TemporaryNetworkError(
                     f"bulk export {key} still running after {elapsed:.0f}s (max_wait "
                     f"{self.max_wait:.0f}s); the status URL is kept and the next run resumes it",
@@ -291,12 +305,14 @@ class BulkExporter:
         out_dir.mkdir(parents=True, exist_ok=True)
         files: dict[str, list[Path]] = {}
         counts: dict[str, int] = {}
+        urls: dict[Path, str] = {}
         for item in outputs:
             paths = files.setdefault(item["type"], [])
             dest = out_dir / f"{item['type']}-{len(paths) + 1}.ndjson"
             lines = self._fetch(key, item["url"], dest, requires_token)
             counts[item["type"]] = counts.get(item["type"], 0) + lines
             paths.append(dest)
+            urls[dest] = item["url"]
         error_files: list[Path] = []
         for n, item in enumerate(errors, start=1):
             dest = out_dir / f"errors-{n}.ndjson"
@@ -316,13 +332,15 @@ class BulkExporter:
             request=request,
             deleted_files=deleted_files,
             counts=counts,
+            urls=urls,
         )
 
     def _fetch(self, key: str, url: str, dest: Path, requires_token: bool | None) -> int:
         # requiresAccessToken is required in the manifest; when a server omits it, send the token
-        # only to our own origin (files on a storage host must not receive it).
+        # only where the client may send it (files on a storage host must not receive it). When the
+        # manifest says true, the client refuses an untrusted origin (UntrustedOriginError).
         if requires_token is None:
-            authenticate = same_origin(url, self.client.base_url)
+            authenticate = self.client.credentials_allowed(url)
         else:
             authenticate = requires_token
         try:
@@ -337,6 +355,7 @@ class BulkExporter:
                     exc.status,
                     reason="bulk output file expired or gone; state cleared so the "
                     "next run kicks off a new export",
+                    fatal=False,
                 ) from None
             raise
         log.info("bulk %s: %s: %d lines, %d bytes", key, dest.name, lines, size)
@@ -378,7 +397,8 @@ def _validate_manifest(
     """Check the manifest shape; a malformed one is a FatalNetworkError naming what is wrong."""
 
     def bad(why: str) -> FatalNetworkError:
-        return FatalNetworkError("GET", status_url, 200, reason=f"malformed bulk manifest: {why}")
+        # The saved job answers the same manifest on every retry: a step retry cannot help.
+        return FatalNetworkError("GET", status_url, 200, reason=f"malformed bulk manifest: {why}", fatal=True)
 
     stamp = manifest.get("transactionTime")
     if not isinstance(stamp, str):
@@ -416,6 +436,55 @@ def _validate_manifest(
     if requires is not None and not isinstance(requires, bool):
         raise bad("requiresAccessToken is not a boolean")
     return transaction_time, outputs, errors, deleted, requires
+
+
+def error_outcomes(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, diagnostics) for each OperationOutcome line of a Bulk `error` file.
+
+    A line that is not an OperationOutcome with text still counts: its problem is the message.
+    """
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                yield number, f"unreadable error line: {exc}"
+                continue
+            text = outcome_diagnostics(data if isinstance(data, dict) else None)
+            if text is None and isinstance(data, dict):
+                issues = data.get("issue") or []
+                codes = [str(i.get("code")) for i in issues if isinstance(i, dict) and i.get("code")]
+                text = "OperationOutcome" + (f" ({', '.join(codes)})" if codes else " without diagnostics")
+            yield number, text or "not an OperationOutcome"
+
+
+def deleted_references(path: Path) -> Iterator[tuple[int, str, str, str | None]]:
+    """(line number, type, id, when) for each deletion a Bulk `deleted` file lists.
+
+    Each line is a Bundle whose entries carry `request: {method: DELETE, url: "Type/id"}` and, when
+    the server knows it, `response.lastModified` (the time of deletion).
+    """
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                bundle = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            entries = bundle.get("entry") if isinstance(bundle, dict) else None
+            for entry in entries if isinstance(entries, list) else []:
+                request = entry.get("request") if isinstance(entry, dict) else None
+                if not isinstance(request, dict) or str(request.get("method", "")).upper() != "DELETE":
+                    continue
+                match = _DELETED_URL_RE.fullmatch(str(request.get("url") or "").strip("/"))
+                if not match:
+                    continue
+                response = entry.get("response")
+                when = response.get("lastModified") if isinstance(response, dict) else None
+                yield number, match["type"], match["id"], when if isinstance(when, str) else None
 
 
 def ndjson_lines(path: Path) -> int:

@@ -5,8 +5,14 @@ Pure Python over one `requests.Session` (no Dagster here: the Dagster resource i
 one retry policy (`retry.py`); a 401 makes the client drop its token and re-authorise exactly once.
 
 EHR quirks handled here, each recorded where it is handled:
-- next links are followed verbatim (they may carry opaque cursors, another host name form, or a
-  different path than the first query); relative ones are resolved against the page URL;
+- next links are followed verbatim (they may carry opaque cursors or a different path than the
+  first query); relative ones are resolved against the page URL. Credentials go only to the base
+  URL's origin or to `trusted_origins`, never over http when the base is https: a request with
+  credentials anywhere else fails with `UntrustedOriginError` (hostile-server review, issue 12);
+- a page is read up to `max_page_bytes`; an entry whose text is not valid UTF-8 (a Latin-1 byte, a
+  lone `\ud800`) is set aside with orjson's message instead of failing the page (`rejects`);
+- a cursor that changes on every page while serving the same resources is stopped after
+  `max_stale_pages` pages that bring nothing new;
 - some servers send a next link to an empty page, or a next link that loops back;
 - some servers repeat resources across pages (offset paging while data changes), so pulls
   de-duplicate on (type, id, versionId);
@@ -17,6 +23,7 @@ EHR quirks handled here, each recorded where it is handled:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -31,8 +38,19 @@ from urllib.parse import urljoin, urlsplit
 import orjson
 import requests
 
-from .auth import Auth, NoAuth, redacting_filter, same_origin
-from .errors import AuthError, FatalNetworkError, FhirError, outcome_diagnostics, redact_url
+from pipelines.settings import IncrementalMode
+
+from .auth import Auth, NoAuth, auth_secrets, mask_secrets, redacting_filter, same_origin
+from .errors import (
+    AuthError,
+    FatalNetworkError,
+    FhirError,
+    LimitExceededError,
+    UntrustedOriginError,
+    origin_of,
+    outcome_diagnostics,
+    redact_url,
+)
 from .retry import NETWORK_ERRORS, RetryBudget, RetryPolicy, send_with_retry
 
 __all__ = [
@@ -42,6 +60,7 @@ __all__ = [
     "Page",
     "PullMode",
     "PullStats",
+    "RejectedEntry",
     "ResourceStream",
     "format_instant",
     "max_last_updated",
@@ -51,7 +70,7 @@ __all__ = [
 log = logging.getLogger("alliance_qi.fhir")
 
 FHIR_JSON = "application/fhir+json"
-PullMode = Literal["auto", "last_updated", "date_window", "full"]
+PullMode = IncrementalMode  # one definition of the modes: the sources file, the resources, the pulls
 Params = Mapping[str, Any] | Sequence[tuple[str, Any]] | None
 
 # The clinical date each type can be windowed on when a server cannot search `_lastUpdated`.
@@ -72,6 +91,11 @@ _RELATIVE_REF_RE = re.compile(rf"(?P<type>[A-Z][A-Za-z]+)/(?P<id>{_ID_RE})(?:/_h
 _MAX_CANONICAL_CACHE = 1024
 # Reads of one incremental search when its result set keeps changing under offset paging (`_run`).
 _MAX_SEARCH_PASSES = 3
+# Error bodies are read for their OperationOutcome only; a gateway's error page can be huge.
+_MAX_ERROR_BODY = 64 * 1024
+DEFAULT_MAX_PAGE_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024 * 1024
+DEFAULT_MAX_STALE_PAGES = 5
 
 
 # ---------------------------------------------------------------- instants
@@ -142,8 +166,17 @@ def max_last_updated(resources: Iterable[Mapping[str, Any]]) -> datetime | None:
 
 
 @dataclass
+class RejectedEntry:
+    """A page entry that could not be taken as a resource: its text as received and why."""
+
+    text: str
+    reason: str
+    origin: str
+
+
+@dataclass
 class Page:
-    """One searchset Bundle. `resources` holds the match entries only."""
+    """One searchset Bundle. `resources` holds the match entries only; `rejects` the undecodable ones."""
 
     url: str
     number: int
@@ -154,6 +187,7 @@ class Page:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     next_url: str | None = None
     bytes: int = 0
+    rejects: list[RejectedEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -169,6 +203,7 @@ class PullStats:
     seconds: float = 0.0
     windows: int = 0  # date windows (date_window mode) or searches run
     started: float = field(default_factory=time.monotonic, repr=False)
+    last_url: str = field(default="", repr=False)  # the page the latest resources came from
 
     @property
     def rate(self) -> float:
@@ -195,7 +230,11 @@ class PullStats:
 
 
 class ResourceStream(Iterator[dict[str, Any]]):
-    """An iterator of resources that exposes its `stats`, the pull `mode` used and the `queries` run."""
+    """An iterator of resources that exposes its `stats`, the pull `mode` used and the `queries` run.
+
+    Entries set aside while paging (undecodable text) collect in `rejects`; `take_rejects()`
+    hands them over to the caller (the lander puts them in `raw.rejected`).
+    """
 
     def __init__(
         self,
@@ -203,11 +242,18 @@ class ResourceStream(Iterator[dict[str, Any]]):
         stats: PullStats,
         mode: str,
         queries: list[tuple[str, list[tuple[str, str]]]],
+        rejects: list[RejectedEntry] | None = None,
     ) -> None:
         self._source = source
         self.stats = stats
         self.mode = mode
         self.queries = queries
+        self.rejects: list[RejectedEntry] = rejects if rejects is not None else []
+
+    def take_rejects(self) -> list[RejectedEntry]:
+        """The entries set aside since the last call (and forget them)."""
+        taken, self.rejects[:] = list(self.rejects), []
+        return taken
 
     def __iter__(self) -> ResourceStream:
         return self
@@ -251,6 +297,45 @@ def _flags_param(page: Page, name: str) -> bool:
     return False
 
 
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; orjson refuses them and so does the lenient parse.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _text_as_received(resource: Any) -> bytes:
+    """The bytes of a leniently parsed entry, as close to what the server sent as they can be.
+
+    Undecodable bytes came in as surrogate escapes and go back out as the same bytes; a lone
+    surrogate that arrived as a `\ud800` escape cannot be encoded, so it is written as that escape.
+    """
+    try:
+        return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "surrogateescape"
+        )
+    except UnicodeEncodeError:
+        return json.dumps(resource, separators=(",", ":")).encode()
+
+
+def _read_capped(response: requests.Response, cap: int) -> bytes:
+    """At most `cap` bytes of the body (works for streamed and already-read responses)."""
+    if not response.raw or getattr(response, "_content_consumed", False):
+        return response.content[:cap]
+    try:
+        return response.raw.read(cap, decode_content=True) or b""
+    except (requests.RequestException, OSError, ValueError):
+        return b""
+
+
+def _check_length(response: requests.Response, limit: int, what: str, setting: str) -> None:
+    """Refuse before reading when `Content-Length` already announces more than `limit` bytes."""
+    announced = response.headers.get("Content-Length")
+    if announced and announced.isdigit() and int(announced) > limit:
+        raise LimitExceededError(
+            f"GET {redact_url(response.url or '')}: the server announces a {what} of {announced} bytes, "
+            f"more than {setting}={limit}; not read"
+        )
+
+
 def _version_key(version: str | None) -> tuple[Any, ...]:
     """Semantic-ish ordering: numeric parts numerically, `2.0.0` > `2.0.0-beta`, any version > none."""
     if not version:
@@ -282,11 +367,17 @@ class FhirClient:
         *,
         log_every_pages: int = 20,
         clock: Callable[[], datetime] = _utcnow,
+        trusted_origins: Iterable[str] = (),
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_stale_pages: int = DEFAULT_MAX_STALE_PAGES,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http(s) URL, got {redact_url(base_url)!r}")
         if page_size < 1 or max_pages < 1:
             raise ValueError("page_size and max_pages must be positive")
+        if max_page_bytes < 1 or max_download_bytes < 1 or max_stale_pages < 1:
+            raise ValueError("max_page_bytes, max_download_bytes and max_stale_pages must be positive")
         self.base_url = base_url.rstrip("/")
         self.auth: Auth = auth if auth is not None else NoAuth()
         self.timeout = timeout
@@ -299,6 +390,10 @@ class FhirClient:
         self.log.addFilter(redacting_filter)
         self.log_every_pages = max(1, log_every_pages)
         self.clock = clock
+        self.trusted_origins = frozenset(origin_of(o) for o in trusted_origins)
+        self.max_page_bytes = max_page_bytes
+        self.max_download_bytes = max_download_bytes
+        self.max_stale_pages = max_stale_pages
         self._capability: dict[str, Any] | None = None
         self._param_support: dict[tuple[str, str], bool] = {}
         self._canonical_cache: dict[tuple[str, str], dict[str, Any] | None] = {}
@@ -308,6 +403,30 @@ class FhirClient:
 
     def __repr__(self) -> str:
         return f"FhirClient({self.base_url!r}, auth={self.auth!r})"
+
+    # ---------------- credentials ----------------
+
+    def credential_refusal(self, url: str) -> str | None:
+        """Why credentials must not go to `url` (None when they may).
+
+        They may go to the base URL's origin and to the configured `trusted_origins`, and never over
+        plain http when the base URL is https (a token sent in clear can be read on the way).
+        """
+        scheme = urlsplit(url).scheme.lower()
+        if scheme != "https" and urlsplit(self.base_url).scheme.lower() == "https":
+            return f"it is plain {scheme or 'non-https'} while the configured server uses https"
+        target = origin_of(url)
+        if target == origin_of(self.base_url) or target in self.trusted_origins:
+            return None
+        return "it is another origin than the configured server's and not in trusted_origins"
+
+    def credentials_allowed(self, url: str) -> bool:
+        """True when `request(..., authenticate=True)` may send credentials to `url`."""
+        return self.credential_refusal(url) is None
+
+    def mask(self, text: str) -> str:
+        """Server-controlled `text` with the current credentials and credential patterns masked."""
+        return mask_secrets(text, auth_secrets(self.auth))
 
     # ---------------- HTTP ----------------
 
@@ -343,6 +462,12 @@ class FhirClient:
         if plist:
             # Encode once, so retries and error messages see the URL actually sent (names kept).
             url = str(requests.Request(method, url, params=plist).prepare().url)
+        if authenticate and not isinstance(self.auth, NoAuth):
+            # Checked before the first attempt: a next link, a Bulk status URL or file URL comes
+            # from the server, and a hostile or misconfigured one can name any host.
+            refusal = self.credential_refusal(url)
+            if refusal is not None:
+                raise UntrustedOriginError(url, self.base_url, refusal)
         accepted = frozenset(accept_status)
         body = data
         base_headers = {"Accept": FHIR_JSON, "User-Agent": self.user_agent}
@@ -384,7 +509,10 @@ class FhirClient:
             if status < 400 or status in accepted:
                 return response
             failed_url = response.url or url
-            diagnostics = outcome_diagnostics(response.content)
+            # Server text is masked: an error page may echo our Authorization header.
+            diagnostics = outcome_diagnostics(_read_capped(response, _MAX_ERROR_BODY))
+            diagnostics = self.mask(diagnostics) if diagnostics else None
+            reason_phrase = self.mask(response.reason) if response.reason else None
             response.close()
             if status == 401 and authenticate and not isinstance(self.auth, NoAuth):
                 if not reauthorised:
@@ -401,12 +529,8 @@ class FhirClient:
                     diagnostics=diagnostics,
                 )
             if status in (401, 403):
-                raise AuthError(
-                    method, failed_url, status, reason=response.reason or None, diagnostics=diagnostics
-                )
-            raise FatalNetworkError(
-                method, failed_url, status, reason=response.reason or None, diagnostics=diagnostics
-            )
+                raise AuthError(method, failed_url, status, reason=reason_phrase, diagnostics=diagnostics)
+            raise FatalNetworkError(method, failed_url, status, reason=reason_phrase, diagnostics=diagnostics)
 
     def get_json(self, url_or_path: str, params: Params = None) -> dict[str, Any]:
         """GET and parse a JSON object; a non-JSON body (a proxy's HTML page) is a FatalNetworkError."""
@@ -450,17 +574,26 @@ class FhirClient:
             size = lines = 0
             last = b"\n"
             try:
+                _check_length(response, self.max_download_bytes, "download", "max_download_bytes")
                 with partial.open("wb") as out:
                     for chunk in response.iter_content(chunk_size=1 << 20):
                         if not chunk:
                             continue
-                        out.write(chunk)
                         size += len(chunk)
+                        if size > self.max_download_bytes:
+                            raise LimitExceededError(
+                                f"GET {redact_url(url)}: download larger than max_download_bytes="
+                                f"{self.max_download_bytes}; stopped reading"
+                            )
+                        out.write(chunk)
                         lines += chunk.count(b"\n")
                         last = chunk[-1:]
             except NETWORK_ERRORS as exc:
                 budget.wait_or_raise(cause=exc)
                 continue
+            except LimitExceededError:
+                partial.unlink(missing_ok=True)
+                raise
             finally:
                 response.close()
             os.replace(partial, dest)
@@ -548,8 +681,12 @@ class FhirClient:
         """Pages of `GET {base}/{type}?{params}&_count={page_size}`, following next links verbatim.
 
         Stops at the first page without a next link or without match entries. Raises FhirError
-        when more than `max_pages` pages would be fetched (protection against next-link loops)
-        or when a next link repeats a URL already fetched.
+        when more than `max_pages` pages would be fetched (protection against next-link loops),
+        when a next link repeats a URL already fetched, or after `max_stale_pages` consecutive
+        pages that bring only resources already seen in this search (a cursor that changes while
+        the server serves the same page). A next link to an origin that may not receive our
+        credentials raises UntrustedOriginError (from `request`); a page over `max_page_bytes`
+        raises LimitExceededError. Entries with undecodable text are in each page's `rejects`.
         """
         if not _TYPE_RE.fullmatch(resource_type):
             raise ValueError(f"not a FHIR resource type: {resource_type!r}")
@@ -559,7 +696,8 @@ class FhirClient:
         url: str | None = requests.Request("GET", self.url(resource_type), params=plist).prepare().url
         fetched: set[str] = set()
         number = 0
-        warned_host = False
+        seen_keys: set[tuple[str, str, str | None]] = set()
+        stale = 0
         while url is not None:
             if url in fetched:
                 raise FhirError(
@@ -573,19 +711,23 @@ class FhirClient:
                 )
             number += 1
             fetched.add(url)
-            response = self.request("GET", url)
-            bundle = self.json_object(response, "GET")
-            page = self._page(bundle, url, number, len(response.content))
+            body, content_type = self._get_page(url)
+            bundle, decode_error = self._load_page(body, url, content_type)
+            page = self._page(bundle, url, number, len(body))
+            if decode_error is not None:
+                self._set_aside_undecodable(page, decode_error)
             if number == 1:
                 self._log_outcomes(resource_type, page)
-            if page.next_url and not warned_host and not same_origin(page.next_url, self.base_url):
-                # Followed anyway (the spec makes next links opaque), but worth knowing: our
-                # credentials go wherever the server points.
-                warned_host = True
-                self.log.warning(
-                    "%s search: next link points to another origin (%s)",
-                    resource_type,
-                    redact_url(page.next_url),
+            # A cursor that changes on every page while the server serves the same resources again
+            # would otherwise run to max_pages (hours, times every step retry).
+            keys = {k for k in map(_dedupe_key, page.resources) if k is not None}
+            stale = stale + 1 if keys and keys <= seen_keys else 0
+            seen_keys |= keys
+            if stale >= self.max_stale_pages:
+                raise FhirError(
+                    f"{resource_type} search: {stale} consecutive pages (up to page {number}) brought "
+                    f"only resources already seen in this search; the server's paging does not advance, "
+                    f"stopping (max_stale_pages={self.max_stale_pages})"
                 )
             yield page
             if not page.resources:
@@ -593,6 +735,95 @@ class FhirClient:
                 # and then another one after it.
                 break
             url = page.next_url
+
+    def _get_page(self, url: str) -> tuple[bytes, str | None]:
+        """GET one search page, reading at most `max_page_bytes`; (body, Content-Type).
+
+        The body is streamed so that an endless or huge answer is cut off at the limit instead of
+        filling memory; a connection dropped mid-body is retried like any network failure.
+        """
+        budget = RetryBudget(self.retry, "GET", url)
+        while True:
+            budget.start_attempt()
+            response = self.request("GET", url, stream=True)
+            try:
+                _check_length(response, self.max_page_bytes, "page", "max_page_bytes")
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_content(chunk_size=1 << 16):
+                    size += len(chunk)
+                    if size > self.max_page_bytes:
+                        raise LimitExceededError(
+                            f"GET {redact_url(url)}: page larger than max_page_bytes={self.max_page_bytes}; "
+                            f"stopped reading (raise the source's max_page_bytes or lower page_size)"
+                        )
+                    chunks.append(chunk)
+            except NETWORK_ERRORS as exc:
+                budget.wait_or_raise(cause=exc)
+                continue
+            finally:
+                response.close()
+            return b"".join(chunks), response.headers.get("Content-Type")
+
+    @staticmethod
+    def _load_page(body: bytes, url: str, content_type: str | None) -> tuple[dict[str, Any], str | None]:
+        """The page as a JSON object, and orjson's error when the strict parse failed on the text.
+
+        orjson refuses the whole page for one byte that is not UTF-8 (a Latin-1 `é`) or one lone
+        surrogate escape (`\ud800`). The lenient second parse keeps such text (as surrogates), so
+        the entries around it can land; `_set_aside_undecodable` then rejects the entry that holds
+        it. A body that is not JSON at all (cut off, an HTML error page) still fails the page.
+        """
+        try:
+            data = orjson.loads(body)
+            decode_error = None
+        except orjson.JSONDecodeError as exc:
+            decode_error = str(exc)
+            try:
+                data = json.loads(body.decode("utf-8", errors="surrogateescape"), parse_constant=_no_constant)
+            except (ValueError, RecursionError):
+                raise FatalNetworkError(
+                    "GET", url, 200, reason=f"response is not JSON (Content-Type {content_type!r})"
+                ) from None
+        if not isinstance(data, dict):
+            raise FatalNetworkError("GET", url, 200, reason="response is JSON but not an object")
+        return data, decode_error
+
+    def _set_aside_undecodable(self, page: Page, page_error: str) -> None:
+        """Move entries that orjson cannot encode (they hold undecodable text) to `page.rejects`."""
+        keep: list[dict[str, Any]] = []
+        for resource in page.resources:
+            try:
+                orjson.dumps(resource)
+            except orjson.JSONEncodeError as exc:
+                raw = _text_as_received(resource)
+                try:
+                    orjson.loads(raw)
+                    reason = f"cannot be encoded: {exc}"
+                except orjson.JSONDecodeError as decode_exc:
+                    reason = f"undecodable text in the entry: {decode_exc}"
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError as utf8:
+                        # orjson checks UTF-8 before parsing and reports column 1; say where the byte is.
+                        reason += f" (byte 0x{raw[utf8.start]:02x} at offset {utf8.start} of the entry)"
+                page.rejects.append(
+                    RejectedEntry(
+                        raw.decode("utf-8", errors="backslashreplace"), reason, redact_url(page.url)
+                    )
+                )
+                continue
+            keep.append(resource)
+        self.log.warning(
+            "page %d of %s: not valid UTF-8 JSON (%s); %d entr%s set aside, %d kept",
+            page.number,
+            redact_url(page.url),
+            page_error,
+            len(page.rejects),
+            "y" if len(page.rejects) == 1 else "ies",
+            len(keep),
+        )
+        page.resources = keep
 
     @staticmethod
     def _page(bundle: dict[str, Any], url: str, number: int, size: int) -> Page:
@@ -638,14 +869,20 @@ class FhirClient:
     def _log_outcomes(self, resource_type: str, page: Page) -> None:
         for outcome in page.outcomes:
             for issue in outcome.get("issue") or []:
-                if issue.get("severity") in ("warning", "error", "fatal"):
+                severity = issue.get("severity")
+                if severity in ("warning", "error", "fatal"):
                     # Usually "unknown parameter ... ignored": the filter did not happen server-side.
-                    self.log.warning(
+                    # Every search whose parameters a server may ignore filters on the client as well
+                    # (`_lastUpdated` is probed first; canonicals are matched by exact url and
+                    # version), so an ignored parameter is news, not a fault: INFO. Errors stay WARNING.
+                    ignored = severity == "warning" and issue.get("code") == "not-supported"
+                    self.log.log(
+                        logging.INFO if ignored else logging.WARNING,
                         "%s search: server says %s/%s: %s",
                         resource_type,
                         issue.get("severity"),
                         issue.get("code"),
-                        str(issue.get("diagnostics") or "")[:200],
+                        self.mask(str(issue.get("diagnostics") or "")[:200]),
                     )
 
     def search(self, resource_type: str, params: Params = None) -> ResourceStream:
@@ -655,7 +892,8 @@ class FhirClient:
         """
         stats = PullStats()
         queries = [(resource_type, _param_list(params))]
-        return ResourceStream(self._run(queries, stats), stats, "search", queries)
+        rejects: list[RejectedEntry] = []
+        return ResourceStream(self._run(queries, stats, rejects=rejects), stats, "search", queries, rejects)
 
     def _run(
         self,
@@ -664,6 +902,7 @@ class FhirClient:
         window_param: str | None = None,
         *,
         verify: bool = False,
+        rejects: list[RejectedEntry] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Run searches in order with one de-duplication set and one stats object.
 
@@ -693,6 +932,9 @@ class FhirClient:
                     stats.fetched += page.entries
                     stats.skipped += page.skipped
                     stats.bytes += page.bytes
+                    stats.last_url = page.url
+                    if rejects is not None:
+                        rejects.extend(page.rejects)
                     stats.touch()
                     if index == 0 and page.number == 1 and window_param and attempt == 1:
                         ignored = _flags_param(page, window_param)
@@ -838,7 +1080,14 @@ class FhirClient:
             overlap,
         )
         stats = PullStats()
-        return ResourceStream(self._run(queries, stats, window_param, verify=True), stats, chosen, queries)
+        rejects: list[RejectedEntry] = []
+        return ResourceStream(
+            self._run(queries, stats, window_param, verify=True, rejects=rejects),
+            stats,
+            chosen,
+            queries,
+            rejects,
+        )
 
     def _windows(
         self, param: str, first: datetime, until: datetime | None, window: timedelta

@@ -5,6 +5,10 @@ Two kinds of failure matter to the caller (the split follows smart-on-fhir/cumul
   budget; running again later may well succeed.
 - `FatalNetworkError`: the request itself is wrong (404, 400, 403 ...); retrying cannot help.
 
+`is_fatal(exc)` tells the orchestrator which failures a step retry cannot cure (a refused
+credential, an untrusted origin, a 4xx, a size limit): those fail the step at once instead of
+costing three attempts (three failed logins against the EHR).
+
 Messages name the method and URL so an operator can find the failing call, but query *values*
 are replaced by `…`: search parameters such as `patient=`, `identifier=` or `name=` identify
 patients and error messages end up in logs, Dagster event records and tickets.
@@ -21,7 +25,11 @@ __all__ = [
     "AuthError",
     "FatalNetworkError",
     "FhirError",
+    "LimitExceededError",
     "TemporaryNetworkError",
+    "UntrustedOriginError",
+    "is_fatal",
+    "origin_of",
     "outcome_diagnostics",
     "redact_url",
 ]
@@ -49,6 +57,27 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` of `url` (no path, no query, no user info); `<unparseable URL>` if bad."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    scheme = parts.scheme.lower()
+    if port == {"http": 80, "https": 443}.get(scheme):
+        port = None  # `https://h` and `https://h:443` are one origin
+    return f"{scheme}://{host}{f':{port}' if port is not None else ''}"
+
+
+def _redact_credentials(text: str) -> str:
+    # Imported here: auth imports this module. Masks bearer/basic values and JWTs a server echoes.
+    from .auth import RedactingFilter
+
+    return RedactingFilter.redact(text)
+
+
 def outcome_diagnostics(body: bytes | str | dict[str, Any] | None) -> str | None:
     """The diagnostics (or details.text) of an OperationOutcome body, joined with `; `; None if absent."""
     if body is None:
@@ -73,14 +102,46 @@ def outcome_diagnostics(body: bytes | str | dict[str, Any] | None) -> str | None
             texts.append(str(text))
     if not texts:
         return None
-    joined = "; ".join(texts)
+    joined = _redact_credentials("; ".join(texts))
     if len(joined) > _MAX_DIAGNOSTICS_CHARS:
         joined = joined[:_MAX_DIAGNOSTICS_CHARS] + "…"
     return joined
 
 
 class FhirError(Exception):
-    """Base class of everything this package raises on purpose."""
+    """Base class of everything this package raises on purpose.
+
+    `fatal` is True when retrying the same work later (a Dagster step retry) cannot succeed.
+    """
+
+    fatal: bool = False
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True for failures a retry cannot cure (see `FhirError.fatal`)."""
+    return isinstance(exc, FhirError) and exc.fatal
+
+
+class UntrustedOriginError(FhirError):
+    """A request with credentials to an origin that is neither the server's nor a trusted one.
+
+    The message names the origin only (never the path or query, which can carry identifiers).
+    """
+
+    fatal = True
+
+    def __init__(self, url: str, base_url: str, why: str) -> None:
+        self.origin = origin_of(url)
+        super().__init__(
+            f"refusing to send credentials to {self.origin}: {why} (the configured server is "
+            f"{origin_of(base_url)}; list other origins in the source's trusted_origins)"
+        )
+
+
+class LimitExceededError(FhirError):
+    """A page or a download larger than its configured byte limit (max_page_bytes, max_download_bytes)."""
+
+    fatal = True
 
 
 class TemporaryNetworkError(FhirError):
@@ -115,12 +176,16 @@ class FatalNetworkError(FhirError):
         *,
         reason: str | None = None,
         diagnostics: str | None = None,
+        fatal: bool | None = None,
     ) -> None:
         self.method = method.upper()
         self.url = redact_url(url)
         self.status = status
         self.reason = reason
         self.diagnostics = diagnostics
+        # A 4xx answer will be the same next time (408 and 429 are retried by the client itself);
+        # a 200 whose body does not parse may be a cut-off transfer, which a step retry can cure.
+        self.fatal = fatal if fatal is not None else (status is not None and 400 <= status < 500)
         message = f"{self.method} {self.url} failed"
         if status is not None:
             message += f": HTTP {status}"
@@ -133,3 +198,14 @@ class FatalNetworkError(FhirError):
 
 class AuthError(FatalNetworkError):
     """Authentication or authorisation failed (token endpoint refused us, or 401 twice / 403)."""
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        status: int | None = None,
+        *,
+        reason: str | None = None,
+        diagnostics: str | None = None,
+    ) -> None:
+        super().__init__(method, url, status, reason=reason, diagnostics=diagnostics, fatal=True)

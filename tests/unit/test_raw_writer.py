@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from pipelines.raw_landing import RawLander, content_hash, version_key
+from pipelines.raw_writer import RawLander, content_hash, version_key
 from pipelines.warehouse import RAW_TABLES, ensure_raw_schema, table_for
 from quality_checks.structural import StructuralValidator
 
@@ -111,3 +111,70 @@ def test_non_blocking_findings_are_recorded_for_kept_resources(con):
     assert counts.new_versions == 1 and counts.rejected == 0 and counts.findings == 1
     rows = con.execute("SELECT id, path, blocking FROM raw.findings").fetchall()
     assert rows == [("p1", "telecom[0].rank", False)]
+
+
+def _deep(levels: int) -> dict:
+    item: dict = {"linkId": "leaf"}
+    for n in range(levels):
+        item = {"linkId": f"l{n}", "item": [item]}
+    return {**_qr(99), "item": [item]}
+
+
+def test_a_resource_too_deep_to_store_is_rejected_and_its_batch_lands(con):
+    _, counts = _land(con, [_qr(1), _deep(200), _qr(2)], batch_size=10)
+    assert counts.reconciles() and counts.new_versions == 2 and counts.rejected == 1
+    ((resource_type, rid, reason, text),) = con.execute(
+        "SELECT resource_type, id, reason, resource_text FROM raw.rejected"
+    ).fetchall()
+    assert (resource_type, rid) == ("QuestionnaireResponse", "qr-99")
+    assert "nested 403 levels deep" in reason and text.count('"linkId"') == 201
+    # Landing the same again changes nothing (idempotent for the rejected one too).
+    _, again = _land(con, [_qr(1), _deep(200), _qr(2)], run_id="run-2", batch_size=10)
+    assert (again.unchanged, again.rejected, again.new_versions) == (2, 1, 0)
+
+
+def test_a_tombstone_hides_the_resource_from_every_current_version_query(con):
+    from fhir_mappings.questionnaires import build_questionnaire_tables
+    from pipelines.sqlfiles import install_shared_macros
+
+    install_shared_macros(con)
+    current = "SELECT id FROM current_version('raw.questionnaire_response')"
+
+    _land(con, [_qr(1), _qr(2)])
+    lander = RawLander(con, "site", "QuestionnaireResponse", "run-2", StructuralValidator())
+    lander.add_deleted("qr-1", "2026-04-01T00:00:00.000Z", origin="bulk-deleted:deleted-1.ndjson")
+    lander.add_deleted("qr-1", "2026-04-01T00:00:00.000Z")  # reported twice: one tombstone
+    counts = lander.close()
+    assert counts.reconciles() and counts.new_versions == 1 and counts.duplicates == 1
+    rows = con.execute(
+        "SELECT version_id, deleted FROM raw.questionnaire_response WHERE id = 'qr-1' ORDER BY version_id"
+    ).fetchall()
+    assert rows == [("1", False), ("deleted:2026-04-01T00:00:00.000Z", True)]
+    # every layer reads the newest version through the one shared macro
+    assert {r[0] for r in con.execute(current).fetchall()} == {"qr-2"}
+    # A version newer than the tombstone (the resource was recreated) is current again.
+    _land(
+        con,
+        [{**_qr(1, version="3"), "meta": {"versionId": "3", "lastUpdated": "2026-05-01T00:00:00Z"}}],
+        "run-3",
+    )
+    assert {r[0] for r in con.execute(current).fetchall()} == {"qr-1", "qr-2"}
+
+    # Questionnaires: the staging build skips a deleted form.
+    q = RawLander(con, "site", "Questionnaire", "run-4", StructuralValidator())
+    for qid in ("keep", "gone"):
+        q.add(
+            {
+                "resourceType": "Questionnaire",
+                "id": qid,
+                "status": "active",
+                "url": f"http://x/Questionnaire/{qid}",
+                "meta": {"versionId": "1", "lastUpdated": "2026-01-01T00:00:00Z"},
+            }
+        )
+    q.add_deleted("gone", "2026-04-01T00:00:00.000Z")
+    q.close()
+    build_questionnaire_tables(con)
+    assert {r[0] for r in con.execute("SELECT questionnaire_id FROM staging.questionnaires").fetchall()} == {
+        "keep"
+    }

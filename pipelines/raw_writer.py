@@ -4,21 +4,34 @@ Every resource received ends in exactly one of: the raw table for its type (a ne
 already landed by an earlier run), `raw.rejected` (with its reason and the text as received), or
 the duplicate count (the same id and version received twice in one pull). Every validation finding
 is recorded in `raw.findings`, including those that did not cause a rejection.
+
+A resource nested too deeply to be stored (orjson, and the warehouse's JSON, stop at 255 levels:
+a hostile or broken server can send a QuestionnaireResponse with hundreds of nested items) is
+rejected with that reason and its text, so one resource never blocks its whole type.
+
+Deletions (a Bulk export's `deleted` file) land as tombstones: a version row with `deleted = true`,
+versioned after everything the export saw (`last_updated` = the deletion time or the export's
+transactionTime). The current-version SQL of the later layers skips a resource whose newest
+version is a tombstone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 import pandas as pd
 
+from pipelines.sqlfiles import query_sql, run_sql
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
 
@@ -73,6 +86,12 @@ class _Item:
     from_server: bool = False
     sha: str = ""
     last_updated: str | None = None
+    deleted: bool = False
+    type_hint: str | None = None  # the type of a resource rejected before it could be kept as one
+    unstorable: bool = False  # parsed, but too deep to serialise (not an unparseable line)
+
+
+SQL_DIR = Path(__file__).resolve().parent / "sql" / "raw"
 
 
 @dataclass
@@ -106,23 +125,61 @@ class RawLander:
         origin: str | None = None,
         parse_error: str | None = None,
         text: str | None = None,
+        *,
+        text_as_received: Callable[[], str] | None = None,
     ) -> None:
-        """Queue one received resource (or an unparseable line, with `parse_error` and `text`)."""
+        """Queue one received resource (or an unparseable line, with `parse_error` and `text`).
+
+        `text_as_received` gives the resource's text as the source sent it (a file line), read
+        only when the resource must be rejected without its own serialisation (too deeply nested).
+        """
         self.counts.fetched += 1
+        hint: tuple[Any, Any] = (None, None)
+        unstorable = False
+        if resource is not None:
+            try:
+                serialised = text or orjson.dumps(resource).decode()
+                sha = content_hash(resource)
+            except orjson.JSONEncodeError as exc:
+                # Landing it would fail the whole batch (and every retry): reject this one instead.
+                parse_error = _unstorable_reason(resource, exc)
+                text = text_as_received() if text_as_received is not None else _stdlib_text(resource)
+                hint = (resource.get("resourceType"), resource.get("id"))
+                resource, unstorable = None, True
         if resource is None:
             raw_text = text or ""
             item = _Item(None, raw_text, origin, parse_error or "unparseable")
-            item.sha = hashlib.sha256(raw_text.encode()).hexdigest()
+            item.type_hint = hint[0] if isinstance(hint[0], str) else None
+            item.unstorable = unstorable
+            item.id = hint[1] if isinstance(hint[1], str) else None
+            item.sha = hashlib.sha256(raw_text.encode(errors="backslashreplace")).hexdigest()
             item.version_id = f"sha:{item.sha[:32]}"
         else:
-            item = _Item(resource, text or orjson.dumps(resource).decode(), origin, None)
+            item = _Item(resource, serialised, origin, None)
             rid = resource.get("id")
             item.id = rid if isinstance(rid, str) else None
-            item.sha = content_hash(resource)
+            item.sha = sha
             item.version_id, item.from_server = version_key(resource, item.sha)
             meta = resource.get("meta")
             lu = meta.get("lastUpdated") if isinstance(meta, dict) else None
             item.last_updated = lu if isinstance(lu, str) else None
+        self._queue(item)
+
+    def add_deleted(self, resource_id: str, deleted_at: str, origin: str | None = None) -> None:
+        """Queue a tombstone: the source reports `resource_id` deleted at `deleted_at` (an instant).
+
+        Its version is `deleted:<instant>`, so the same deletion reported twice lands once.
+        """
+        self.counts.fetched += 1
+        tombstone = {"resourceType": self.resource_type, "id": resource_id}
+        text = orjson.dumps(tombstone).decode()
+        item = _Item(tombstone, text, origin, None, id=resource_id, version_id=f"deleted:{deleted_at}")
+        item.sha = content_hash(tombstone)
+        item.last_updated = deleted_at
+        item.deleted = True
+        self._queue(item)
+
+    def _queue(self, item: _Item) -> None:
         key = (item.id, item.version_id)
         if key in self._seen:
             self.counts.duplicates += 1
@@ -151,15 +208,18 @@ class RawLander:
                 self.counts.rejected += 1
                 continue
             if it.resource is None:
-                reason = f"unparseable: {it.parse_error}"
+                # A parsed resource that cannot be stored says so itself ("cannot be stored: ...").
+                reason = it.parse_error if it.unstorable else f"unparseable: {it.parse_error}"
                 outcome_findings: list[Any] = []
                 is_rejected = True
+            elif it.deleted:  # a tombstone has no content to validate
+                reason, outcome_findings, is_rejected = "", [], False
             else:
                 # Each version is validated once: versions already landed were skipped above.
                 outcome = self.validator.validate(it.resource, expected_type=self.resource_type)
                 is_rejected, reason = outcome.rejected, outcome.reason or ""
                 outcome_findings = outcome.findings
-            rtype = it.resource.get("resourceType") if it.resource else None
+            rtype = it.resource.get("resourceType") if it.resource else it.type_hint
             for f in outcome_findings:
                 findings.append(
                     {
@@ -206,6 +266,7 @@ class RawLander:
                     "origin": it.origin,
                     "run_id": self.run_id,
                     "fetched_at": now,
+                    "deleted": it.deleted,
                 }
             )
         self._write(accepted, rejected, findings)
@@ -220,12 +281,12 @@ class RawLander:
 
     def _is_fresh(self) -> bool:
         if self._fresh is None:
-            held = self.con.execute(
-                f"""SELECT EXISTS (SELECT 1 FROM {self.table} WHERE source = ?)
-                       OR EXISTS (SELECT 1 FROM raw.rejected WHERE source = ?
-                                  AND (resource_type = ? OR resource_type IS NULL))""",  # noqa: S608
-                [self.source, self.source, self.resource_type],
-            ).fetchall()[0][0]
+            held = query_sql(
+                self.con,
+                SQL_DIR / "landing_holds_source.sql",
+                params={"source": self.source, "resource_type": self.resource_type},
+                identifiers={"table": self.table},
+            )[0][0]
             self._fresh = not held
         return self._fresh
 
@@ -234,23 +295,17 @@ class RawLander:
         if self._is_fresh():
             return {}
         keys = pd.DataFrame({"id": [i.id for i in batch], "version_id": [i.version_id for i in batch]})
-        self.con.register("_landing_keys", keys)
+        self.con.register("landing_keys", keys)
         try:
-            rows = self.con.execute(
-                # table name from the fixed RAW_TABLES mapping; values are bound parameters
-                f"""SELECT k.id, k.version_id, 'raw' FROM _landing_keys k
-                    WHERE EXISTS (SELECT 1 FROM {self.table} r
-                                  WHERE r.source = ? AND r.id = k.id AND r.version_id = k.version_id)
-                    UNION ALL
-                    SELECT k.id, k.version_id, 'rejected' FROM _landing_keys k
-                    WHERE EXISTS (SELECT 1 FROM raw.rejected j
-                                  WHERE j.source = ? AND j.id IS NOT DISTINCT FROM k.id
-                                    AND j.version_id = k.version_id)""",  # noqa: S608
-                [self.source, self.source],
-            ).fetchall()
+            rows = query_sql(
+                self.con,
+                SQL_DIR / "known_versions.sql",
+                params={"source": self.source},
+                identifiers={"table": self.table},
+            )
         finally:
-            self.con.unregister("_landing_keys")
-        return {(r[0], r[1]): r[2] for r in rows}
+            self.con.unregister("landing_keys")
+        return {(None if r[0] is None else str(r[0]), str(r[1])): str(r[2]) for r in rows}
 
     def _write(
         self, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]], findings: list[dict[str, Any]]
@@ -258,25 +313,14 @@ class RawLander:
         self.con.execute("BEGIN TRANSACTION")
         try:
             if accepted:
-                self.con.register("_landing_ok", pd.DataFrame(accepted))
+                self.con.register("landing_ok", pd.DataFrame(accepted))
                 # Idempotent: a version (source, id, version_id) already present is never inserted
                 # again, so re-running the same pull changes nothing (tests/integration prove it).
                 # On a fresh target the only possible repeats are this pull's own, which `_seen`
                 # already removed, so the anti-join against the growing table is left out.
-                guard = (
-                    ""
-                    if self._is_fresh()
-                    else f"""WHERE NOT EXISTS (SELECT 1 FROM {self.table} r WHERE r.source = b.source
-                                          AND r.id = b.id AND r.version_id = b.version_id)"""  # noqa: S608
-                )
-                self.con.execute(
-                    f"""INSERT INTO {self.table}
-                        SELECT source, resource_type, id, version_id, version_from_server,
-                               TRY_CAST(last_updated AS TIMESTAMPTZ), content_sha256, resource::JSON,
-                               origin, run_id, fetched_at
-                        FROM _landing_ok b {guard}"""  # noqa: S608
-                )
-                self.con.unregister("_landing_ok")
+                insert = "insert_resources_fresh.sql" if self._is_fresh() else "insert_resources.sql"
+                run_sql(self.con, SQL_DIR / insert, identifiers={"table": self.table})
+                self.con.unregister("landing_ok")
             if rejected:
                 self.con.register("_landing_rej", pd.DataFrame(rejected))
                 # Idempotent in the same way: one row per rejected (source, id, version).
@@ -306,3 +350,33 @@ class RawLander:
         except Exception:
             self.con.execute("ROLLBACK")
             raise
+
+
+def _json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (iterative: the value may be too deep to recurse into)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def _unstorable_reason(resource: dict[str, Any], exc: Exception) -> str:
+    if "recursion" not in str(exc).lower():
+        return f"cannot be stored: {exc}"
+    depth = _json_depth(resource)
+    return f"cannot be stored: JSON nested {depth} levels deep (orjson: {exc}; the limit is 255)"
+
+
+def _stdlib_text(resource: dict[str, Any]) -> str:
+    """The resource as JSON text by the standard library (no 255-level limit), for `raw.rejected`."""
+    try:
+        return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+    except (RecursionError, ValueError, TypeError) as exc:
+        return f"<not serialisable: {type(exc).__name__}>"

@@ -1,0 +1,2 @@
+-- Close the published file so it can be moved into place.
+DETACH {{ alias }};

@@ -1,0 +1,2 @@
+-- One published table written as Parquet by DuckDB itself (no pyarrow).
+COPY {{ table }} TO $path (FORMAT parquet);

@@ -563,10 +563,10 @@ def main(argv: list[str] | None = None) -> int:
             t_down = time.monotonic()
             final["downstream"] = cluster.wait(cluster.launch("downstream_job"))
             downstream_s = time.monotonic() - t_down
-        lines = ["", f"{'run':<12}{'status':<10}{'step':<44}worker"]
+        lines = ["", f"{'run':<12}{'status':<10}{'step':<52}worker"]
         for label, (run_id, status) in final.items():
             for step, worker in sorted(cluster.step_workers(run_id).items()):
-                lines.append(f"{label:<12}{status:<10}{step:<44}{worker}")
+                lines.append(f"{label:<12}{status:<10}{step:<52}{worker}")
         lines += [
             "",
             f"raw pulls of both sources: {raw_s:.1f}s; downstream: {downstream_s:.1f}s",

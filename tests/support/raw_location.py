@@ -19,10 +19,9 @@ from pipelines.settings import load_settings
 
 settings = load_settings()
 partitions = source_partitions()
-# The per-type pulls. The intake-ledgers step is left out: on this branch's base it counts
-# `raw.bulk_jobs` by a `source` column that table does not have (a failure of every run, executor or
-# not, reported to the lead); the ledgers' rows are written by the pulls and compared all the same.
-pulls = [a for a in raw_assets if len(a.keys) == 1]
+# The raw pulls, one step per resource type. The intake ledgers' step (`raw_ledger_assets`) only
+# reports counts of rows the pulls wrote; the comparison reads those ledger tables directly.
+pulls = raw_assets
 SELECTION = dg.AssetSelection.assets(*pulls)
 
 defs = dg.Definitions(

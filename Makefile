@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 PATIENTS ?= 300
 SEED ?= 42
 
-.PHONY: install instance demo test test-fast dev lint typecheck lock clean server conformance
+.PHONY: install instance demo demo-distributed test test-fast dev lint typecheck lock clean server conformance
 
 install: $(STAMP) instance
 
@@ -40,6 +40,14 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(PY) -m demo.run_demo --patients $(PATIENTS) --seed $(SEED)
 
+# The same pipeline beyond one process (docs/deployment.md): Postgres (Dagster instance) and Redis (Celery
+# broker) as local processes on 127.0.0.1 with their data under data/services/, the Dagster daemon, two
+# Celery workers; two sources pulled at once, then the downstream layers; prints where each step ran and
+# stops everything it started. Needs the PostgreSQL server binaries and redis-server (Debian packages
+# postgresql and redis-server; .ci/run installs them when missing).
+demo-distributed: install
+	$(PY) -m demo.distributed --patients $(shell expr $(PATIENTS) / 2) --seed $(SEED)
+
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -67,7 +75,7 @@ typecheck: install
 
 # Re-resolve the lock file after changing pyproject.toml.
 lock:
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra demo -q -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra demo --extra distributed -q -o requirements.lock
 
 clean:
 	rm -rf data reports .dagster_home/storage .dagster_home/history .dagster_home/schedules .dagster_home/logs

@@ -101,7 +101,7 @@ def _materialized(result: PublishResult) -> dg.MaterializeResult:
 @dg.asset(
     key=REPORT_KEY,
     group_name="published",
-    deps=[*MART_KEYS, dg.AssetKey(["staging", "measure_scores"])],
+    deps=[*BI_MART_KEYS, dg.AssetKey(["staging", "measure_scores"])],
     kinds={"html"},
     owners=["team:data-engineering"],
     tags={"layer": "published"},

@@ -46,6 +46,7 @@ from marts.report_marts import (
     build_report_adherence_by_alliance_tertile,
     build_report_alliance_trajectory,
     build_report_data_quality,
+    build_report_early_alliance_bins,
     build_report_overview,
     build_sql_mart,
 )
@@ -262,6 +263,17 @@ REPORT_EARLY_ALLIANCE_FIT = TableSpec(
     ),
     sql=REPORT_SQL_DIR / "report_early_alliance_fit.sql",
 )
+REPORT_EARLY_ALLIANCE_BINS = TableSpec(
+    name="marts.report_early_alliance_bins",
+    published_to="bi",
+    grain="One row per half-point band of early patient-rated alliance (1-1.5 to 4.5-5)",
+    key=("band",),
+    description=(
+        "episodes and mean PHQ-9 improvement per band of early alliance (QI report chart: bands, never "
+        "single episodes); small bands suppressed with complements against the fit's episodes."
+    ),
+    sql=REPORT_SQL_DIR / "report_early_alliance_bins.sql",
+)
 REPORT_THERAPIST_FUNNEL = TableSpec(
     published_to="bi",
     name="marts.report_therapist_funnel",
@@ -316,6 +328,15 @@ REPORT_STEPS: tuple[StepSpec, ...] = (
         MartBuild(
             REPORT_EARLY_ALLIANCE_FIT.name, lambda con, ctx: build_sql_mart(con, "report_early_alliance_fit")
         ),
+    ),
+    _mart_step(
+        REPORT_EARLY_ALLIANCE_BINS,
+        ("marts.episode_outcomes",),
+        MartBuild(
+            REPORT_EARLY_ALLIANCE_BINS.name,
+            lambda con, ctx: build_report_early_alliance_bins(con, ctx.settings),
+        ),
+        sql_files=(WRITE_ROWS_SQL,),
     ),
     _mart_step(
         REPORT_THERAPIST_FUNNEL,

@@ -95,6 +95,17 @@ RATES: dict[str, tuple[str, str]] = {
     "attendance_rate": ("appointments_attended", "appointments_booked"),
     "data_quality_pass_rate": ("dq_passed", "dq_responses"),
 }
+# Counts whose sum over a period's months also follows from marts.therapist_alliance (the sum of its
+# therapists' rows of that period): a period total a reader may know, so one hidden month in it would
+# follow by subtraction. Treated as fixed totals per year and over all months.
+PERIOD_LINKED: tuple[str, ...] = (
+    "sessions_wai_measured",
+    "episodes_ended",
+    "episodes_outcome_complete",
+    "episodes_case_complete",
+    "episodes_recovered",
+    "episodes_reliably_improved",
+)
 MEANS: dict[str, str] = {
     "mean_alliance": "sessions_wai_measured",
     "mean_srs": "sessions_srs_measured",
@@ -138,7 +149,8 @@ def qi_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def suppress_qi_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
-    """Primary and complementary suppression within rows and across each month's clinics; blanks
+    """Primary and complementary suppression within rows, across each month's clinics and across the
+    practice months of each year and of all months (totals therapist_alliance gives away, fixed); blanks
     rates whose numerator or denominator is suppressed and means over a small count. In place."""
     values: dict[tuple[Hashable, str], int | None] = {}
     relations: list[Relation] = []
@@ -153,7 +165,18 @@ def suppress_qi_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
         for p in groups["practice"]:
             for col in COUNT_COLUMNS:
                 relations.append(Relation((p, col), tuple((c, col) for c in groups["clinic"])))
-    result = suppress(values, relations, min_cell)
+    fixed: list[tuple[Hashable, str]] = []
+    periods: dict[Hashable, list[int]] = defaultdict(list)
+    for month, groups in by_month.items():
+        periods[("year", getattr(month, "year", month))] += groups["practice"]
+        periods[("all",)] += groups["practice"]
+    for period, members in periods.items():
+        for col in PERIOD_LINKED:
+            period_total: tuple[Hashable, str] = (("period", period), col)
+            values[period_total] = sum(int(rows[i].get(col) or 0) for i in members)
+            fixed.append(period_total)
+            relations.append(Relation(period_total, tuple((i, col) for i in members)))
+    result = suppress(values, relations, min_cell, fixed=fixed)
     blanked = result.suppressed | apply_rates(result.suppressed, RATES, range(len(rows)))
     for i, row in enumerate(rows):
         gone = [col for col in (*COUNT_COLUMNS, *RATES) if (i, col) in blanked]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.attacks import TABLE_ATTACKS, primary_only, report_text
+from tests.support.attacks import TABLE_ATTACKS, Published, model_statistics, primary_only, report_text
 
 
 def _describe(leaks: list) -> str:
@@ -56,3 +56,19 @@ def test_the_generated_clinic_leaks_nothing(generated, attack):
 def test_the_report_text_of_the_generated_clinic_leaks_nothing(generated):
     leaks = report_text(generated.report_html, generated.truth, generated.min_cell)
     assert not leaks, _describe(leaks)
+
+
+def test_the_therapist_icc_n_would_give_a_hidden_therapist_away(adversarial):
+    """The ICC of alliance_associations fitted over every therapist (as before) counts the lonely
+    therapist's patient: n minus the shown therapists gives it; fitted over shown therapists it does not."""
+    tables = {name: [dict(r) for r in rows] for name, rows in adversarial.published.tables.items()}
+    true_n = next(
+        r["n"] for r in adversarial.truth.rows("alliance_associations") if r["question_id"] == "therapist_icc"
+    )
+    shown_n = next(r["n"] for r in tables["alliance_associations"] if r["question_id"] == "therapist_icc")
+    assert true_n > shown_n  # the published ICC leaves the hidden therapist out
+    for row in tables["alliance_associations"]:
+        if row["question_id"] == "therapist_icc":
+            row["n"] = true_n
+    leaks = model_statistics(Published(tables), adversarial.truth, adversarial.min_cell)
+    assert [x.how for x in leaks] == ["therapist ICC n minus shown"]

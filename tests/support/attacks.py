@@ -17,8 +17,8 @@ unknown cell, it follows; recovered cells feed further relations until nothing c
 - across_tables: the therapists of a period add up to the practice months of that period in
   qi_monthly (sessions with alliance, episodes and their outcome counts);
 - model_statistics: a hidden therapist's n from its shrinkage weight (n = sigma2 w / (tau2 (1 - w))),
-  from its funnel limits (n = (z sigma / (limit - grand))^2), and from patients_in_model minus the
-  shown therapists;
+  from its funnel limits (n = (z sigma / (limit - grand))^2), from patients_in_model minus the
+  shown therapists, and from the therapist ICC's n (alliance_associations) minus the shown therapists;
 - report_text: numbers parsed from the report's HTML: small counts printed, and a trajectory total
   minus the session numbers shown when exactly one is hidden.
 """
@@ -379,21 +379,19 @@ def across_tables(pub: Published, truth: Published, min_cell: int) -> list[Leak]
 def model_statistics(pub: Published, truth: Published, min_cell: int) -> list[Leak]:
     """A hidden therapist's n from its weight, its funnel limits, or the model's patient total."""
     t = "therapist_alliance"
-    recovered: dict[Cell, float] = {}
-    hows: dict[Cell, str] = {}
+    recovered: list[tuple[Cell, float, str]] = []  # every candidate, each route on its own
     periods: dict[tuple[Any, Any], list[Row]] = defaultdict(list)
     for row in pub.rows(t):
         periods[(row["period_type"], row["period_start"])].append(row)
         cell: Cell = (t, pub.key(t, row), "patients_with_alliance")
         w, tau2, sigma2 = row.get("shrinkage_weight"), row.get("tau2"), row.get("sigma2")
         if w is not None and tau2 and sigma2 and 0 < w < 1:
-            recovered[cell] = round(sigma2 * w / (tau2 * (1 - w)), 6)
-            hows[cell] = "shrinkage weight"
+            recovered.append((cell, round(sigma2 * w / (tau2 * (1 - w)), 6), "shrinkage weight"))
         grand, z = row.get("grand_mean"), row.get("funnel_z_outer")
         upper = row.get("funnel_outer_upper")
         if upper is not None and grand is not None and sigma2 and z and upper != grand:
-            recovered.setdefault(cell, round((z * math.sqrt(sigma2) / (upper - grand)) ** 2, 6))
-            hows.setdefault(cell, "funnel limit")
+            n = round((z * math.sqrt(sigma2) / (upper - grand)) ** 2, 6)
+            recovered.append((cell, n, "funnel limit"))
     for members in periods.values():
         total = next(
             (r["patients_in_model"] for r in members if r.get("patients_in_model") is not None), None
@@ -404,12 +402,24 @@ def model_statistics(pub: Published, truth: Published, min_cell: int) -> list[Le
         shown = sum(int(r["patients_with_alliance"] or 0) for r in members if r.get("patients_with_alliance"))
         if len(hidden) == 1:
             cell = (t, pub.key(t, hidden[0]), "patients_with_alliance")
-            recovered.setdefault(cell, float(total - shown))
-            hows.setdefault(cell, "patients_in_model minus shown")
+            recovered.append((cell, float(total - shown), "patients_in_model minus shown"))
+    # the therapist ICC of alliance_associations counts its patients: minus the shown therapists of
+    # the 'all' period, one hidden therapist's count would follow
+    icc_n = next(
+        (r["n"] for r in pub.rows("alliance_associations") if r["question_id"] == "therapist_icc"), None
+    )
+    everything = [r for r in pub.rows(t) if r["period_type"] == "all"]
+    hidden_all = [r for r in everything if r.get("patients_with_alliance") is None]
+    if icc_n is not None and len(hidden_all) == 1:
+        cell = (t, pub.key(t, hidden_all[0]), "patients_with_alliance")
+        shown_all = sum(
+            int(r["patients_with_alliance"]) for r in everything if r.get("patients_with_alliance")
+        )
+        recovered.append((cell, float(icc_n - shown_all), "therapist ICC n minus shown"))
     leaks: list[Leak] = []
     shown_cells = pub.index()
-    for cell, v in recovered.items():
-        leaks += _confirm("model_statistics", {cell: v}, shown_cells, truth, min_cell, hows[cell])
+    for cell, v, how in recovered:
+        leaks += _confirm("model_statistics", {cell: v}, shown_cells, truth, min_cell, how)
     return leaks
 
 

@@ -1,52 +1,91 @@
 """Publishing for BI and the QI report: thin Dagster assets over `marts.publish` and `marts.report`.
 
-- `published/marts`: every mart (`marts.build.MART_NAMES`) copied to `<published>/marts.duckdb`
-  (built aside, CHECKPOINTed, moved into place with `os.replace`) and
-  `<published>/parquet/<mart>.parquet`. BI tools read these, never the warehouse. `<published>` is
-  `$ALLIANCE_QI_PUBLISH_DIR`, else `published/` beside the warehouse file (`data/published/` in the
-  demo).
+- `published/marts`: the aggregate marts (`marts.build.BI_MARTS`, declared `published_to="bi"`) copied
+  to `<published>/marts.duckdb` (built aside, CHECKPOINTed, moved into place with `os.replace`) and
+  `<published>/parquet/<mart>.parquet`, files 0640. BI tools read these, never the warehouse.
+  `<published>` is `$ALLIANCE_QI_PUBLISH_DIR`, else `published/` beside the warehouse file
+  (`data/published/` in the demo).
+- `published/restricted`: the record-level marts (`marts.build.RESTRICTED_MARTS`) the same way to
+  `<restricted>/marts.duckdb` and `<restricted>/parquet/`, files 0600 in 0700 folders, for analysts
+  with record-level access (`$ALLIANCE_QI_PUBLISH_RESTRICTED_DIR`, else `restricted/` beside the
+  warehouse).
 - `reports/qi_report`: the self-contained HTML QI report (`$ALLIANCE_QI_REPORT_PATH`, else
   `reports/qi_report.html` in the repository).
 
-Both are group `published` (tag layer=published). The report reads only the marts (its data-quality
-section is `marts.report_data_quality`) and waits for every mart and for `staging/measure_scores`.
+All are group `published` (tag layer=published). The report reads only the aggregate (BI) marts, never
+a record-level one (its data-quality section is `marts.report_data_quality`), and waits for them and
+for `staging/measure_scores`.
 """
 
 import dagster as dg
 
-from marts.publish import publish_dir, publish_marts
+from marts.build import BI_MARTS, RESTRICTED_MARTS
+from marts.publish import PublishResult, publish_dir, publish_marts, restricted_dir
 from marts.report import build_report, report_path
 from pipelines.catalog import load_catalog
 from pipelines.resources.fhir_source import WarehouseResource
 
 MART_KEYS = [dg.AssetKey(t.split(".")) for s in load_catalog().steps_in("marts") for t in s.table_names]
+BI_MART_KEYS = [k for k in MART_KEYS if k.path[-1] in BI_MARTS]
+RESTRICTED_MART_KEYS = [k for k in MART_KEYS if k.path[-1] in RESTRICTED_MARTS]
 PUBLISHED_KEY = dg.AssetKey(["published", "marts"])
+RESTRICTED_KEY = dg.AssetKey(["published", "restricted"])
 REPORT_KEY = dg.AssetKey(["reports", "qi_report"])
 
 
 @dg.asset(
     key=PUBLISHED_KEY,
     group_name="published",
-    deps=MART_KEYS,
+    deps=BI_MART_KEYS,
     kinds={"duckdb", "parquet"},
     owners=["team:data-engineering"],
     tags={"layer": "published"},
     description=(
-        "Every mart for BI tools (the six analysis marts and the QI report's report_* marts): "
-        "data/published/marts.duckdb (tables in the default schema, plus a "
-        "_published metadata table) and data/published/parquet/<mart>.parquet. Built aside and moved into "
-        "place atomically, so readers never see a half-written file; keyed pseudonyms only "
-        "(docs/bi-connections.md)."
+        "The aggregate marts for BI tools (therapist_alliance, qi_monthly, alliance_associations and the "
+        "QI report's report_* marts; small cells suppressed): data/published/marts.duckdb (tables in the "
+        "default schema, plus a _published metadata table) and data/published/parquet/<mart>.parquet, "
+        "files 0640. Built aside and moved into place atomically, so readers never see a half-written "
+        "file; keyed pseudonyms only (docs/bi-connections.md)."
     ),
 )
 def published_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Publish the marts next to the warehouse (or to `$ALLIANCE_QI_PUBLISH_DIR`)."""
+    """Publish the aggregate marts next to the warehouse (or to `$ALLIANCE_QI_PUBLISH_DIR`)."""
     out = publish_dir(warehouse.file())
     with warehouse.connect() as con:
         result = publish_marts(con, out, run_id=context.run_id, source_warehouse=warehouse.file())
     context.log.info(
         f"published {len(result.row_counts)} marts to {result.database} and {result.parquet_dir}"
     )
+    return _materialized(result)
+
+
+@dg.asset(
+    key=RESTRICTED_KEY,
+    group_name="published",
+    deps=RESTRICTED_MART_KEYS,
+    kinds={"duckdb", "parquet"},
+    owners=["team:data-engineering"],
+    tags={"layer": "published"},
+    description=(
+        "The record-level marts (alliance_sessions, episode_outcomes, adherence) for analysts with "
+        "record-level access only: data/restricted/marts.duckdb and data/restricted/parquet/<mart>.parquet, "
+        "files 0600 in 0700 folders; never in the BI folder (docs/bi-connections.md, access model)."
+    ),
+)
+def published_restricted(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Publish the record-level marts to the restricted folder (`$ALLIANCE_QI_PUBLISH_RESTRICTED_DIR`)."""
+    out = restricted_dir(warehouse.file())
+    with warehouse.connect() as con:
+        result = publish_marts(
+            con, out, run_id=context.run_id, source_warehouse=warehouse.file(), target="restricted"
+        )
+    context.log.info(f"published {len(result.row_counts)} record-level marts to {result.database}")
+    return _materialized(result)
+
+
+def _materialized(result: PublishResult) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "database": dg.MetadataValue.path(str(result.database)),
@@ -62,7 +101,7 @@ def published_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 @dg.asset(
     key=REPORT_KEY,
     group_name="published",
-    deps=[*MART_KEYS, dg.AssetKey(["staging", "measure_scores"])],
+    deps=[*BI_MART_KEYS, dg.AssetKey(["staging", "measure_scores"])],
     kinds={"html"},
     owners=["team:data-engineering"],
     tags={"layer": "published"},
@@ -89,4 +128,4 @@ def qi_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
     )
 
 
-publish_assets: list[dg.AssetsDefinition] = [published_marts, qi_report]
+publish_assets: list[dg.AssetsDefinition] = [published_marts, published_restricted, qi_report]

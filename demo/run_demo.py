@@ -83,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         sys.stdout.write("\n" + summarize(warehouse) + "\n")
         sys.stdout.write("\n" + quality_summary(warehouse) + "\n")
-        from marts.publish import publish_dir
+        from marts.publish import publish_dir, restricted_dir
         from marts.report import report_path
 
         published = publish_dir(warehouse)
         sys.stdout.write(
             f"\nPublished for BI (read-only; docs/bi-connections.md): {published / 'marts.duckdb'} and "
-            f"{published / 'parquet'}/<mart>.parquet\nQI report (open in a browser): {report_path()}\n"
+            f"{published / 'parquet'}/<mart>.parquet\nRecord-level marts (restricted, owner only): "
+            f"{restricted_dir(warehouse) / 'marts.duckdb'}\nQI report (open in a browser): {report_path()}\n"
         )
         sys.stdout.write(
             f"\nDone in {time.monotonic() - t0:.0f}s. Dagster run {result.run_id}; `make dev` opens the UI.\n"

@@ -10,8 +10,9 @@ One row per question x method, each with estimate, confidence interval, n and me
 - do episodes whose ruptures were all repaired improve more than episodes with an unrepaired one?
 
 The unit is the treatment episode for outcomes, the patient x adherence period (marts.adherence) for
-adherence, and the patient for the therapist ICC. Rows resting on fewer than
-min_cell cases (either group, for differences) are suppressed.
+adherence, and the patient for the therapist ICC (fitted over therapists with at least min_cell
+patients, as marts.therapist_alliance shows them). Rows resting on fewer than min_cell cases (either
+group, for differences) are suppressed.
 """
 
 from __future__ import annotations
@@ -227,8 +228,11 @@ def association_rows(
         )
     )
 
-    vc = variance_components(patient_alliance)
-    ci = bootstrap_icc(patient_alliance, settings.bootstrap_samples, settings.bootstrap_seed, level)
+    # Over the therapists therapist_alliance can show (at least min_cell patients): with a hidden
+    # therapist in it, n minus the patients_in_model of therapist_alliance would give its patient count.
+    shown_therapists = {t: v for t, v in patient_alliance.items() if len(v) >= settings.min_cell}
+    vc = variance_components(shown_therapists)
+    ci = bootstrap_icc(shown_therapists, settings.bootstrap_samples, settings.bootstrap_seed, level)
     rows.append(
         _row(
             "therapist_icc",
@@ -241,7 +245,10 @@ def association_rows(
             ci_lower=ci[0] if ci else None,
             ci_upper=ci[1] if ci else None,
             n=vc.observations if vc else 0,
-            detail=f"{vc.groups if vc else 0} therapists; {settings.bootstrap_samples} bootstrap samples",
+            detail=(
+                f"{vc.groups if vc else 0} therapists with at least {settings.min_cell} patients; "
+                f"{settings.bootstrap_samples} bootstrap samples"
+            ),
         )
     )
 

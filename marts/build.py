@@ -22,7 +22,9 @@ from marts.settings import MartSettings
 from marts.tables import STEPS
 
 __all__ = [
+    "BI_MARTS",
     "MART_NAMES",
+    "RESTRICTED_MARTS",
     "STAGING_BUILT",
     "MartContext",
     "build_mart",
@@ -35,6 +37,19 @@ __all__ = [
 
 # The marts in build order (inputs first), from their declarations.
 MART_NAMES: tuple[str, ...] = tuple(s.tables[0].short_name for s in STEPS)
+
+
+def _published_to(target: str) -> tuple[str, ...]:
+    missing = [s.tables[0].name for s in STEPS if s.tables[0].published_to is None]
+    if missing:  # a new mart must say where it goes: never to BI users by default
+        raise ValueError(f"marts without a publish target (TableSpec.published_to): {missing}")
+    return tuple(s.tables[0].short_name for s in STEPS if s.tables[0].published_to == target)
+
+
+# Where each mart is published, from its declaration (`TableSpec.published_to`): aggregates to the BI
+# target, record-level marts (patient, episode, session grain) to the restricted target only.
+BI_MARTS: tuple[str, ...] = _published_to("bi")
+RESTRICTED_MARTS: tuple[str, ...] = _published_to("restricted")
 # Clinical staging tables built here, in order (fhir_mappings/clinical/tables.py).
 STAGING_BUILT: tuple[str, ...] = CLINICAL_TABLES
 

@@ -1,4 +1,14 @@
-"""Publish the marts for BI tools: a DuckDB file and one Parquet file per mart, replaced atomically.
+"""Publish the marts: a DuckDB file and one Parquet file per mart, replaced atomically, to two targets.
+
+Two targets, chosen per mart by its declaration (`TableSpec.published_to` in marts/tables.py,
+`marts.build.BI_MARTS` / `RESTRICTED_MARTS`):
+
+- the BI target (`$ALLIANCE_QI_PUBLISH_DIR`, else `published/` beside the warehouse): aggregate marts
+  only, suppressed for small cells; files 0640, folders 0750 (the owner's group, e.g. a BI service
+  account, reads them);
+- the restricted target (`$ALLIANCE_QI_PUBLISH_RESTRICTED_DIR`, else `restricted/` beside the
+  warehouse): the record-level marts (session, episode, patient grain) for analysts with record-level
+  access; files 0600, folders 0700 (docs/bi-connections.md, "Access model").
 
 BI tools never open the pipeline's warehouse (DuckDB has one writer, and a BI tool holding the file
 would block the pipeline). Instead each publish:
@@ -20,8 +30,8 @@ DuckDB since 0.10, which is what BI drivers bundle; DuckDB 2.0's own format is u
 2.0); `ALLIANCE_QI_PUBLISH_STORAGE_VERSION` changes it.
 
 The SQL is `marts/sql/publish/`: values (paths, the storage version, metadata) are bound parameters,
-and the tables copied are the declared mart names (`marts.build.MART_NAMES`), checked and quoted by
-`pipelines.sqlfiles.render`, never names read from data.
+and the tables copied are the declared mart names (`marts.build.BI_MARTS`, `RESTRICTED_MARTS`), checked
+and quoted by `pipelines.sqlfiles.render`, never names read from data.
 
 Idempotent: the marts are copied in a fixed row order (`ORDER BY ALL`), so publishing unchanged
 marts twice gives identical tables and Parquet rows; only `_published.built_at` and `run_id` change.
@@ -43,7 +53,9 @@ import duckdb
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from marts.build import MART_NAMES
+from marts.build import BI_MARTS, RESTRICTED_MARTS
+from pipelines.catalog import PublishTarget
+from pipelines.filemodes import PRIVATE_DIR, PRIVATE_FILE, SHARED_DIR, SHARED_FILE, make_dir, restrict
 from pipelines.settings_base import AreaSettings, SettingsError
 from pipelines.sqlfiles import (
     SqlTemplateError,
@@ -58,6 +70,13 @@ from pipelines.sqlfiles import (
 # v1.0.0 storage: every DuckDB since 0.10 reads it (BI drivers lag behind the Python package).
 DEFAULT_STORAGE_VERSION = "v1.0.0"
 PUBLISHED_FILE = "marts.duckdb"
+# (file mode, folder mode) of each target: the BI group reads aggregates; record-level data is owner-only.
+TARGET_MODES: dict[str, tuple[int, int]] = {
+    "bi": (SHARED_FILE, SHARED_DIR),
+    "restricted": (PRIVATE_FILE, PRIVATE_DIR),
+}
+# The declared marts of each target; publishing a declared mart to the other target is refused.
+TARGET_MARTS: dict[str, tuple[str, ...]] = {"bi": BI_MARTS, "restricted": RESTRICTED_MARTS}
 PARQUET_DIR = "parquet"
 METADATA_TABLE = "_published"
 # What the key columns are; never anything derived from the key itself.
@@ -85,6 +104,8 @@ class PublishSettings(AreaSettings):
     error = PublishSettingsError
 
     dir: Path | None = None  # `ALLIANCE_QI_PUBLISH_DIR`; None: `published/` beside the warehouse
+    # `ALLIANCE_QI_PUBLISH_RESTRICTED_DIR`: the record-level marts; None: `restricted/` beside the warehouse
+    restricted_dir: Path | None = None
     # `ALLIANCE_QI_PUBLISH_STORAGE_VERSION`: a version such as v1.2.0, so a typo fails here naming the
     # variable rather than later inside ATTACH
     storage_version: str = Field(default=DEFAULT_STORAGE_VERSION, pattern=_STORAGE_VERSION.pattern)
@@ -111,6 +132,24 @@ def publish_dir(warehouse_path: str | Path, env: Mapping[str, str] | None = None
     if configured:
         return configured.expanduser().resolve()
     return Path(warehouse_path).resolve().parent / "published"
+
+
+def restricted_dir(warehouse_path: str | Path, env: Mapping[str, str] | None = None) -> Path:
+    """Where the record-level marts go: `$ALLIANCE_QI_PUBLISH_RESTRICTED_DIR`, else `<warehouse
+    folder>/restricted/`. Refused when it is the BI target (record-level rows would reach BI users)."""
+    settings = PublishSettings.load(env=env)
+    configured = settings.restricted_dir
+    out = (
+        configured.expanduser().resolve()
+        if configured
+        else Path(warehouse_path).resolve().parent / "restricted"
+    )
+    if out == publish_dir(warehouse_path, env=env):
+        raise PublishSettingsError(
+            f"ALLIANCE_QI_PUBLISH_RESTRICTED_DIR: {out} is also the BI publish folder; record-level marts "
+            "must be published apart from the aggregates"
+        )
+    return out
 
 
 def storage_version(env: Mapping[str, str] | None = None) -> str:
@@ -167,8 +206,9 @@ def publish_marts(
     *,
     run_id: str | None = None,
     source_warehouse: str | Path | None = None,
-    marts: Sequence[str] = MART_NAMES,
+    marts: Sequence[str] | None = None,
     storage: str | None = None,
+    target: PublishTarget = "bi",
 ) -> PublishResult:
     """Copy `marts.<mart>` of the warehouse connection `con` to `<out_dir>/marts.duckdb` and
     `<out_dir>/parquet/<mart>.parquet`, each built aside and moved into place with `os.replace`.
@@ -176,10 +216,21 @@ def publish_marts(
     `con` must be a writable connection (the new file is attached to it); the warehouse itself is
     only read. An error while building leaves the published files as they were and removes the
     temporary files.
+
+    `target` picks the marts (default: the target's declared marts) and the file modes: "bi" files
+    0640 in 0750 folders, "restricted" files 0600 in 0700 folders. A declared mart of the other
+    target is refused (a record-level mart never reaches the BI folder by a wrong argument).
     """
+    if target not in TARGET_MODES:
+        raise PublishError(f"unknown publish target {target!r}")
+    marts = TARGET_MARTS[target] if marts is None else tuple(marts)
     for name in marts:
         if not _IDENT.match(name):
             raise PublishError(f"not a mart name: {name!r}")
+        for other, names in TARGET_MARTS.items():
+            if other != target and name in names:
+                raise PublishError(f"marts.{name} is declared for the {other} target, not {target}")
+    file_mode, dir_mode = TARGET_MODES[target]
     catalog, catalog_path = _current_catalog(con)
     missing = _missing_marts(con, catalog, marts)
     if missing:
@@ -193,9 +244,8 @@ def publish_marts(
     run = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
     source = str(source_warehouse) if source_warehouse is not None else (catalog_path or catalog)
 
-    out = Path(out_dir).resolve()
-    parquet_dir = out / PARQUET_DIR
-    parquet_dir.mkdir(parents=True, exist_ok=True)
+    out = make_dir(Path(out_dir).resolve(), dir_mode)
+    parquet_dir = make_dir(out / PARQUET_DIR, dir_mode)
     token = uuid.uuid4().hex
     alias = f"publish_{token[:12]}"
     tmp_db = out / f".marts-{token}.duckdb.tmp"
@@ -260,6 +310,10 @@ def publish_marts(
             raise PublishError(f"{tmp_db}: a write-ahead log remained after CHECKPOINT")
         with open(tmp_db, "rb") as fh:
             os.fsync(fh.fileno())
+        # Modes before the rename: the final path never exists with wider permissions (the folder,
+        # already `dir_mode`, guards the temporary files meanwhile).
+        for path in (tmp_db, *tmp_parquet.values()):
+            restrict(path, file_mode)
         # Atomic within one folder (POSIX rename): readers see the old file or the new one, never a mix.
         os.replace(tmp_db, final_db)
         for m, path in tmp_parquet.items():

@@ -11,7 +11,7 @@ each row's nested counts and across the clinics of each month (marts.suppression
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,17 @@ RATES: dict[str, tuple[str, str]] = {
     "attendance_rate": ("appointments_attended", "appointments_booked"),
     "data_quality_pass_rate": ("dq_passed", "dq_responses"),
 }
+# Counts whose sum over a period's months also follows from marts.therapist_alliance (the sum of its
+# therapists' rows of that period): a period total a reader may know, so one hidden month in it would
+# follow by subtraction. Fixed totals per period type therapist_alliance publishes.
+PERIOD_LINKED: tuple[str, ...] = (
+    "sessions_wai_measured",
+    "episodes_ended",
+    "episodes_outcome_complete",
+    "episodes_case_complete",
+    "episodes_recovered",
+    "episodes_reliably_improved",
+)
 MEANS: dict[str, str] = {
     "mean_alliance": "sessions_wai_measured",
     "mean_srs": "sessions_srs_measured",
@@ -137,8 +148,12 @@ def qi_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return rows
 
 
-def suppress_qi_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
-    """Primary and complementary suppression within rows and across each month's clinics; blanks
+def suppress_qi_rows(
+    rows: list[dict[str, Any]], min_cell: int, linked_periods: Iterable[str] = ("all", "year")
+) -> None:
+    """Primary and complementary suppression within rows, across each month's clinics and across the
+    practice months of each period therapist_alliance publishes (`linked_periods`: its sums of
+    therapists give those totals away, so they are fixed here); blanks
     rates whose numerator or denominator is suppressed and means over a small count. In place."""
     values: dict[tuple[Hashable, str], int | None] = {}
     relations: list[Relation] = []
@@ -153,7 +168,26 @@ def suppress_qi_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
         for p in groups["practice"]:
             for col in COUNT_COLUMNS:
                 relations.append(Relation((p, col), tuple((c, col) for c in groups["clinic"])))
-    result = suppress(values, relations, min_cell)
+    fixed: list[tuple[Hashable, str]] = []
+    periods: dict[Hashable, list[int]] = defaultdict(list)
+    for month, groups in by_month.items():
+        # the period types therapist_alliance publishes (settings.therapist_periods); a month is
+        # its own period and needs no relation (a small month total makes every part small)
+        kinds = set(linked_periods)
+        year = getattr(month, "year", None)
+        if "all" in kinds:
+            periods[("all",)] += groups["practice"]
+        if "year" in kinds and year is not None:
+            periods[("year", year)] += groups["practice"]
+        if "quarter" in kinds and year is not None:
+            periods[("quarter", year, (month.month - 1) // 3)] += groups["practice"]
+    for period, members in periods.items():
+        for col in PERIOD_LINKED:
+            period_total: tuple[Hashable, str] = (("period", period), col)
+            values[period_total] = sum(int(rows[i].get(col) or 0) for i in members)
+            fixed.append(period_total)
+            relations.append(Relation(period_total, tuple((i, col) for i in members)))
+    result = suppress(values, relations, min_cell, fixed=fixed)
     blanked = result.suppressed | apply_rates(result.suppressed, RATES, range(len(rows)))
     for i, row in enumerate(rows):
         gone = [col for col in (*COUNT_COLUMNS, *RATES) if (i, col) in blanked]
@@ -168,5 +202,5 @@ def suppress_qi_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
 def build_qi_monthly(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int:
     """(Re)build marts.qi_monthly (needs alliance_sessions and episode_outcomes)."""
     rows = qi_rows(con)
-    suppress_qi_rows(rows, settings.min_cell)
+    suppress_qi_rows(rows, settings.min_cell, settings.therapist_periods)
     return write_table(con, "marts.qi_monthly", COLUMNS, rows)

@@ -154,6 +154,31 @@ def build_report_alliance_trajectory(con: duckdb.DuckDBPyConnection, settings: M
     return _rewrite(con, "report_alliance_trajectory", columns, rows)
 
 
+# --- report_early_alliance_bins ------------------------------------------------------------------------
+
+
+def build_report_early_alliance_bins(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int:
+    """(Re)build marts.report_early_alliance_bins (needs episode_outcomes).
+
+    Suppression: a band's episodes from 1 to min_cell - 1, with complements over the relation
+    fit episodes = sum of the bands (the fit's count is published in report_early_alliance_fit and in
+    alliance_associations: fixed here, never blanked); a band's mean only beside a shown count.
+    """
+    con.execute(mart_sql("report_early_alliance_bins"))
+    columns, rows = _read(con, "report_early_alliance_bins")
+    values: dict[tuple[Hashable, str], int | None] = {
+        (i, "episodes"): r["episodes"] for i, r in enumerate(rows)
+    }
+    total: tuple[Hashable, str] = ("fit", "episodes")
+    values[total] = sum(int(r["episodes"] or 0) for r in rows)
+    relation = Relation(total, tuple((i, "episodes") for i in range(len(rows))))
+    result = suppress(values, [relation], settings.min_cell, fixed=[total])
+    blanked = {c for c in result.suppressed if c != total}
+    blanked |= {(i, "mean_phq9_improvement") for i, _ in blanked}
+    _blank(rows, blanked)
+    return _rewrite(con, "report_early_alliance_bins", columns, rows)
+
+
 # --- report_adherence_by_alliance_tertile ------------------------------------------------------------
 
 

@@ -51,14 +51,24 @@ def is_small(value: float | int | None, min_cell: int) -> bool:
 
 
 def suppress(
-    values: Mapping[Cell, int | None], relations: Sequence[Relation], min_cell: int = MIN_CELL
+    values: Mapping[Cell, int | None],
+    relations: Sequence[Relation],
+    min_cell: int = MIN_CELL,
+    *,
+    force: Iterable[Cell] = (),
+    fixed: Iterable[Cell] = (),
 ) -> SuppressionResult:
     """Which count cells to suppress: small cells, then complements until no relation exposes one.
 
-    `values` holds every count cell that will be displayed (None = no value). Deterministic: ties
+    `values` holds every count cell that will be displayed (None = no value). `force` are cells
+    blanked for another reason (e.g. the whole row of a small caseload): primary, whatever their
+    value. `fixed` are cells a reader knows from elsewhere and that cannot be blanked here (e.g. a
+    practice total another table publishes): never chosen as a complement. Deterministic: ties
     between complement candidates break on the cell's row and column.
     """
     result = SuppressionResult(primary={c for c, v in values.items() if is_small(v, min_cell)})
+    result.primary |= {c for c in force if c in values}
+    pinned = set(fixed)
 
     def value(c: Cell) -> int:
         return int(values.get(c) or 0)
@@ -79,10 +89,11 @@ def suppress(
                 remainder = value(rel.total) - sum(value(p) for p in rel.parts)
                 if not is_small(remainder, min_cell):
                     continue  # the only unknown is a large (or zero) remainder: nothing to protect
-            shown = [c for c in rel.parts if c not in suppressed]
+            shown = [c for c in rel.parts if c not in suppressed and c not in pinned]
             nonzero = sorted((c for c in shown if value(c) > 0), key=lambda c: (value(c), str(c)))
             zero = sorted((c for c in shown if value(c) == 0), key=str)
-            candidates = [*nonzero, *([rel.total] if rel.total not in suppressed else []), *zero]
+            total = [rel.total] if rel.total not in suppressed and rel.total not in pinned else []
+            candidates = [*nonzero, *total, *zero]
             if candidates:
                 result.complementary.add(candidates[0])
                 changed = True

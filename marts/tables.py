@@ -46,6 +46,7 @@ from marts.report_marts import (
     build_report_adherence_by_alliance_tertile,
     build_report_alliance_trajectory,
     build_report_data_quality,
+    build_report_early_alliance_bins,
     build_report_overview,
     build_sql_mart,
 )
@@ -81,6 +82,7 @@ def _mart_step(
 
 
 ALLIANCE_SESSIONS = TableSpec(
+    published_to="restricted",
     name="marts.alliance_sessions",
     grain="One row per attended session",
     key=("session_key",),
@@ -91,6 +93,7 @@ ALLIANCE_SESSIONS = TableSpec(
     sql=ALLIANCE_SESSIONS_SQL,
 )
 EPISODE_OUTCOMES = TableSpec(
+    published_to="restricted",
     name="marts.episode_outcomes",
     grain="One row per treatment episode",
     key=("episode_key",),
@@ -102,6 +105,7 @@ EPISODE_OUTCOMES = TableSpec(
     sql=EPISODE_OUTCOMES_SQL,
 )
 ADHERENCE = TableSpec(
+    published_to="restricted",
     name="marts.adherence",
     grain="One row per patient x adherence period (PQA measurement year by default)",
     key=("patient_key", "period_type", "period_start"),
@@ -112,6 +116,7 @@ ADHERENCE = TableSpec(
     sql=ADHERENCE_SQL,
 )
 THERAPIST_ALLIANCE = TableSpec(
+    published_to="bi",
     name="marts.therapist_alliance",
     grain="One row per therapist x period",
     key=("therapist_key", "period_type", "period_start"),
@@ -122,6 +127,7 @@ THERAPIST_ALLIANCE = TableSpec(
     sql=THERAPIST_SESSIONS_SQL,
 )
 QI_MONTHLY = TableSpec(
+    published_to="bi",
     name="marts.qi_monthly",
     grain="One row per clinic x month (plus a practice row per month)",
     key=("level", "clinic_key", "month"),  # clinic_key is NULL on practice rows
@@ -133,6 +139,7 @@ QI_MONTHLY = TableSpec(
     sql=QI_COUNTS_SQL,
 )
 ALLIANCE_ASSOCIATIONS = TableSpec(
+    published_to="bi",
     name="marts.alliance_associations",
     grain="One row per question x method",
     key=("question_id", "method"),
@@ -223,6 +230,7 @@ STEPS: tuple[StepSpec, ...] = (
 # --- What the QI report shows (marts/report_marts.py): aggregates under the same suppression rules ---
 
 REPORT_OVERVIEW = TableSpec(
+    published_to="bi",
     name="marts.report_overview",
     grain="One row per practice",
     key=("level",),
@@ -234,6 +242,7 @@ REPORT_OVERVIEW = TableSpec(
     sql=REPORT_SQL_DIR / "report_overview.sql",
 )
 REPORT_ALLIANCE_TRAJECTORY = TableSpec(
+    published_to="bi",
     name="marts.report_alliance_trajectory",
     grain="One row per session number of a treatment episode, plus one over all sessions",
     key=("level", "session_number"),
@@ -244,6 +253,7 @@ REPORT_ALLIANCE_TRAJECTORY = TableSpec(
     sql=REPORT_SQL_DIR / "report_alliance_trajectory.sql",
 )
 REPORT_EARLY_ALLIANCE_FIT = TableSpec(
+    published_to="bi",
     name="marts.report_early_alliance_fit",
     grain="One row per practice",
     key=("level",),
@@ -253,7 +263,19 @@ REPORT_EARLY_ALLIANCE_FIT = TableSpec(
     ),
     sql=REPORT_SQL_DIR / "report_early_alliance_fit.sql",
 )
+REPORT_EARLY_ALLIANCE_BINS = TableSpec(
+    name="marts.report_early_alliance_bins",
+    published_to="bi",
+    grain="One row per half-point band of early patient-rated alliance (1-1.5 to 4.5-5)",
+    key=("band",),
+    description=(
+        "episodes and mean PHQ-9 improvement per band of early alliance (QI report chart: bands, never "
+        "single episodes); small bands suppressed with complements against the fit's episodes."
+    ),
+    sql=REPORT_SQL_DIR / "report_early_alliance_bins.sql",
+)
 REPORT_THERAPIST_FUNNEL = TableSpec(
+    published_to="bi",
     name="marts.report_therapist_funnel",
     grain="One row per practice",
     key=("level",),
@@ -264,6 +286,7 @@ REPORT_THERAPIST_FUNNEL = TableSpec(
     sql=REPORT_SQL_DIR / "report_therapist_funnel.sql",
 )
 REPORT_ADHERENCE_BY_TERTILE = TableSpec(
+    published_to="bi",
     name="marts.report_adherence_by_alliance_tertile",
     grain="One row per adherence measure (PDC, MARS) x rater x third of alliance",
     key=("measure", "rater", "tertile"),
@@ -273,6 +296,7 @@ REPORT_ADHERENCE_BY_TERTILE = TableSpec(
     sql=REPORT_SQL_DIR / "report_adherence_by_alliance_tertile.sql",
 )
 REPORT_DATA_QUALITY = TableSpec(
+    published_to="bi",
     name="marts.report_data_quality",
     grain="One row per table x severity of the newest data-quality run, plus a total row",
     key=("level", "table_name", "severity"),
@@ -304,6 +328,15 @@ REPORT_STEPS: tuple[StepSpec, ...] = (
         MartBuild(
             REPORT_EARLY_ALLIANCE_FIT.name, lambda con, ctx: build_sql_mart(con, "report_early_alliance_fit")
         ),
+    ),
+    _mart_step(
+        REPORT_EARLY_ALLIANCE_BINS,
+        ("marts.episode_outcomes",),
+        MartBuild(
+            REPORT_EARLY_ALLIANCE_BINS.name,
+            lambda con, ctx: build_report_early_alliance_bins(con, ctx.settings),
+        ),
+        sql_files=(WRITE_ROWS_SQL,),
     ),
     _mart_step(
         REPORT_THERAPIST_FUNNEL,

@@ -9,11 +9,19 @@ limits `grand -+ z * sigma / sqrt(n)` (sigma = within-therapist SD, n = the ther
 Outcome rates count episodes that ended in the period, attributed to the episode's therapist.
 
 Rows with a caseload of 1 to min_cell - 1 patients are suppressed whole; other counts of 1 to
-min_cell - 1 are suppressed with their complements (marts.suppression).
+min_cell - 1 are suppressed with their complements (marts.suppression), across a row's nested counts,
+across periods (a therapist's 'all' row is the sum of its years, a year the sum of its quarters, a
+quarter of its months, for the additive counts: sessions and episodes), and across the therapists of
+a period (their sum is the practice total, which qi_monthly publishes: a fixed total, never blanked
+here). The variance components, shrinkage and funnel limits are fitted after suppression, over the
+therapists whose alliance patient count is shown only: a statistic of a hidden therapist (its weight,
+its funnel limits, its share of the grand mean, of sigma2 or of patients_in_model) would give back
+the hidden count and mean.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
@@ -160,7 +168,6 @@ def _period_rows(
     groups: dict[str, list[float]] = defaultdict(list)
     for (therapist, _), value in patient_means.items():
         groups[str(therapist)].append(float(value))
-    vc = variance_components(groups)
     clin = (
         ses[ses.wai_clinician_mean.notna()]
         .groupby(["therapist_key", "patient_key"])
@@ -185,8 +192,147 @@ def _period_rows(
             "funnel_z_outer": z_outer,
             "ci_level": settings.ci_level,
         }
-        values = groups.get(th, [])
-        if values and vc is not None:
+        # the patient means stay with the row until the model is fitted over the shown therapists
+        row["_patient_means"] = list(groups.get(th, []))
+        if th in clin.index.get_level_values(0):
+            row["mean_alliance_clinician"] = float(clin.loc[th].mean())
+        own_eps = eps[eps.therapist_key == th]
+        row.update(
+            episodes_ended=len(own_eps),
+            episodes_outcome_complete=int((own_eps.outcome_complete == True).sum()),  # noqa: E712
+            episodes_case_complete=int(
+                ((own_eps.outcome_complete == True) & (own_eps.case_at_start == True)).sum()  # noqa: E712
+            ),
+            episodes_recovered=int((own_eps.recovery == True).sum()),  # noqa: E712
+            episodes_reliably_improved=int((own_eps.reliable_improvement == True).sum()),  # noqa: E712
+            episodes_dropout=int((own_eps.dropout == True).sum()),  # noqa: E712
+        )
+        for rate, (num, den) in RATES.items():
+            row[rate] = row[num] / row[den] if row[den] else None
+        rows.append(row)
+    return rows
+
+
+# Counts that add up over periods and over therapists (patients do not: one patient spans periods).
+ADDITIVE_COLUMNS = (
+    "sessions_with_alliance",
+    "episodes_ended",
+    "episodes_outcome_complete",
+    "episodes_case_complete",
+    "episodes_recovered",
+    "episodes_reliably_improved",
+    "episodes_dropout",
+)
+PERIOD_ORDER: tuple[str, ...] = ("all", "year", "quarter", "month")
+MODEL_COLUMNS = ("grand_mean", "tau2", "sigma2", "icc", "therapists_in_model", "patients_in_model")
+
+
+def _period_relations(rows: list[dict[str, Any]]) -> list[Relation]:
+    """A therapist's row of one period type = the sum of its rows of the next finer type present."""
+    kinds = [k for k in PERIOD_ORDER if any(r.get("period_type") == k for r in rows)]
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_kind[str(row.get("period_type"))].append(i)
+    relations: list[Relation] = []
+    for coarse, fine in itertools.pairwise(kinds):
+        for i in by_kind[coarse]:
+            outer = rows[i]
+            parts = [
+                j
+                for j in by_kind[fine]
+                if rows[j]["therapist_key"] == outer["therapist_key"]
+                and outer["period_start"] <= rows[j]["period_start"] <= outer["period_end"]
+            ]
+            for col in ADDITIVE_COLUMNS:
+                relations.append(Relation((i, col), tuple((j, col) for j in parts)))
+    return relations
+
+
+def suppress_therapist_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
+    """Blank small counts (whole rows when the caseload is small), their complements within rows,
+    across periods and across a period's therapists, and the rates over them; sets `suppressed`.
+    In place; alliance statistics are left to `fit_models` (shown therapists only)."""
+    values: dict[tuple[Hashable, str], int | None] = {}
+    relations: list[Relation] = []
+    force: list[tuple[Hashable, str]] = []
+    fixed: list[tuple[Hashable, str]] = []
+    periods: dict[tuple[Any, Any], list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        for col in COUNT_COLUMNS:
+            values[(i, col)] = row.get(col)
+        for total, part in ROW_RELATIONS:
+            relations.append(Relation((i, total), ((i, part),), hidden_remainder=True))
+        if is_small(row.get("caseload"), min_cell):
+            force += [(i, col) for col in COUNT_COLUMNS]
+        periods[(row.get("period_type"), row.get("period_start"))].append(i)
+    if all("therapist_key" in r and "period_end" in r for r in rows):
+        relations += _period_relations(rows)
+    for period, members in periods.items():
+        for col in ADDITIVE_COLUMNS:
+            # the practice total of the period follows from qi_monthly: known, never blanked here
+            practice: tuple[Hashable, str] = (("practice", *period), col)
+            values[practice] = sum(int(rows[i].get(col) or 0) for i in members)
+            fixed.append(practice)
+            relations.append(Relation(practice, tuple((i, col) for i in members)))
+    result = suppress(values, relations, min_cell, force=force, fixed=fixed)
+    blanked = result.suppressed | apply_rates(result.suppressed, RATES, range(len(rows)))
+    for i, row in enumerate(rows):
+        row_small = is_small(row.get("caseload"), min_cell)
+        row["suppressed"] = row_small
+        if row_small:
+            for col in (*COUNT_COLUMNS, *RATES, *ALLIANCE_STATS):
+                row[col] = None
+            continue
+        for col in (*COUNT_COLUMNS, *RATES):
+            if (i, col) in blanked:
+                row[col] = None
+
+
+def fit_models(rows: list[dict[str, Any]], settings: MartSettings) -> None:
+    """Fit each period's variance components over its shown therapists and fill their alliance
+    statistics; blank them on every other row. In place, after `suppress_therapist_rows`.
+
+    Shown: not suppressed, with `patients_with_alliance` displayed and at least min_cell. The model
+    columns (grand mean, tau2, sigma2, ICC, therapists and patients in the model) then describe the
+    shown therapists only, so they add nothing about a hidden one.
+    """
+    z_inner, z_outer = settings.funnel_z
+    periods: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        periods[(row.get("period_type"), row.get("period_start"))].append(row)
+    for members in periods.values():
+        shown = [
+            r
+            for r in members
+            if not r.get("suppressed")
+            and r.get("patients_with_alliance") is not None
+            and r["patients_with_alliance"] >= settings.min_cell
+            and r.get("_patient_means")
+        ]
+        shown_ids = {id(r) for r in shown}
+        groups = {str(r["therapist_key"]): list(r["_patient_means"]) for r in shown}
+        vc = variance_components(groups)
+        if vc is not None and vc.observations < settings.min_cell:
+            vc = None
+        for row in members:
+            if id(row) not in shown_ids or vc is None:
+                for col in ALLIANCE_STATS:
+                    row[col] = None
+            if vc is None:
+                for col in MODEL_COLUMNS:
+                    row[col] = None
+                continue
+            row.update(
+                grand_mean=vc.grand_mean,
+                tau2=vc.tau2,
+                sigma2=vc.sigma2,
+                icc=vc.icc,
+                therapists_in_model=vc.groups,
+                patients_in_model=vc.observations,
+            )
+            if id(row) not in shown_ids:
+                continue
+            values = row["_patient_means"]
             n = len(values)
             mean = sum(values) / n
             sigma = math.sqrt(vc.sigma2)
@@ -205,61 +351,6 @@ def _period_rows(
                 funnel_outer_upper=outer[1],
                 funnel_position=funnel_position(mean, inner, outer),
             )
-        if th in clin.index.get_level_values(0):
-            row["mean_alliance_clinician"] = float(clin.loc[th].mean())
-        own_eps = eps[eps.therapist_key == th]
-        row.update(
-            episodes_ended=len(own_eps),
-            episodes_outcome_complete=int((own_eps.outcome_complete == True).sum()),  # noqa: E712
-            episodes_case_complete=int(
-                ((own_eps.outcome_complete == True) & (own_eps.case_at_start == True)).sum()  # noqa: E712
-            ),
-            episodes_recovered=int((own_eps.recovery == True).sum()),  # noqa: E712
-            episodes_reliably_improved=int((own_eps.reliable_improvement == True).sum()),  # noqa: E712
-            episodes_dropout=int((own_eps.dropout == True).sum()),  # noqa: E712
-        )
-        for rate, (num, den) in RATES.items():
-            row[rate] = row[num] / row[den] if row[den] else None
-        if vc is not None:
-            row.update(
-                grand_mean=vc.grand_mean,
-                tau2=vc.tau2,
-                sigma2=vc.sigma2,
-                icc=vc.icc,
-                therapists_in_model=vc.groups,
-                patients_in_model=vc.observations,
-            )
-            if vc.observations < settings.min_cell:
-                row.update(grand_mean=None, tau2=None, sigma2=None, icc=None, patients_in_model=None)
-        rows.append(row)
-    return rows
-
-
-def suppress_therapist_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
-    """Blank small counts (whole rows when the caseload is small), their complements, rates and
-    alliance statistics over a small number of patients; sets `suppressed`. In place."""
-    values: dict[tuple[Hashable, str], int | None] = {}
-    relations: list[Relation] = []
-    for i, row in enumerate(rows):
-        for col in COUNT_COLUMNS:
-            values[(i, col)] = row.get(col)
-        for total, part in ROW_RELATIONS:
-            relations.append(Relation((i, total), ((i, part),), hidden_remainder=True))
-    result = suppress(values, relations, min_cell)
-    blanked = result.suppressed | apply_rates(result.suppressed, RATES, range(len(rows)))
-    for i, row in enumerate(rows):
-        row_small = is_small(row.get("caseload"), min_cell)
-        row["suppressed"] = row_small
-        if row_small:
-            for col in (*COUNT_COLUMNS, *RATES, *ALLIANCE_STATS):
-                row[col] = None
-            continue
-        if is_small(row.get("patients_with_alliance"), min_cell):
-            for col in ALLIANCE_STATS:
-                row[col] = None
-        for col in (*COUNT_COLUMNS, *RATES):
-            if (i, col) in blanked:
-                row[col] = None
 
 
 def _frames(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -291,4 +382,5 @@ def build_therapist_alliance(con: duckdb.DuckDBPyConnection, settings: MartSetti
     sessions, episodes = _frames(con)
     rows = therapist_rows(sessions, episodes, settings)
     suppress_therapist_rows(rows, settings.min_cell)
+    fit_models(rows, settings)
     return write_table(con, "marts.therapist_alliance", COLUMNS, rows)

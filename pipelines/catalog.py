@@ -26,6 +26,9 @@ from typing import Any, Literal
 import duckdb
 
 Layer = Literal["raw", "staging", "quality", "marts", "published"]
+# Where a mart is published: "bi" (aggregates, `data/published/`, what BI users read) or "restricted"
+# (record-level: patient, episode or session grain; `data/restricted/`, record-level access only).
+PublishTarget = Literal["bi", "restricted"]
 LAYERS: tuple[Layer, ...] = ("raw", "staging", "quality", "marts", "published")
 
 # Builds a step's tables on an open warehouse connection; returns counts for the run's metadata
@@ -44,12 +47,17 @@ class TableSpec:
     key: tuple[str, ...] = ()  # columns that identify a row (empty for append-only ledgers)
     description: str = ""  # what else a reader needs to know
     sql: Path | None = None  # the file whose SQL builds it, if any
+    # marts only: the publish target ("bi" for aggregates, "restricted" for record-level grains);
+    # `marts.build` refuses a mart without one, so a new mart cannot reach BI users by default.
+    published_to: PublishTarget | None = None
 
     def __post_init__(self) -> None:
         if not _TABLE_NAME.match(self.name):
             raise ValueError(f"table name {self.name!r} is not schema.table in a known schema")
         if not self.grain.startswith("One row per"):
             raise ValueError(f"{self.name}: grain must read 'One row per ...', got {self.grain!r}")
+        if self.published_to is not None and self.schema != "marts":
+            raise ValueError(f"{self.name}: only marts are published (published_to={self.published_to!r})")
 
     @property
     def schema(self) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.filemodes import private_umask, restrict_duckdb
 from pipelines.settings import RESOURCE_TYPES
 from pipelines.sqlfiles import render, run_sql
 
@@ -90,9 +91,19 @@ class Warehouse:
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the file; waits up to `lock_timeout_s` while another process holds the write lock."""
+        """Open the file; waits up to `lock_timeout_s` while another process holds the write lock.
+
+        The file and its write-ahead log are owner-only (0600, `pipelines.filemodes`): it holds
+        record-level data. The folder is created with the usual umask (it may also hold the BI target).
+        """
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        with private_umask():
+            with self._open(read_only) as con:
+                yield con
+
+    @contextlib.contextmanager
+    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.2
         while True:
@@ -107,6 +118,7 @@ class Warehouse:
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        restrict_duckdb(self.path)  # a file created before this rule, or by another tool
         try:
             # Bounded memory: DuckDB spills to disk beyond this instead of growing the process
             # (docs/benchmarks.md measured the flatten at 2.5 GB for 100k responses without it).
@@ -116,3 +128,4 @@ class Warehouse:
             yield con
         finally:
             con.close()
+            restrict_duckdb(self.path)

@@ -325,6 +325,7 @@ def scatter_chart(
     color: str = BLUE,
     zero_line: bool = True,
     description: str = "",
+    point_label: str = "episodes",
 ) -> Markup:
     """Points with an optional fitted line y = intercept + slope * x (`fit` = (intercept, slope))."""
     xs = [p[0] for p in points]
@@ -355,7 +356,7 @@ def scatter_chart(
             f'fill-opacity="0.55"><title>{escape(f"{x:.2f}, {y:g}")}</title></circle>',
             mark=True,
         )
-    legend = [("episodes", color, "dot")]
+    legend = [(point_label, color, "dot")]
     if fit is not None and points:
         intercept, slope = fit
         x0, x1 = min(xs), max(xs)

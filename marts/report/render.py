@@ -396,26 +396,27 @@ def _trajectories(r: _Reader, ci_percent: str) -> Section:
 def _early_alliance(r: _Reader, ci_percent: str) -> Section:
     fit = r.one("report_early_alliance_fit.sql")
     early = int(fit["early_sessions"])
-    points: list[tuple[float, float]] = []
+    bands: list[dict[str, Any]] = []
     if not fit["suppressed"] and fit["episodes"] and r.enough(fit["episodes"]):
-        # the dots are rows of episode_outcomes, selected as the fit mart selected them
-        points = [
-            (float(row["x"]), float(row["y"])) for row in r.rows("episode_outcomes_early_alliance_points.sql")
-        ]
+        # bands of early alliance with their mean improvement: never one dot per episode
+        bands = [b for b in r.rows("report_early_alliance_bins.sql") if r.enough(b["episodes"])]
+    points = [(float(b["x"]), float(b["y"])) for b in bands]
     # no line when early alliance does not vary: DuckDB's regr_slope is then NaN and regr_intercept NULL
     intercept, slope = _float(fit["intercept"]), _float(fit["slope"])
     line = (intercept, slope) if points and intercept is not None and slope is not None else None
     assoc = _association(r, "early_alliance_vs_phq9_improvement")
     svg = charts.scatter_chart(
         "early_alliance_phq9",
-        "Early patient-rated alliance vs PHQ-9 improvement, one dot per treatment episode",
+        "Early patient-rated alliance vs PHQ-9 improvement: mean improvement per half-point band of early "
+        "alliance",
         points,
         x_label=f"early alliance: mean patient-rated WAI-SR over sessions 1-{early} (1-5)",
         y_label="PHQ-9 improvement (points)",
         fit=line,
         fit_label="least-squares line",
-        description="Scatter plot of early alliance against the drop in PHQ-9 from the first to the last "
-        "score, with a fitted line.",
+        description="Mean drop in PHQ-9 from the first to the last score in each band of early alliance "
+        "(bands with fewer than min_cell episodes are not drawn), with the line fitted over all episodes.",
+        point_label="band mean",
     )
     if assoc is None:
         finding = "There are too few episodes with both measures to estimate the association yet."
@@ -433,7 +434,8 @@ def _early_alliance(r: _Reader, ci_percent: str) -> Section:
         early_sessions=early,
         finding=finding,
         association=_r_text(assoc, "episodes", ci_percent),
-        drawn=r.count(fit["episodes"]) if points else "no",
+        drawn=len(bands),
+        min_cell=r.min_cell,
     )
     return Section("early-alliance", "Early alliance and depression outcome", body, ("early_alliance_phq9",))
 

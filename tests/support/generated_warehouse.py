@@ -23,8 +23,9 @@ FHIR_ID_PATTERNS = (
 CHART_FLOORS = {
     "monthly_kpis": 20,
     "alliance_trajectories": 15,
-    "early_alliance_phq9": 150,
-    "therapist_funnel": 20,
+    "early_alliance_phq9": 4,  # bands of early alliance (and the fitted line), never single episodes
+    # therapists whose alliance count is shown (a count hidden by a complement hides the dot too)
+    "therapist_funnel": 15,
     "adherence_pdc": 6,
     "adherence_mars": 6,
     "data_quality": 10,

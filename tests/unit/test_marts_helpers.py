@@ -23,10 +23,12 @@ def test_empty_clinic_builds_every_mart_with_zero_rows():
         "therapist_alliance": 0,
         "qi_monthly": 0,
         "alliance_associations": counts["alliance_associations"],
-        # the report marts keep their fixed rows (one per practice, the 'all' rows, the 12 thirds)
+        # the report marts keep their fixed rows (one per practice, the 'all' rows, the 8 bands of
+        # early alliance, the 12 thirds)
         "report_overview": 1,
         "report_alliance_trajectory": 1,
         "report_early_alliance_fit": 1,
+        "report_early_alliance_bins": 8,
         "report_therapist_funnel": 1,
         "report_adherence_by_alliance_tertile": 12,
         "report_data_quality": 1,

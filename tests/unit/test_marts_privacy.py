@@ -207,3 +207,68 @@ def test_therapist_rows_below_min_cell_are_suppressed_whole():
     assert small["caseload"] is None and small["mean_alliance"] is None and small["shrunken_alliance"] is None
     assert big["suppressed"] is False and big["caseload"] == 15 and big["mean_alliance"] == 3.8
     assert big["episodes_recovered"] is None and big["recovery_rate"] is None  # 6 recovered, 6 not
+
+
+def test_a_fixed_total_is_never_the_complement_and_a_forced_cell_counts_as_hidden():
+    values = {("t", "total"): 60, (1, "n"): 30, (2, "n"): 25, (3, "n"): 5}
+    rel = Relation(("t", "total"), ((1, "n"), (2, "n"), (3, "n")))
+    result = suppress(values, [rel], 11, fixed=[("t", "total")])
+    assert result.suppressed == {(3, "n"), (2, "n")}  # the smallest shown part, not the known total
+    forced = suppress(values | {(3, "n"): 40, ("t", "total"): 95}, [rel], 11, force=[(1, "n")])
+    assert forced.primary == {(1, "n")} and len(forced.complementary) == 1
+
+
+def _qi_months(*ended: int) -> list[dict[str, Any]]:
+    import datetime as dt
+
+    rows = []
+    for month, n in enumerate(ended, start=1):
+        row = _qi_row("practice", None, episodes_ended=n)
+        row["month"] = dt.date(2026, month, 1)
+        rows.append(row)
+    return rows
+
+
+def test_qi_monthly_hides_a_second_month_when_one_month_of_a_year_is_small():
+    rows = _qi_months(30, 4, 25)
+    suppress_qi_rows(rows, 11)
+    # the year's total follows from therapist_alliance: February alone hidden would be that minus the rest
+    assert [r["episodes_ended"] for r in rows] == [30, None, None]
+    unlinked = _qi_months(30, 4, 25)
+    suppress_qi_rows(unlinked, 11, linked_periods=())
+    assert [r["episodes_ended"] for r in unlinked] == [30, None, 25]  # no linked periods: no complement
+
+
+def _therapist_row(
+    th: str, kind: str, start: str, end: str, ended: int, caseload: int = 15
+) -> dict[str, Any]:
+    import datetime as dt
+
+    return {
+        "therapist_key": th,
+        "period_type": kind,
+        "period_start": dt.date.fromisoformat(start),
+        "period_end": dt.date.fromisoformat(end),
+        "caseload": caseload,
+        "patients_with_alliance": caseload,
+        "episodes_ended": ended,
+    }
+
+
+def test_therapist_years_are_linked_to_the_all_row_and_to_the_other_therapists():
+    rows = [
+        _therapist_row("a", "all", "2025-01-01", "2026-12-31", 40),
+        _therapist_row("a", "year", "2025-01-01", "2025-12-31", 36),
+        _therapist_row("a", "year", "2026-01-01", "2026-12-31", 4),
+        _therapist_row("b", "all", "2025-01-01", "2026-12-31", 30),
+        _therapist_row("b", "year", "2025-01-01", "2025-12-31", 15),
+        _therapist_row("b", "year", "2026-01-01", "2026-12-31", 15),
+    ]
+    suppress_therapist_rows(rows, 11)
+    ended = {
+        (r["therapist_key"], r["period_type"], r["period_start"].year): r["episodes_ended"] for r in rows
+    }
+    assert ended[("a", "year", 2026)] is None  # small
+    # a's all minus its 2025 would give 2026, and b's 2026 plus a's 2026 is the practice's 2026 total
+    assert ended[("a", "all", 2025)] is None or ended[("a", "year", 2025)] is None
+    assert ended[("b", "year", 2026)] is None

@@ -11,10 +11,10 @@ import pytest
 
 from assets.checks import build_quality_checks
 from assets.marts import mart_assets
-from assets.publish import PUBLISHED_KEY, REPORT_KEY, publish_assets
+from assets.publish import PUBLISHED_KEY, REPORT_KEY, RESTRICTED_KEY, publish_assets
 from assets.raw import raw_assets
 from assets.staging import staging_assets
-from marts.build import MART_NAMES
+from marts.build import BI_MARTS, RESTRICTED_MARTS
 from marts.publish import published_row_counts
 from pipelines.resources.fhir_source import FhirSourcesResource, WarehouseResource
 from tests.support.generated_warehouse import generated_warehouse_file
@@ -31,10 +31,13 @@ def test_the_publish_assets_fit_the_asset_graph(tmp_path):
         },
     )
     graph = defs.resolve_asset_graph()
-    mart_keys = {dg.AssetKey(["marts", m]) for m in MART_NAMES}
-    assert graph.get(PUBLISHED_KEY).parent_keys == mart_keys
-    assert graph.get(REPORT_KEY).parent_keys == mart_keys | {dg.AssetKey(["staging", "measure_scores"])}
-    for key in (PUBLISHED_KEY, REPORT_KEY):
+    bi_keys = {dg.AssetKey(["marts", m]) for m in BI_MARTS}
+    restricted_keys = {dg.AssetKey(["marts", m]) for m in RESTRICTED_MARTS}
+    assert graph.get(PUBLISHED_KEY).parent_keys == bi_keys
+    assert graph.get(RESTRICTED_KEY).parent_keys == restricted_keys
+    # the report reads aggregates only: no record-level mart among its inputs
+    assert graph.get(REPORT_KEY).parent_keys == bi_keys | {dg.AssetKey(["staging", "measure_scores"])}
+    for key in (PUBLISHED_KEY, RESTRICTED_KEY, REPORT_KEY):
         assert graph.get(key).group_name == "published"
         # every parent is an asset of the code location, not an unresolved external key
         assert all(graph.has(k) and graph.get(k).is_materializable for k in graph.get(key).parent_keys)
@@ -58,11 +61,15 @@ def test_materialising_publishes_and_writes_the_report(tmp_path_factory, tmp_pat
     assert result.success
     published = tmp_path / "data" / "published"  # beside the warehouse by default
     counts = published_row_counts(published / "marts.duckdb")
-    assert set(counts) == {*MART_NAMES, "_published"} and all(counts.values())
-    assert len(list((published / "parquet").glob("*.parquet"))) == len(MART_NAMES) + 1
+    assert set(counts) == {*BI_MARTS, "_published"} and all(counts.values())
+    assert len(list((published / "parquet").glob("*.parquet"))) == len(BI_MARTS) + 1
+    restricted = tmp_path / "data" / "restricted"
+    restricted_counts = published_row_counts(restricted / "marts.duckdb")
+    assert set(restricted_counts) == {*RESTRICTED_MARTS, "_published"} and all(restricted_counts.values())
     events = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
     meta = events[PUBLISHED_KEY]
-    assert meta["row_counts"].value == {m: counts[m] for m in MART_NAMES}
+    assert meta["row_counts"].value == {m: counts[m] for m in BI_MARTS}
+    assert events[RESTRICTED_KEY]["row_counts"].value == {m: restricted_counts[m] for m in RESTRICTED_MARTS}
     assert meta["storage_version"].value == "v1.0.0"
     html = report.read_text()
     assert 'data-chart="therapist_funnel"' in html

@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from marts.build import RESTRICTED_MARTS
 from marts.publish import publish_marts
 from pipelines.settings import REPO_ROOT
 from tests.support.generated_warehouse import generated_warehouse_file
@@ -23,7 +24,8 @@ def _blocks() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def published(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both targets published from the generated warehouse: target -> its DuckDB file."""
     source = generated_warehouse_file(tmp_path_factory)
     out = tmp_path_factory.mktemp("published")
     # publish from a read-only view of the shared warehouse through an in-memory connection
@@ -31,10 +33,17 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         con.execute("ATTACH ? AS warehouse (READ_ONLY)", [str(source)])
         con.execute("USE warehouse")
-        publish_marts(con, out, run_id="docs-test")
+        for target in ("bi", "restricted"):
+            publish_marts(con, out / target, run_id="docs-test", target=target)
     finally:
         con.close()
-    return out / "marts.duckdb"
+    return {target: out / target / "marts.duckdb" for target in ("bi", "restricted")}
+
+
+def _target(sql: str) -> str:
+    """The target a doc query runs against: restricted when it reads a record-level mart."""
+    record_level = any(re.search(rf"\b{m}\b", sql) for m in RESTRICTED_MARTS)
+    return "restricted" if record_level else "bi"
 
 
 def test_the_doc_has_queries_for_every_question():
@@ -61,7 +70,7 @@ def test_every_query_runs_and_returns_its_named_columns(published, index):
     match = RETURNS.search(sql)
     assert match is not None
     expected = [c.strip() for c in match.group(1).split(",")]
-    con = duckdb.connect(str(published), read_only=True)
+    con = duckdb.connect(str(published[_target(sql)]), read_only=True)
     try:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description]

@@ -397,9 +397,9 @@ def test_the_report_reads_the_schema_it_is_given(warehouse_path, tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
-def test_an_early_alliance_that_does_not_vary_draws_the_dots_without_a_line(tmp_path):
+def test_an_early_alliance_that_does_not_vary_draws_the_band_without_a_line(tmp_path):
     """Every episode with the same early alliance: the fit mart has no line (slope NaN, intercept NULL)
-    and the report draws the dots alone instead of failing."""
+    and the report draws the one band alone instead of failing."""
     from tests.support.marts_clinic import Clinic
 
     c = Clinic()
@@ -417,4 +417,5 @@ def test_an_early_alliance_that_does_not_vary_draws_the_dots_without_a_line(tmp_
     assert fit["episodes"] == 4 and fit["intercept"] is None
     result = build_report(c.con, tmp_path / "r.html")
     svg = _svg((tmp_path / "r.html").read_text(encoding="utf-8"), "early_alliance_phq9")
-    assert result.chart_marks["early_alliance_phq9"] == 4 and 'class="mark fit"' not in svg
+    # one band (4.0-4.5) holding the four episodes: one dot, never one per episode
+    assert result.chart_marks["early_alliance_phq9"] == 1 and 'class="mark fit"' not in svg

@@ -26,6 +26,8 @@ from urllib.parse import urljoin
 
 import orjson
 
+from pipelines.filemodes import PRIVATE_DIR, make_dir
+
 from .client import FhirClient, format_instant, parse_instant
 from .errors import FatalNetworkError, FhirError, TemporaryNetworkError, outcome_diagnostics, redact_url
 from .retry import parse_retry_after
@@ -302,7 +304,7 @@ class BulkExporter:
     ) -> BulkResult:
         status_url = state["status_url"]
         transaction_time, outputs, errors, deleted, requires_token = _validate_manifest(manifest, status_url)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(out_dir, PRIVATE_DIR)  # downloads hold record-level data: owner only
         files: dict[str, list[Path]] = {}
         counts: dict[str, int] = {}
         urls: dict[Path, str] = {}

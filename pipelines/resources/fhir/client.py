@@ -32,12 +32,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
 
+from pipelines.filemodes import PRIVATE_FILE
 from pipelines.settings import IncrementalMode
 
 from .auth import Auth, NoAuth, auth_secrets, mask_secrets, redacting_filter, same_origin
@@ -561,7 +562,8 @@ class FhirClient:
         """Stream `url` to `dest` (via `dest.part`, then an atomic rename); return (bytes, lines).
 
         A connection dropped mid-body restarts the download under the retry policy; the partial
-        file is overwritten, so a retried download never leaves half a file behind.
+        file is overwritten, so a retried download never leaves half a file behind. The file is
+        owner-only (0600) from its creation: it holds record-level data (`pipelines.filemodes`).
         """
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".part")
@@ -575,7 +577,7 @@ class FhirClient:
             last = b"\n"
             try:
                 _check_length(response, self.max_download_bytes, "download", "max_download_bytes")
-                with partial.open("wb") as out:
+                with _open_private(partial) as out:
                     for chunk in response.iter_content(chunk_size=1 << 20):
                         if not chunk:
                             continue
@@ -1202,3 +1204,10 @@ class FhirClient:
         self._capability = None
         self._param_support.clear()
         self._canonical_cache.clear()
+
+
+def _open_private(path: Path) -> BinaryIO:
+    """`path` truncated for writing, owner-only (0600) from its first byte, also if it existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)  # an existing file keeps its old mode through O_CREAT
+    return os.fdopen(fd, "wb")

@@ -57,12 +57,11 @@ class MartSettings(AreaSettings):
     # A new treatment episode after more than this many days without a session, for sessions
     # whose Encounter names no EpisodeOfCare.
     episode_gap_days: int = Field(default=90, ge=1)
-    # Rupture: the patient-rated WAI-SR mean (1-5) falls by at least this much from the previous
-    # measured session (the generator's ruptures are >= 13 sum points, i.e. > 1 mean point).
-    rupture_drop: float = Field(default=1.0, gt=0)
-    # SRS criterion of a rupture: 'falls_below' (below the cut-off after a session at or above it),
-    # 'below' (any session below the cut-off) or 'off'.
-    rupture_srs_rule: Literal["falls_below", "below", "off"] = "falls_below"
+    # Rupture: a reliable drop (the registry's `reliable_drop` per alliance instrument) from the
+    # previous measured session, judged on the WAI-SR. The SRS is judged only at sessions without a
+    # WAI-SR pair ('when_no_wai_sr'), so a session measured on both is not tested twice (which would
+    # double the false alarms); 'off' never judges the SRS. An SRS below its cut-off is a concern flag.
+    rupture_srs_rule: Literal["when_no_wai_sr", "off"] = "when_no_wai_sr"
     # Repair: back to the pre-rupture level within this many following sessions.
     repair_window_sessions: int = Field(default=2, ge=1)
     # Early alliance: sessions 1..early_sessions.
@@ -173,6 +172,8 @@ class Thresholds:
     srs_concern_below: float = 36
     wai_sr_low_alliance_mean: float = 3.0
     wai_therapist_low_alliance_mean: float = 3.0
+    wai_sr_reliable_drop: float = 0.75
+    srs_reliable_drop: float = 5
     dai10_positive_above: float = 0
 
     def as_dict(self) -> dict[str, float]:
@@ -192,6 +193,8 @@ _REGISTRY_KEYS: dict[tuple[str, str], str] = {
     ("srs", "concern_below"): "srs_concern_below",
     ("wai_sr", "low_alliance_mean"): "wai_sr_low_alliance_mean",
     ("wai_therapist", "low_alliance_mean"): "wai_therapist_low_alliance_mean",
+    ("wai_sr", "reliable_drop"): "wai_sr_reliable_drop",
+    ("srs", "reliable_drop"): "srs_reliable_drop",
     ("dai10", "positive_above"): "dai10_positive_above",
 }
 

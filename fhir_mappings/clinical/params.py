@@ -47,7 +47,6 @@ def install_params(
             **thresholds.as_dict(),
             "as_of_date": as_of,
             "episode_gap_days": settings.episode_gap_days,
-            "rupture_drop": settings.rupture_drop,
             "rupture_srs_rule": settings.rupture_srs_rule,
             "repair_window_sessions": settings.repair_window_sessions,
             "early_sessions": settings.early_sessions,

@@ -62,7 +62,8 @@ episode_ruptures AS (   -- from the session mart: ruptures and their repair
            avg(rater_discrepancy) AS mean_rater_discrepancy,
            count(*) FILTER (WHERE rupture_flag) AS ruptures,
            count(*) FILTER (WHERE repair_status = 'repaired') AS ruptures_repaired,
-           count(*) FILTER (WHERE repair_status = 'not_repaired') AS ruptures_not_repaired
+           count(*) FILTER (WHERE repair_status = 'not_repaired') AS ruptures_not_repaired,
+           count(*) FILTER (WHERE repair_status = 'pending') AS ruptures_pending
     FROM marts.alliance_sessions
     GROUP BY episode_key
 ),
@@ -161,6 +162,7 @@ SELECT
     coalesce(f.ruptures, 0)::INTEGER AS ruptures,
     coalesce(f.ruptures_repaired, 0)::INTEGER AS ruptures_repaired,
     coalesce(f.ruptures_not_repaired, 0)::INTEGER AS ruptures_not_repaired,
+    coalesce(f.ruptures_pending, 0)::INTEGER AS ruptures_pending,
     t.phq9_caseness, t.gad7_caseness, t.phq9_reliable_change, t.gad7_reliable_change,
     t.phq9_response_drop_fraction, t.phq9_remission_below,
     t.ors_reliable_change, t.ors_clinical_cutoff,

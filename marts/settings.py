@@ -82,8 +82,11 @@ class MartSettings(AreaSettings):
     appointment_missed: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["noshow", "cancelled"]
     )
-    # Dropout: an ended episode with an unplanned ending and fewer than this many sessions.
-    dropout_fewer_than_sessions: int = Field(default=8, ge=1)
+    # Outcome baseline: the first score at sessions 1..baseline_window_sessions, or, when
+    # baseline_window_days is set, within that many days of the episode start. Without one the
+    # outcome is incomplete (never a baseline from a later session).
+    baseline_window_sessions: int = Field(default=2, ge=1)
+    baseline_window_days: int | None = Field(default=None, ge=0)
     # Small cells: counts 1..min_cell-1 are suppressed in aggregates (CMS: 1-10).
     min_cell: int = Field(default=MIN_CELL, ge=2)
     therapist_periods: Annotated[list[PeriodType], NoDecode] = Field(

@@ -54,7 +54,8 @@ def install_params(
             "pdc_min_fills": settings.pdc_min_fills,
             "pdc_window_days": settings.pdc_window_days,
             "adherence_period": settings.adherence_period,
-            "dropout_fewer_than_sessions": settings.dropout_fewer_than_sessions,
+            "baseline_window_sessions": settings.baseline_window_sessions,
+            "baseline_window_days": settings.baseline_window_days,
             "min_cell": settings.min_cell,
             "ci_level": settings.ci_level,
             # the two-sided normal quantile of ci_level, so SQL intervals need no literal 1.96

@@ -57,6 +57,10 @@ class Scale(BaseModel):
 class Missing(BaseModel):
     rule: Literal["invalid", "prorate"]
     max_missing: int = 0
+    # A prorated sum (sum x items / answered) is fractional; 'nearest' rounds it to the nearest whole
+    # number, halves up, so it stays on the instrument's integer scale and its cut-offs read as on a
+    # complete form (9.75 is 10, a case, not a non-case); 'none' keeps the fraction.
+    round: Literal["none", "nearest"] = "none"
 
 
 class ItemRef(BaseModel):
@@ -109,6 +113,8 @@ class Instrument(BaseModel):
                 raise ValueError(f"answer score {s.code}={s.score} outside item_range {self.item_range}")
         if self.missing.rule == "prorate" and self.missing.max_missing < 1:
             raise ValueError("prorate needs max_missing >= 1")
+        if self.missing.round != "none" and self.missing.rule != "prorate":
+            raise ValueError("missing.round applies to prorated scores only (rule: prorate)")
         unsourced = set(self.threshold_sources) - set(self.thresholds)
         if unsourced:
             raise ValueError(f"threshold_sources names unknown thresholds {sorted(unsourced)}")

@@ -328,12 +328,13 @@ def _pick(rng: random.Random, mix: tuple[tuple[str, float], ...]) -> str:
 
 
 def _pdc(fills: list[tuple[date, int, str]], period_end: date) -> float | None:
-    """Proportion of days covered (PQA): index fill to period end, same-drug overlaps shift forward."""
+    """Proportion of days covered (PQA): index fill to period end, same-drug overlaps shift forward;
+    none unless the index fill is at least 91 days before the period end (PQA)."""
     if len({d for d, _, _ in fills}) < 2:
         return None
     start = min(d for d, _, _ in fills)
     days = (period_end - start).days + 1
-    if days <= 0:
+    if (period_end - start).days < 91:
         return None
     covered: set[date] = set()
     next_free: dict[str, date] = {}

@@ -69,6 +69,8 @@ class MartSettings(AreaSettings):
     # PDC (PQA): adherent when PDC >= pdc_threshold; needs pdc_min_fills fills on different dates.
     pdc_threshold: float = Field(default=0.80, gt=0, le=1)
     pdc_min_fills: int = Field(default=2, ge=1)
+    # PQA: the index (first) fill at least this many days before the period end, else no PDC.
+    pdc_index_min_days: int = Field(default=91, ge=0)
     # marts.adherence: one row per patient x period; 'year' is the PQA measurement year.
     adherence_period: Literal["year", "quarter", "all"] = "year"
     # qi_monthly: PDC over the trailing window ending on the month's last day.

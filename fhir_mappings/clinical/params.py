@@ -52,6 +52,7 @@ def install_params(
             "early_sessions": settings.early_sessions,
             "pdc_threshold": settings.pdc_threshold,
             "pdc_min_fills": settings.pdc_min_fills,
+            "pdc_index_min_days": settings.pdc_index_min_days,
             "pdc_window_days": settings.pdc_window_days,
             "adherence_period": settings.adherence_period,
             "baseline_window_sessions": settings.baseline_window_sessions,

@@ -328,12 +328,13 @@ def _pick(rng: random.Random, mix: tuple[tuple[str, float], ...]) -> str:
 
 
 def _pdc(fills: list[tuple[date, int, str]], period_end: date) -> float | None:
-    """Proportion of days covered (PQA): index fill to period end, same-drug overlaps shift forward."""
+    """Proportion of days covered (PQA): index fill to period end, same-drug overlaps shift forward;
+    none unless the index fill is at least 91 days before the period end (PQA)."""
     if len({d for d, _, _ in fills}) < 2:
         return None
     start = min(d for d, _, _ in fills)
     days = (period_end - start).days + 1
-    if days <= 0:
+    if (period_end - start).days < 91:
         return None
     covered: set[date] = set()
     next_free: dict[str, date] = {}
@@ -1499,6 +1500,46 @@ def effect_summary(data: GeneratedData) -> dict[str, float | None]:
         "r_patient_alliance_vs_pdc": _pearson([a for a, _ in pdc], [x for _, x in pdc]),
         "therapist_effect_sd": math.sqrt(sum((e - m) ** 2 for e in effects) / max(1, len(effects) - 1)),
         "rupture_rate": _rate(eps),
+    }
+
+
+def rupture_truth(data: GeneratedData, repair_window: int = 2) -> dict[str, Any]:
+    """The planted ruptures, counted two ways, for comparing with `marts.alliance_sessions`.
+
+    `planted` is the generator's intent per rupture (`repair`, `dropout`, or `open`: the rupture fell
+    in the last planned session). `realised` is what the clean WAI-SR sums show, by the marts' rule:
+    `repaired` when a WAI-SR sum within the next `repair_window` sessions is back at or above the
+    pre-rupture sum; else `dropout` / `ended` when no session followed and the episode ended
+    unplanned / as planned; `pending` when the episode is still running and fewer than
+    `repair_window` sessions followed; else `not_repaired` (a planned repair the patient left before
+    completing: the generator's hazard can end an episode between the two repair sessions).
+    """
+    eps = data.manifest["truth"]["episodes"].values()
+    planted: Counter[str] = Counter()
+    realised: Counter[str] = Counter()
+    for e in eps:
+        sums = e["wai_sr_sums"]
+        for r in e["ruptures"]:
+            planted[r["outcome"]] += 1
+            s = r["session"]  # 1-based: sums[s - 1] is the rupture, sums[s - 2] the session before
+            before, later = sums[s - 2], sums[s : s + repair_window]
+            running = e["status"] == "active"
+            if any(x >= before for x in later):
+                realised["repaired"] += 1
+            elif len(later) >= repair_window or (later and not running):
+                realised["not_repaired"] += 1
+            elif running:
+                realised["pending"] += 1
+            else:
+                realised["dropout" if e["dropout"] else "ended"] += 1
+    sessions = sum(e["sessions_attended"] for e in eps)
+    ruptures = sum(planted.values())
+    return {
+        "sessions": sessions,
+        "ruptures": ruptures,
+        "rupture_rate": ruptures / sessions if sessions else None,
+        "planted": dict(planted),
+        "realised": dict(realised),
     }
 
 

@@ -57,6 +57,10 @@ class Scale(BaseModel):
 class Missing(BaseModel):
     rule: Literal["invalid", "prorate"]
     max_missing: int = 0
+    # A prorated sum (sum x items / answered) is fractional; 'nearest' rounds it to the nearest whole
+    # number, halves up, so it stays on the instrument's integer scale and its cut-offs read as on a
+    # complete form (9.75 is 10, a case, not a non-case); 'none' keeps the fraction.
+    round: Literal["none", "nearest"] = "none"
 
 
 class ItemRef(BaseModel):
@@ -83,6 +87,9 @@ class Instrument(BaseModel):
     scales: dict[str, Scale]
     missing: Missing
     thresholds: dict[str, Any] = Field(default_factory=dict)
+    # Where a threshold's value comes from (a citation, or "project default ... verify"), by threshold
+    # name: a value that decides what the marts call a rupture must say whose rule it is.
+    threshold_sources: dict[str, str] = Field(default_factory=dict)
     source_file: str = ""
 
     @model_validator(mode="after")
@@ -106,6 +113,11 @@ class Instrument(BaseModel):
                 raise ValueError(f"answer score {s.code}={s.score} outside item_range {self.item_range}")
         if self.missing.rule == "prorate" and self.missing.max_missing < 1:
             raise ValueError("prorate needs max_missing >= 1")
+        if self.missing.round != "none" and self.missing.rule != "prorate":
+            raise ValueError("missing.round applies to prorated scores only (rule: prorate)")
+        unsourced = set(self.threshold_sources) - set(self.thresholds)
+        if unsourced:
+            raise ValueError(f"threshold_sources names unknown thresholds {sorted(unsourced)}")
         return self
 
 
@@ -119,8 +131,11 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge_site(base: dict[str, Any], site: dict[str, Any]) -> dict[str, Any]:
-    """Apply a site `extends` file: append recognition and item mappings, override thresholds."""
+def _merge_site(base: dict[str, Any], site: dict[str, Any], site_name: str) -> dict[str, Any]:
+    """Apply a site `extends` file: append recognition and item mappings, override thresholds.
+
+    A threshold the site overrides takes the site's `threshold_sources` entry, else "site file
+    <name>": the shipped source would otherwise be credited with the site's value."""
     merged = {**base}
     rec = {**base.get("recognise", {})}
     for key in ("canonical_urls", "questionnaire_codes"):
@@ -135,7 +150,13 @@ def _merge_site(base: dict[str, Any], site: dict[str, Any]) -> dict[str, Any]:
         }
         for item in base["items"]
     ]
-    merged["thresholds"] = {**base.get("thresholds", {}), **site.get("thresholds", {})}
+    site_thresholds = site.get("thresholds", {})
+    merged["thresholds"] = {**base.get("thresholds", {}), **site_thresholds}
+    merged["threshold_sources"] = {
+        **base.get("threshold_sources", {}),
+        **{key: f"site file {site_name}" for key in site_thresholds},
+        **site.get("threshold_sources", {}),
+    }
     return merged
 
 
@@ -152,7 +173,7 @@ def load_registry(site_dir: str | Path | None = None) -> dict[str, Instrument]:
             target = data["extends"]
             if target not in raw:
                 raise RegistryError(f"{path}: extends unknown instrument {target!r}")
-            raw[target] = (_merge_site(raw[target][0], data), path)
+            raw[target] = (_merge_site(raw[target][0], data, path.name), path)
         else:
             raw[str(data.get("id"))] = (data, path)
     out: dict[str, Instrument] = {}

@@ -3,14 +3,13 @@ discrepancy, low-alliance flags, and rupture and repair flags.
 
 The SQL is `marts/sql/alliance_sessions.sql`.
 
-Rupture (docs/marts.md; docs/domain.md has the reliable-drop definition this is moving to;
-thresholds in mart_params): the patient-rated WAI-SR mean falls by at least `rupture_drop` from the
-previous session with a WAI-SR score, or the SRS total falls below its cut-off (`rupture_srs_rule`:
-'falls_below' = below the cut-off after a session at or above it, 'below' = any session below it,
-'off'). Repair: within the next `repair_window_sessions` attended sessions there is a session where
-every measure that flagged the rupture is back at or above its pre-rupture value. A rupture with no
-repair yet is 'pending' while the episode is open and fewer than the window's sessions have
-followed; otherwise 'not_repaired'.
+Rupture (docs/marts.md, docs/domain.md): a reliable drop in patient-rated alliance from the previous
+measured session, judged on the WAI-SR mean when the session and an earlier one have it, else (with
+`rupture_srs_rule` 'when_no_wai_sr') on the SRS total; the drop sizes are the registry's
+`reliable_drop` thresholds. An SRS below its cut-off is a concern flag, not a rupture. Repair: within
+the next `repair_window_sessions` attended sessions one is back at or above the pre-rupture value. A
+rupture with no repair yet is 'pending' while the episode is open and fewer than the window's
+sessions have followed; otherwise 'not_repaired'.
 """
 
 from __future__ import annotations

@@ -252,9 +252,9 @@ def association_rows(
         )
     )
 
-    with_rupture = episodes[episodes.ruptures.fillna(0) > 0]
-    repaired = with_rupture[with_rupture.ruptures_not_repaired.fillna(0) == 0].phq9_improvement.dropna()
-    unrepaired = with_rupture[with_rupture.ruptures_not_repaired.fillna(0) > 0].phq9_improvement.dropna()
+    repaired_eps, unrepaired_eps, pending_eps = rupture_repair_groups(episodes)
+    repaired = repaired_eps.phq9_improvement.dropna()
+    unrepaired = unrepaired_eps.phq9_improvement.dropna()
     md = mean_difference_ci(list(repaired.astype(float)), list(unrepaired.astype(float)), level)
     rows.append(
         _row(
@@ -268,7 +268,10 @@ def association_rows(
             ci_lower=md[1] if md else None,
             ci_upper=md[2] if md else None,
             n=len(repaired) + len(unrepaired),
-            detail=f"groups: {len(repaired)} repaired, {len(unrepaired)} not repaired",
+            detail=(
+                f"groups: {len(repaired)} repaired, {len(unrepaired)} not repaired; "
+                f"{len(pending_eps)} episodes with a pending rupture left out"
+            ),
             _groups=(len(repaired), len(unrepaired)),
         )
     )
@@ -276,6 +279,22 @@ def association_rows(
         row.setdefault("ci_level", level)
         row.setdefault("min_cell", settings.min_cell)
     return rows
+
+
+def rupture_repair_groups(episodes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Episodes with a rupture split into (all repaired, any not repaired, left out as pending).
+
+    A rupture whose repair window has not elapsed is pending and belongs to neither group
+    (docs/domain.md), so an episode with a pending rupture and none unrepaired is left out rather than
+    counted as repaired; one with an unrepaired rupture is unrepaired whatever its other ruptures."""
+    ruptures = episodes.ruptures.fillna(0)
+    not_repaired = episodes.ruptures_not_repaired.fillna(0)
+    repaired = episodes.ruptures_repaired.fillna(0)
+    with_rupture = ruptures > 0
+    all_repaired = with_rupture & (repaired == ruptures)
+    any_unrepaired = with_rupture & (not_repaired > 0)
+    pending = with_rupture & ~all_repaired & ~any_unrepaired
+    return episodes[all_repaired], episodes[any_unrepaired], episodes[pending]
 
 
 def suppress_association_rows(rows: list[dict[str, Any]], min_cell: int) -> None:

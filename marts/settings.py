@@ -57,12 +57,11 @@ class MartSettings(AreaSettings):
     # A new treatment episode after more than this many days without a session, for sessions
     # whose Encounter names no EpisodeOfCare.
     episode_gap_days: int = Field(default=90, ge=1)
-    # Rupture: the patient-rated WAI-SR mean (1-5) falls by at least this much from the previous
-    # measured session (the generator's ruptures are >= 13 sum points, i.e. > 1 mean point).
-    rupture_drop: float = Field(default=1.0, gt=0)
-    # SRS criterion of a rupture: 'falls_below' (below the cut-off after a session at or above it),
-    # 'below' (any session below the cut-off) or 'off'.
-    rupture_srs_rule: Literal["falls_below", "below", "off"] = "falls_below"
+    # Rupture: a reliable drop (the registry's `reliable_drop` per alliance instrument) from the
+    # previous measured session, judged on the WAI-SR. The SRS is judged only at sessions without a
+    # WAI-SR pair ('when_no_wai_sr'), so a session measured on both is not tested twice (which would
+    # double the false alarms); 'off' never judges the SRS. An SRS below its cut-off is a concern flag.
+    rupture_srs_rule: Literal["when_no_wai_sr", "off"] = "when_no_wai_sr"
     # Repair: back to the pre-rupture level within this many following sessions.
     repair_window_sessions: int = Field(default=2, ge=1)
     # Early alliance: sessions 1..early_sessions.
@@ -70,6 +69,8 @@ class MartSettings(AreaSettings):
     # PDC (PQA): adherent when PDC >= pdc_threshold; needs pdc_min_fills fills on different dates.
     pdc_threshold: float = Field(default=0.80, gt=0, le=1)
     pdc_min_fills: int = Field(default=2, ge=1)
+    # PQA: the index (first) fill at least this many days before the period end, else no PDC.
+    pdc_index_min_days: int = Field(default=91, ge=0)
     # marts.adherence: one row per patient x period; 'year' is the PQA measurement year.
     adherence_period: Literal["year", "quarter", "all"] = "year"
     # qi_monthly: PDC over the trailing window ending on the month's last day.
@@ -83,8 +84,11 @@ class MartSettings(AreaSettings):
     appointment_missed: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["noshow", "cancelled"]
     )
-    # Dropout: an ended episode with an unplanned ending and fewer than this many sessions.
-    dropout_fewer_than_sessions: int = Field(default=8, ge=1)
+    # Outcome baseline: the first score at sessions 1..baseline_window_sessions, or, when
+    # baseline_window_days is set, within that many days of the episode start. Without one the
+    # outcome is incomplete (never a baseline from a later session).
+    baseline_window_sessions: int = Field(default=2, ge=1)
+    baseline_window_days: int | None = Field(default=None, ge=0)
     # Small cells: counts 1..min_cell-1 are suppressed in aggregates (CMS: 1-10).
     min_cell: int = Field(default=MIN_CELL, ge=2)
     therapist_periods: Annotated[list[PeriodType], NoDecode] = Field(
@@ -173,6 +177,8 @@ class Thresholds:
     srs_concern_below: float = 36
     wai_sr_low_alliance_mean: float = 3.0
     wai_therapist_low_alliance_mean: float = 3.0
+    wai_sr_reliable_drop: float = 0.75
+    srs_reliable_drop: float = 5
     dai10_positive_above: float = 0
 
     def as_dict(self) -> dict[str, float]:
@@ -192,6 +198,8 @@ _REGISTRY_KEYS: dict[tuple[str, str], str] = {
     ("srs", "concern_below"): "srs_concern_below",
     ("wai_sr", "low_alliance_mean"): "wai_sr_low_alliance_mean",
     ("wai_therapist", "low_alliance_mean"): "wai_therapist_low_alliance_mean",
+    ("wai_sr", "reliable_drop"): "wai_sr_reliable_drop",
+    ("srs", "reliable_drop"): "srs_reliable_drop",
     ("dai10", "positive_above"): "dai10_positive_above",
 }
 

@@ -70,6 +70,7 @@ SELECT
     coalesce(pdc.drugs, 0)::INTEGER AS drugs_in_period,
     coalesce(pdc.fills, 0) > 0 AS on_medication,
     pdc.index_date AS pdc_index_date,
+    pdc.index_too_late AS pdc_index_too_late,
     pdc.days_in_period AS pdc_days_in_period,
     pdc.days_covered AS pdc_days_covered,
     pdc.pdc,
@@ -91,7 +92,8 @@ SELECT
     coalesce(m.alliance_sessions_clinician, 0)::INTEGER AS alliance_sessions_clinician,
     m.mean_rater_discrepancy,
     m.early_alliance_patient, m.early_alliance_clinician,
-    t.pdc_threshold, t.pdc_min_fills, t.dai10_positive_above, t.early_sessions
+    t.pdc_threshold, t.pdc_min_fills, t.pdc_index_min_days::INTEGER AS pdc_index_min_days,
+    t.dai10_positive_above, t.early_sessions
 FROM _adherence_periods p
 CROSS JOIN mart_params t
 LEFT JOIN _adherence_pdc pdc ON pdc.period_id = p.period_id

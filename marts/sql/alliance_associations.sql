@@ -4,6 +4,6 @@
 SELECT episode_key, mean_alliance_patient, mean_alliance_clinician, early_alliance,
        early_alliance_clinician, phq9_baseline - phq9_last AS phq9_improvement,
        gad7_baseline - gad7_last AS gad7_improvement, ors_change, mean_rater_discrepancy,
-       ruptures, ruptures_repaired, ruptures_not_repaired
+       ruptures, ruptures_repaired, ruptures_not_repaired, ruptures_pending
 FROM marts.episode_outcomes
 ORDER BY episode_key;

@@ -2,11 +2,14 @@
 -- discrepancy, low-alliance flags, and rupture and repair flags (definitions: docs/marts.md).
 -- Needs the temp table mart_params (thresholds and settings, one row) and the pseudonym() function.
 --
--- Rupture: the patient-rated WAI-SR mean falls by at least rupture_drop from the previous session with
--- a WAI-SR score, or the SRS total falls below its cut-off (rupture_srs_rule). Repair: within the next
--- repair_window_sessions attended sessions, every measure that flagged the rupture is back at or above
--- its pre-rupture value. An unrepaired rupture is 'pending' while the episode is open and the window
--- has not passed, otherwise 'not_repaired'.
+-- Rupture: a reliable drop in patient-rated alliance from the previous measured session, judged on one
+-- instrument per session: the WAI-SR mean when this session and an earlier one have it (drop of at least
+-- the registry's wai_sr_reliable_drop), else, with rupture_srs_rule 'when_no_wai_sr', the SRS total
+-- (drop of at least srs_reliable_drop). An SRS below its cut-off is the concern flag, not a rupture.
+-- Repair: within the next repair_window_sessions attended sessions, a session is back at or above the
+-- pre-rupture value (the last score before the rupture), judged like the rupture: on the WAI-SR when
+-- that session and the pre-rupture level have one, else on the SRS. An unrepaired rupture is 'pending' while the episode is open
+-- and the window has not passed, otherwise 'not_repaired'.
 CREATE OR REPLACE TABLE marts.alliance_sessions AS
 WITH session_scores AS (   -- one row per session: each alliance scale of each rater side by side
     SELECT source, encounter_id,
@@ -50,44 +53,60 @@ with_previous_scores AS (   -- the episode's latest earlier WAI-SR mean and SRS 
                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
 
-rupture_flags AS (
+rupture_flags AS (   -- the instrument each session is judged on, its drop, and whether it is reliable
     SELECT p.*,
            p.prev_wai_sr_mean - p.wai_sr_mean AS wai_sr_drop,
-           coalesce(p.prev_wai_sr_mean - p.wai_sr_mean >= t.rupture_drop, FALSE) AS wai_rupture,
-           coalesce(CASE t.rupture_srs_rule
-                        WHEN 'off' THEN FALSE
-                        WHEN 'below' THEN p.srs_total < t.srs_concern_below
-                        ELSE p.srs_total < t.srs_concern_below AND p.prev_srs_total >= t.srs_concern_below
-                    END, FALSE) AS srs_rupture
+           p.prev_srs_total - p.srs_total AS srs_drop,
+           CASE WHEN p.wai_sr_mean IS NOT NULL AND p.prev_wai_sr_mean IS NOT NULL THEN 'wai_sr'
+                WHEN t.rupture_srs_rule = 'when_no_wai_sr'
+                     AND p.srs_total IS NOT NULL AND p.prev_srs_total IS NOT NULL THEN 'srs'
+           END AS judged_on
     FROM with_previous_scores p
+    CROSS JOIN mart_params t
+),
+
+ruptures_judged AS (
+    SELECT f.*,
+           -- 1e-9: WAI-SR means are sums / 12, so a drop of exactly the threshold may land a hair below it
+           coalesce(CASE f.judged_on
+                        WHEN 'wai_sr' THEN f.wai_sr_drop >= t.wai_sr_reliable_drop - 1e-9
+                        WHEN 'srs' THEN f.srs_drop >= t.srs_reliable_drop - 1e-9
+                    END, FALSE) AS is_rupture
+    FROM rupture_flags f
     CROSS JOIN mart_params t
 ),
 
 repairs AS (   -- per rupture: the first later session in the window that repairs it, and how many followed
     SELECT r.source, r.encounter_id,
+           -- a later session is judged like the rupture: on the WAI-SR when it and the pre-rupture
+           -- session have one, else on the SRS (a repair at a session whose WAI-SR was lost still counts)
            min(n.session_number) FILTER (
-               WHERE (NOT r.wai_rupture OR n.wai_sr_mean >= r.prev_wai_sr_mean)
-                 AND (NOT r.srs_rupture OR n.srs_total >= r.prev_srs_total)) AS repair_session_number,
+               WHERE CASE WHEN n.wai_sr_mean IS NOT NULL AND r.prev_wai_sr_mean IS NOT NULL
+                          THEN n.wai_sr_mean >= r.prev_wai_sr_mean - 1e-9
+                          WHEN t.rupture_srs_rule = 'when_no_wai_sr'
+                               AND n.srs_total IS NOT NULL AND r.prev_srs_total IS NOT NULL
+                          THEN n.srs_total >= r.prev_srs_total
+                     END) AS repair_session_number,
            count(n.session_number) AS later_sessions
-    FROM rupture_flags r
+    FROM ruptures_judged r
     CROSS JOIN mart_params t
     LEFT JOIN sessions_with_scores n
            ON n.source = r.source AND n.episode_id = r.episode_id
           AND n.session_number > r.session_number
           AND n.session_number <= r.session_number + t.repair_window_sessions
-    WHERE r.wai_rupture OR r.srs_rupture
+    WHERE r.is_rupture
     GROUP BY r.source, r.encounter_id
 ),
 
 sessions_judged AS (   -- every session with its rupture's repair status
-    SELECT f.*, rp.repair_session_number,
+    SELECT f.*, rp.repair_session_number, rp.later_sessions,
            CASE
-               WHEN NOT (f.wai_rupture OR f.srs_rupture) THEN NULL
+               WHEN NOT f.is_rupture THEN NULL
                WHEN rp.repair_session_number IS NOT NULL THEN 'repaired'
                WHEN rp.later_sessions >= t.repair_window_sessions OR te.closed THEN 'not_repaired'
                ELSE 'pending'
            END AS repair_status
-    FROM rupture_flags f
+    FROM ruptures_judged f
     CROSS JOIN mart_params t
     LEFT JOIN repairs rp USING (source, encounter_id)
     LEFT JOIN staging.treatment_episodes te ON te.source = f.source AND te.episode_id = f.episode_id
@@ -116,18 +135,18 @@ SELECT
     j.prev_wai_sr_mean AS previous_wai_sr_mean,
     j.wai_sr_drop,
     j.prev_srs_total AS previous_srs_total,
-    CASE WHEN j.wai_sr_mean IS NULL AND j.srs_total IS NULL THEN NULL
-         ELSE j.wai_rupture OR j.srs_rupture END AS rupture_flag,
-    CASE WHEN j.wai_rupture AND j.srs_rupture THEN 'wai_sr_drop+srs_below_cutoff'
-         WHEN j.wai_rupture THEN 'wai_sr_drop'
-         WHEN j.srs_rupture THEN 'srs_below_cutoff' END AS rupture_basis,
+    j.srs_drop,
+    CASE WHEN j.wai_sr_mean IS NULL AND j.srs_total IS NULL THEN NULL ELSE j.is_rupture END AS rupture_flag,
+    CASE WHEN j.is_rupture THEN j.judged_on || '_reliable_drop' END AS rupture_basis,
     CASE j.repair_status WHEN 'repaired' THEN TRUE WHEN 'not_repaired' THEN FALSE END AS repair_flag,
     j.repair_status,
     j.repair_session_number::INTEGER AS repair_session_number,
+    CASE WHEN j.is_rupture THEN coalesce(j.later_sessions, 0) END::INTEGER AS sessions_after_rupture,
     t.wai_sr_low_alliance_mean AS low_alliance_threshold,
     t.wai_therapist_low_alliance_mean AS clinician_low_alliance_threshold,
     t.srs_concern_below,
-    t.rupture_drop AS rupture_drop_threshold,
+    t.wai_sr_reliable_drop AS rupture_drop_threshold,
+    t.srs_reliable_drop AS srs_rupture_drop_threshold,
     t.rupture_srs_rule,
     t.repair_window_sessions::INTEGER AS repair_window_sessions
 FROM sessions_judged j

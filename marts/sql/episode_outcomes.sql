@@ -1,28 +1,49 @@
 -- marts.episode_outcomes: One row per treatment episode: baseline and last PHQ-9, GAD-7 and ORS,
 -- change, reliable improvement and deterioration, recovery and reliable recovery (NHS Talking
 -- Therapies), PHQ-9 response and remission, early and mean alliance by rater, ruptures, attendance and
--- dropout. Thresholds come from mart_params (registry + settings) and are copied beside each row.
+-- dropout. A baseline is the first score within the baseline window (sessions 1..baseline_window_sessions,
+-- or baseline_window_days from the episode start); without one the measure has no pair and the outcome
+-- is incomplete (never a baseline from a later session, which would understate change). Thresholds come from mart_params (registry + settings) and are copied beside each row.
 -- Needs marts.alliance_sessions, the work table _episode_appointments and the pseudonym() function.
 CREATE OR REPLACE TABLE marts.episode_outcomes AS
-WITH instrument_totals AS (   -- per episode x outcome measure: first and last total, and how many
+WITH outcome_measurements AS (   -- every outcome total, flagged when it falls in the baseline window
+    SELECT m.source, m.episode_id, m.instrument, m.session_number, m.score,
+           CASE WHEN t.baseline_window_days IS NOT NULL
+                THEN m.session_date - te.period_start <= t.baseline_window_days
+                ELSE m.session_number <= t.baseline_window_sessions END AS in_baseline_window
+    FROM staging.session_measures m
+    CROSS JOIN mart_params t
+    LEFT JOIN staging.treatment_episodes te ON te.source = m.source AND te.episode_id = m.episode_id
+    WHERE m.scale = 'total' AND m.instrument IN ('phq9', 'gad7', 'ors')
+),
+
+instrument_totals AS (   -- per episode x outcome measure: baseline (in the window only), last, how many
     SELECT source, episode_id, instrument,
-           arg_min(score, session_number) AS baseline, arg_max(score, session_number) AS last_score,
+           arg_min(score, session_number) FILTER (WHERE in_baseline_window) AS baseline,
+           min(session_number) FILTER (WHERE in_baseline_window) AS baseline_session,
+           arg_max(score, session_number) AS latest_score,
+           max(session_number) AS latest_session,
            count(*) AS n
-    FROM staging.session_measures
-    WHERE scale = 'total' AND instrument IN ('phq9', 'gad7', 'ors')
+    FROM outcome_measurements
     GROUP BY source, episode_id, instrument
 ),
 
 outcome_scores AS (   -- one row per episode: baseline and last score of each outcome measure
+    -- the last score must come from a session after the baseline's; no baseline, no last (unpaired)
     SELECT source, episode_id,
         max(baseline) FILTER (WHERE instrument = 'phq9') AS phq9_baseline,
-        max(last_score) FILTER (WHERE instrument = 'phq9' AND n >= 2) AS phq9_last,
+        max(latest_score) FILTER (WHERE instrument = 'phq9' AND latest_session > baseline_session)
+            AS phq9_last,
+        max(baseline_session) FILTER (WHERE instrument = 'phq9') AS phq9_baseline_session,
         coalesce(max(n) FILTER (WHERE instrument = 'phq9'), 0) AS phq9_n,
         max(baseline) FILTER (WHERE instrument = 'gad7') AS gad7_baseline,
-        max(last_score) FILTER (WHERE instrument = 'gad7' AND n >= 2) AS gad7_last,
+        max(latest_score) FILTER (WHERE instrument = 'gad7' AND latest_session > baseline_session)
+            AS gad7_last,
+        max(baseline_session) FILTER (WHERE instrument = 'gad7') AS gad7_baseline_session,
         coalesce(max(n) FILTER (WHERE instrument = 'gad7'), 0) AS gad7_n,
         max(baseline) FILTER (WHERE instrument = 'ors') AS ors_baseline,
-        max(last_score) FILTER (WHERE instrument = 'ors' AND n >= 2) AS ors_last,
+        max(latest_score) FILTER (WHERE instrument = 'ors' AND latest_session > baseline_session)
+            AS ors_last,
         coalesce(max(n) FILTER (WHERE instrument = 'ors'), 0) AS ors_n
     FROM instrument_totals
     GROUP BY source, episode_id
@@ -62,7 +83,8 @@ episode_ruptures AS (   -- from the session mart: ruptures and their repair
            avg(rater_discrepancy) AS mean_rater_discrepancy,
            count(*) FILTER (WHERE rupture_flag) AS ruptures,
            count(*) FILTER (WHERE repair_status = 'repaired') AS ruptures_repaired,
-           count(*) FILTER (WHERE repair_status = 'not_repaired') AS ruptures_not_repaired
+           count(*) FILTER (WHERE repair_status = 'not_repaired') AS ruptures_not_repaired,
+           count(*) FILTER (WHERE repair_status = 'pending') AS ruptures_pending
     FROM marts.alliance_sessions
     GROUP BY episode_key
 ),
@@ -70,10 +92,13 @@ episode_ruptures AS (   -- from the session mart: ruptures and their repair
 episodes_joined AS (   -- every episode with its scores, alliance, ruptures and appointments
     SELECT ep.*, p.* EXCLUDE (source, episode_id), al.* EXCLUDE (source, episode_id),
            rup.* EXCLUDE (episode_key), ap.* EXCLUDE (source, episode_id),
-           -- every measure with a baseline also has a paired end score, and at least one does
-           (p.phq9_baseline IS NULL OR p.phq9_last IS NOT NULL)
-               AND (p.gad7_baseline IS NULL OR p.gad7_last IS NOT NULL)
+           -- every measure given in the episode has a baseline in the window and a later paired score,
+           -- and at least one measure does
+           (coalesce(p.phq9_n, 0) = 0 OR p.phq9_last IS NOT NULL)
+               AND (coalesce(p.gad7_n, 0) = 0 OR p.gad7_last IS NOT NULL)
                AND (p.phq9_last IS NOT NULL OR p.gad7_last IS NOT NULL) AS outcome_complete,
+           (coalesce(p.phq9_n, 0) > 0 AND p.phq9_baseline IS NULL)
+               OR (coalesce(p.gad7_n, 0) > 0 AND p.gad7_baseline IS NULL) AS baseline_outside_window,
            p.phq9_baseline - p.phq9_last >= t.phq9_reliable_change AS phq9_ri,
            p.phq9_last - p.phq9_baseline >= t.phq9_reliable_change AS phq9_rd,
            p.gad7_baseline - p.gad7_last >= t.gad7_reliable_change AS gad7_ri,
@@ -101,9 +126,13 @@ episodes_flagged AS (   -- reliable change, recovery and unplanned ending
             NOT (coalesce(b.phq9_last >= t.phq9_caseness, FALSE)
                  OR coalesce(b.gad7_last >= t.gad7_caseness, FALSE))
             END AS recovery,
-        -- ended without a final attended session: the episode's last booked appointment was missed
-        CASE WHEN b.closed AND coalesce(b.appointments_booked, 0) > 0
-             THEN b.last_appointment_kind = 'missed' END AS unplanned_ending
+        -- an unplanned ending: the EpisodeOfCare was cancelled, or its last booked appointment was
+        -- missed (no-show or cancelled). NULL when closed with neither known (no appointments booked).
+        CASE WHEN b.closed THEN
+            CASE WHEN b.status = 'cancelled' THEN TRUE
+                 WHEN coalesce(b.appointments_booked, 0) > 0 THEN b.last_appointment_kind = 'missed'
+            END
+        END AS unplanned_ending
     FROM episodes_joined b
     CROSS JOIN mart_params t
 )
@@ -129,11 +158,15 @@ SELECT
     CASE WHEN f.appointments_booked > 0 THEN f.appointments_attended / f.appointments_booked END
         AS attendance_rate,
     f.unplanned_ending,
-    CASE WHEN f.closed THEN f.sessions_attended < t.dropout_fewer_than_sessions
-                            AND coalesce(f.unplanned_ending, TRUE) END AS dropout,
+    -- dropout = an unplanned ending, however many sessions came before it (a short planned treatment
+    -- is not a dropout)
+    f.unplanned_ending AS dropout,
     f.phq9_baseline, f.phq9_last, f.phq9_last - f.phq9_baseline AS phq9_change, f.phq9_n::INTEGER AS phq9_n,
     f.gad7_baseline, f.gad7_last, f.gad7_last - f.gad7_baseline AS gad7_change, f.gad7_n::INTEGER AS gad7_n,
     f.ors_baseline, f.ors_last, f.ors_last - f.ors_baseline AS ors_change, f.ors_n::INTEGER AS ors_n,
+    f.phq9_baseline_session::INTEGER AS phq9_baseline_session,
+    f.gad7_baseline_session::INTEGER AS gad7_baseline_session,
+    f.baseline_outside_window,
     f.case_at_start,
     f.outcome_complete,
     f.phq9_ri AS phq9_reliable_improvement, f.phq9_rd AS phq9_reliable_deterioration,
@@ -161,11 +194,13 @@ SELECT
     coalesce(f.ruptures, 0)::INTEGER AS ruptures,
     coalesce(f.ruptures_repaired, 0)::INTEGER AS ruptures_repaired,
     coalesce(f.ruptures_not_repaired, 0)::INTEGER AS ruptures_not_repaired,
+    coalesce(f.ruptures_pending, 0)::INTEGER AS ruptures_pending,
     t.phq9_caseness, t.gad7_caseness, t.phq9_reliable_change, t.gad7_reliable_change,
     t.phq9_response_drop_fraction, t.phq9_remission_below,
     t.ors_reliable_change, t.ors_clinical_cutoff,
     t.early_sessions::INTEGER AS early_sessions,
-    t.dropout_fewer_than_sessions::INTEGER AS dropout_fewer_than_sessions
+    t.baseline_window_sessions::INTEGER AS baseline_window_sessions,
+    t.baseline_window_days::INTEGER AS baseline_window_days
 FROM episodes_flagged f
 CROSS JOIN mart_params t
 LEFT JOIN staging.patients pt ON pt.source = f.source AND pt.patient_id = f.patient_id

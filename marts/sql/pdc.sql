@@ -5,7 +5,9 @@
 -- period_end). Needs the temp tables mart_params and mart_dispense_statuses.
 --
 -- Fills: MedicationDispense with a counted status, handed over in the period, daysSupply > 0; at least
--- pdc_min_fills distinct fill dates are needed. Index date: the first fill in the period; denominator:
+-- pdc_min_fills distinct fill dates are needed, and the index date must lie at least pdc_index_min_days
+-- (PQA: 91) before the period end, else the period has no PDC (index_too_late): a 35-day "period" from a
+-- late first fill is not a measure of adherence. Index date: the first fill in the period; denominator:
 -- index date to period end, inclusive. A fill of a drug still covered by an earlier fill of the same
 -- drug starts the day after that supply ends: for fills k of one drug in date order with S_k the supply
 -- of the fills before k, the adjusted start is S_k + max over j <= k of (day_j - S_j). A day counts once
@@ -58,21 +60,30 @@ period_coverage AS (   -- covered days from the index date to the period end
     JOIN valid_periods p USING (period_id)
     WHERE d.day BETWEEN i.index_date - DATE '1970-01-01' AND p.period_end - DATE '1970-01-01'
     GROUP BY d.period_id
+),
+
+measurable_periods AS (   -- enough fill dates, and the index date early enough in the period
+    SELECT p.*, i.index_date, i.fills, i.fill_dates, i.drugs,
+           i.fill_dates >= t.pdc_min_fills AS enough_fills,
+           p.period_end - i.index_date < t.pdc_index_min_days AS index_too_late,
+           i.fill_dates >= t.pdc_min_fills AND p.period_end - i.index_date >= t.pdc_index_min_days
+               AS measurable
+    FROM valid_periods p
+    CROSS JOIN mart_params t
+    LEFT JOIN period_fills i USING (period_id)
 )
 
 SELECT p.period_id, p.source, p.patient_id, p.period_start, p.period_end,
-       coalesce(i.fills, 0)::INTEGER AS fills, coalesce(i.fill_dates, 0)::INTEGER AS fill_dates,
-       coalesce(i.drugs, 0)::INTEGER AS drugs, i.index_date,
-       CASE WHEN i.fill_dates >= t.pdc_min_fills THEN (p.period_end - i.index_date + 1)::INTEGER END
-           AS days_in_period,
-       CASE WHEN i.fill_dates >= t.pdc_min_fills THEN coalesce(c.days_covered, 0)::INTEGER END
-           AS days_covered,
-       CASE WHEN i.fill_dates >= t.pdc_min_fills
-            THEN coalesce(c.days_covered, 0) / (p.period_end - i.index_date + 1) END AS pdc,
-       CASE WHEN i.fill_dates >= t.pdc_min_fills
-            THEN coalesce(c.days_covered, 0) / (p.period_end - i.index_date + 1) >= t.pdc_threshold END
+       coalesce(p.fills, 0)::INTEGER AS fills, coalesce(p.fill_dates, 0)::INTEGER AS fill_dates,
+       coalesce(p.drugs, 0)::INTEGER AS drugs, p.index_date,
+       CASE WHEN p.enough_fills THEN p.index_too_late END AS index_too_late,
+       CASE WHEN p.measurable THEN (p.period_end - p.index_date + 1)::INTEGER END AS days_in_period,
+       CASE WHEN p.measurable THEN coalesce(c.days_covered, 0)::INTEGER END AS days_covered,
+       CASE WHEN p.measurable THEN coalesce(c.days_covered, 0) / (p.period_end - p.index_date + 1) END
+           AS pdc,
+       CASE WHEN p.measurable
+            THEN coalesce(c.days_covered, 0) / (p.period_end - p.index_date + 1) >= t.pdc_threshold END
            AS adherent
-FROM valid_periods p
+FROM measurable_periods p
 CROSS JOIN mart_params t
-LEFT JOIN period_fills i USING (period_id)
 LEFT JOIN period_coverage c USING (period_id);

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from demo.generator import GeneratedData, GeneratorConfig, effect_summary, generate
+from demo.generator import GeneratedData, GeneratorConfig, effect_summary, generate, rupture_truth
 from demo.loader import write_ndjson
 from fhir_mappings.flatten import build_questionnaire_answers
 from fhir_mappings.questionnaires import build_questionnaire_tables
@@ -138,15 +138,55 @@ def test_ruptures_are_found_where_the_generator_planted_them(warehouse, clinic):
     flagged = {
         k
         for k, ep in warehouse.execute(
-            "SELECT session_key, episode_key FROM marts.alliance_sessions "
-            "WHERE rupture_basis LIKE 'wai_sr_drop%'"
+            "SELECT session_key, episode_key FROM marts.alliance_sessions WHERE rupture_flag"
         ).fetchall()
         if ep in intact_keys
     }
     assert len(planted) > 50
-    # some planted ruptures lose their WAI-SR to planted mess (invalid, in-progress, withdrawn responses)
-    assert len(planted & flagged) / len(planted) > 0.75
+    # some planted ruptures lose their WAI-SR to planted mess (invalid, in-progress, withdrawn responses);
+    # measured on this clinic: 89 of 92 found, none flagged where none was planted
+    assert len(planted & flagged) / len(planted) > 0.9
     assert len(flagged - planted) <= 0.05 * len(flagged)
+
+
+# How each rupture in the session mart ended, in the generator's terms: repaired, not repaired although
+# sessions followed, ended right after it by an unplanned ending (dropout) or a planned one, or pending.
+RUPTURE_SPLIT_SQL = """
+SELECT CASE WHEN s.repair_status <> 'not_repaired' THEN s.repair_status
+            WHEN s.sessions_after_rupture > 0 THEN 'not_repaired'
+            WHEN o.unplanned_ending THEN 'dropout'
+            ELSE 'ended' END AS ending,
+       count(*)
+FROM marts.alliance_sessions s
+JOIN marts.episode_outcomes o USING (episode_key)
+WHERE s.rupture_flag
+GROUP BY ALL
+"""
+
+
+def test_rupture_rate_and_repair_split_land_near_the_generators_truth(warehouse, clinic):
+    truth = rupture_truth(clinic)
+    sessions, ruptures = warehouse.execute(
+        "SELECT count(*), count(*) FILTER (WHERE rupture_flag) FROM marts.alliance_sessions"
+    ).fetchall()[0]
+    # planted 117 in 1,363 sessions (8.6 %); found 114 in 1,323 (8.6 %). The old rule (any SRS crossing
+    # of 36) gave 12-16 % per month on the demo.
+    assert abs(ruptures / sessions - truth["rupture_rate"]) < 0.015
+    split = dict(warehouse.execute(RUPTURE_SPLIT_SQL).fetchall())
+    realised = truth["realised"]  # repaired 73, dropout 33, ended 8, pending 3
+    assert abs(split.get("repaired", 0) - realised["repaired"]) <= 0.15 * realised["repaired"]
+    assert abs(split.get("dropout", 0) - realised["dropout"]) <= 0.25 * realised["dropout"]
+    assert abs(split.get("ended", 0) - realised.get("ended", 0)) <= 4
+    assert abs(split.get("pending", 0) - realised.get("pending", 0)) <= 2
+    # ruptures the generator repaired but the mart cannot see repaired (a lost WAI-SR and SRS): few
+    assert split.get("not_repaired", 0) <= 0.05 * ruptures
+    # the episodes compared in the associations: repaired outnumber unrepaired, as planted
+    detail = warehouse.execute(
+        "SELECT detail FROM marts.alliance_associations WHERE question_id = ?",
+        ["rupture_repair_vs_phq9_improvement"],
+    ).fetchall()[0][0]
+    groups = [int(word) for word in detail.replace(";", " ").replace(",", " ").split() if word.isdigit()]
+    assert groups[0] > groups[1] and "pending rupture left out" in detail
 
 
 def test_sessions_reconcile_with_landed_encounters(warehouse):
@@ -193,3 +233,24 @@ def test_rebuilding_the_marts_changes_nothing(warehouse):
     after = {m: warehouse.execute(f"SELECT * FROM marts.{m} ORDER BY ALL").fetchall() for m in MART_NAMES}
     assert after == before
     assert all(before[m] for m in MART_NAMES)
+
+
+def test_baselines_lie_in_the_window_and_dropouts_are_the_planted_unplanned_endings(warehouse, clinic):
+    window = warehouse.execute(
+        "SELECT max(phq9_baseline_session), max(gad7_baseline_session), "
+        "count(*) FILTER (WHERE baseline_outside_window), min(baseline_window_sessions) "
+        "FROM marts.episode_outcomes"
+    ).fetchall()[0]
+    assert window[0] <= window[3] and window[1] <= window[3] == 2
+    episodes = clinic.manifest["truth"]["episodes"]
+    planted = {pseudonym(KEY, "episode", SOURCE, e) for e, t in episodes.items() if t["dropout"]}
+    flagged = {
+        k
+        for (k,) in warehouse.execute(
+            "SELECT episode_key FROM marts.episode_outcomes WHERE dropout"
+        ).fetchall()
+    }
+    # measured on this clinic: 27 episodes with no baseline in sessions 1-2; 43 of 46 planted dropouts
+    # found (3 left so close to the data's end that no missed appointment follows), none extra
+    assert len(planted & flagged) >= 0.9 * len(planted)
+    assert len(flagged - planted) <= 0.1 * len(flagged)

@@ -5,6 +5,7 @@ generator's own form layouts and scores it by the rules written out in docs/doma
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import dagster as dg
@@ -88,7 +89,8 @@ def oracle(resource: dict[str, Any]) -> tuple[str, dict[str, float | None]] | st
     if missing == 0:
         total: float | None = sum(answered)
     elif prorate and missing <= 2:
-        total = sum(answered) * len(keyed) / len(answered)
+        # prorated, then rounded to the nearest whole number, halves up (registry missing.round)
+        total = float(math.floor(sum(answered) * len(keyed) / len(answered) + 0.5))
     else:
         total = None
     scales: dict[str, float | None] = {"total": total}

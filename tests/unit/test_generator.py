@@ -20,7 +20,14 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from demo import forms
-from demo.generator import MESS_KINDS, QR_STATUSES, GeneratedData, GeneratorConfig, generate
+from demo.generator import (
+    MESS_KINDS,
+    QR_STATUSES,
+    GeneratedData,
+    GeneratorConfig,
+    generate,
+    rupture_truth,
+)
 from demo.loader import write_ndjson
 
 SCORE_URLS = (forms.ORDINAL_VALUE, forms.ORDINAL_VALUE_LEGACY, forms.ITEM_WEIGHT)
@@ -512,3 +519,32 @@ def test_therapist_effects_ruptures_and_dropout(clinic: GeneratedData, scored: d
     statuses = Counter(a["status"] for a in clinic.of_type("Appointment"))
     assert statuses["fulfilled"] > statuses["noshow"] > 0 and statuses["cancelled"] > 0
     assert {e["status"] for e in clinic.of_type("EpisodeOfCare")} == {"finished", "active"}
+
+
+def test_rupture_truth_counts_planted_intent_and_what_the_scores_show() -> None:
+    def episode(
+        sums: list[int], ruptures: list[tuple[int, str]], status: str = "finished", dropout: bool = False
+    ):
+        return {
+            "wai_sr_sums": sums,
+            "sessions_attended": len(sums),
+            "status": status,
+            "dropout": dropout,
+            "ruptures": [{"session": s, "outcome": o} for s, o in ruptures],
+        }
+
+    episodes = {
+        # 48 -> 33 at session 2; back to 48 two sessions later (half-step repair first)
+        "a": episode([48, 33, 40, 48, 47], [(2, "repair")]),
+        # the patient left after the half step: planned repair, never back at 48
+        "b": episode([48, 33, 40], [(2, "repair")], dropout=True),
+        "c": episode([50, 35], [(2, "dropout")], dropout=True),  # left right after the rupture
+        "d": episode([50, 35], [(2, "open")]),  # rupture in the last planned session
+        "e": episode([50, 35, 40], [(2, "repair")], status="active"),  # one session so far
+    }
+    data = GeneratedData(versions=[], manifest={"truth": {"episodes": episodes}}, last_updated={})
+    truth = rupture_truth(data)
+    assert truth["sessions"] == 15 and truth["ruptures"] == 5
+    assert truth["rupture_rate"] == pytest.approx(5 / 15)
+    assert truth["planted"] == {"repair": 3, "dropout": 1, "open": 1}
+    assert truth["realised"] == {"repaired": 1, "not_repaired": 1, "dropout": 1, "ended": 1, "pending": 1}

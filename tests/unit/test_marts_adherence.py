@@ -34,7 +34,8 @@ def test_overlapping_same_drug_fill_shifts_forward_and_other_drug_days_count_onc
     c.dispense("d2", "p1", "2026-01-21", 30, code="A")  # early refill: shifted to Jan 31 - Mar 1
     c.dispense("d3", "p1", "2026-02-19", 10, code="B")  # Feb 19 - 28: already covered by A
     c.dispense("d4", "p1", "2026-03-05", 30, status="cancelled")  # not a completed fill
-    c.build(reference_date="2026-03-31", adherence_period="all")
+    # coverage arithmetic on periods shorter than 91 days: the 91-day index rule is tested apart
+    c.build(reference_date="2026-03-31", adherence_period="all", pdc_index_min_days=0)
     got = _pdc(c, [("q1", "p1", "2026-01-01", "2026-03-31")])
     # 90 days from the index fill (Jan 1) to Mar 31; covered Jan 1 - Mar 1 = 60 days
     assert got["q1"] == (3, 3, 2, 90, 60, pytest.approx(60 / 90), False)
@@ -51,7 +52,7 @@ def test_supply_beyond_the_period_end_is_not_counted_and_index_is_the_first_fill
     c.dispense("d0", "p1", "2025-12-01", 30)  # before the period: ignored (no carry-in)
     c.dispense("d1", "p1", "2026-01-10", 30)  # Jan 10 - Feb 8
     c.dispense("d2", "p1", "2026-01-25", 30)  # shifted to Feb 9: outside the period
-    c.build(reference_date="2026-12-31")
+    c.build(reference_date="2026-12-31", pdc_index_min_days=0)
     got = _pdc(c, [("jan", "p1", "2026-01-01", "2026-01-31")])
     assert got["jan"] == (2, 2, 1, 22, 22, 1.0, True)  # Jan 10..31
 
@@ -70,7 +71,7 @@ def test_pdc_needs_two_fill_dates_and_adherence_is_pdc_at_least_threshold(fills,
     c.patient("p1")
     for i, (day, days) in enumerate(fills):
         c.dispense(f"d{i}", "p1", day, days)
-    c.build(reference_date="2026-12-31")
+    c.build(reference_date="2026-12-31", pdc_index_min_days=0)
     got = _pdc(c, [("x", "p1", "2026-01-01", "2026-01-10")])["x"]
     if expected_pdc is None:
         assert got[3:] == (None, None, None, None)  # days in period, covered, pdc, adherent
@@ -99,7 +100,7 @@ def test_adherence_mart_has_one_row_per_patient_and_year_with_mars_dai_attendanc
     c.patient("p2")  # a patient with sessions in two years gets two rows
     c.encounter("x1", "p2", "2025-12-20")
     c.encounter("x2", "p2", "2026-01-10")
-    c.build(reference_date="2026-03-31")
+    c.build(reference_date="2026-03-31", pdc_index_min_days=0)
     rows = c.dicts("SELECT * FROM marts.adherence ORDER BY patient_key, period_start")
     p1 = next(r for r in rows if r["patient_key"] == key_of("patient", "p1"))
     assert (str(p1["period_start"]), str(p1["period_end"]), p1["period_type"]) == (
@@ -124,3 +125,30 @@ def test_adherence_mart_has_one_row_per_patient_and_year_with_mars_dai_attendanc
     p2 = [r for r in rows if r["patient_key"] == key_of("patient", "p2")]
     assert [str(r["period_start"]) for r in p2] == ["2025-01-01", "2026-01-01"]
     assert [r["on_medication"] for r in p2] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("index_date", "expected"),
+    [
+        # period end Mar 31: Dec 30 is 91 days before it (PQA: at least 91), Dec 31 only 90
+        ("2025-12-30", (False, 92)),
+        ("2025-12-31", (True, None)),
+    ],
+)
+def test_pdc_needs_the_index_fill_at_least_91_days_before_the_period_end(index_date, expected):
+    c = Clinic()
+    c.patient("p1")
+    c.dispense("d1", "p1", index_date, 30)
+    c.dispense("d2", "p1", "2026-02-01", 30)
+    c.build(reference_date="2026-12-31")
+    c.con.execute(
+        "CREATE OR REPLACE TEMP TABLE _t_periods (source VARCHAR, patient_id VARCHAR, period_id VARCHAR, "
+        "period_start DATE, period_end DATE)"
+    )
+    c.con.execute("INSERT INTO _t_periods VALUES ('s', 'p1', 'q', '2025-12-01', '2026-03-31')")
+    compute_pdc(c.con, "_t_periods", "_t_pdc")
+    too_late, days, pdc = c.rows("SELECT index_too_late, days_in_period, pdc FROM _t_pdc")[0]
+    assert (too_late, days) == expected
+    assert (pdc is None) is too_late
+    # the adherence mart records the setting used
+    assert c.rows("SELECT DISTINCT pdc_index_min_days FROM marts.adherence") == [(91,)]

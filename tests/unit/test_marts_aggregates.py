@@ -102,7 +102,7 @@ def test_marts_need_the_scoring_table():
 
 def test_settings_from_environment_file_and_overrides(tmp_path):
     f = tmp_path / "marts.yaml"
-    f.write_text("marts:\n  min_cell: 5\n  rupture_drop: 0.75\n")
+    f.write_text("marts:\n  min_cell: 5\n  repair_window_sessions: 3\n")
     s = load_mart_settings(
         env={
             "ALLIANCE_QI_MART_SETTINGS": str(f),
@@ -112,7 +112,7 @@ def test_settings_from_environment_file_and_overrides(tmp_path):
         },
         episode_gap_days=60,
     )
-    assert (s.pdc_threshold, s.min_cell, s.rupture_drop, s.episode_gap_days) == (0.9, 7, 0.75, 60)
+    assert (s.pdc_threshold, s.min_cell, s.repair_window_sessions, s.episode_gap_days) == (0.9, 7, 3, 60)
     assert s.therapist_periods == ["all", "quarter"]
     assert load_mart_settings(env={}).pdc_threshold == 0.8
     with pytest.raises(MartSettingsError, match="pdc_threshold"):

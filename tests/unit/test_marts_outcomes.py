@@ -112,7 +112,7 @@ def test_ors_change_reliable_improvement_and_clinically_significant_improvement(
 def test_attendance_and_dropout():
     c = Clinic()
     c.patient("p1")
-    # closed episode: 3 attended, 1 no-show, then a final cancellation: unplanned ending, 3 < 8 sessions
+    # closed episode: 3 attended, 1 no-show, then a final cancellation: unplanned ending
     c.episode("a", "p1", "2026-02-01", "2026-03-10")
     for i, day in enumerate(["2026-02-02", "2026-02-09", "2026-02-23"], start=1):
         c.encounter(f"a-{i}", "p1", day, eoc="a")
@@ -140,15 +140,64 @@ def test_attendance_and_dropout():
     assert got[key_of("episode", "a")] == (5, 3, 1, 1, 0.6, True, True, 3)
     assert got[key_of("episode", "b")] == (2, 1, 1, 0, 0.5, False, False, 1)
     assert got[key_of("episode", "c")] == (1, 0, 1, 0, 0.0, None, None, 0)
+    # dropout is the unplanned ending whatever the number of sessions: ten sessions, then two no-shows
     c2 = Clinic()
     c2.patient("p1")
-    c2.episode("a", "p1", "2026-02-01", "2026-03-10")
-    c2.encounter("a-1", "p1", "2026-02-02", eoc="a")
-    c2.appointment("x", "p1", "2026-02-09", "noshow")
-    c2.build(dropout_fewer_than_sessions=1)  # 1 session is not fewer than 1: no dropout
-    assert c2.rows(
-        "SELECT unplanned_ending, dropout, dropout_fewer_than_sessions FROM marts.episode_outcomes"
-    ) == [(True, False, 1)]
+    c2.episode("long", "p1", "2026-01-01", "2026-04-30")
+    for i in range(1, 11):
+        day = f"2026-01-{i * 2:02d}"
+        c2.encounter(f"l-{i}", "p1", day, eoc="long")
+        c2.appointment(f"lp-{i}", "p1", day, "fulfilled")
+    c2.appointment("lp-ns1", "p1", "2026-02-01", "noshow")
+    c2.appointment("lp-ns2", "p1", "2026-02-08", "noshow")
+    # a cancelled EpisodeOfCare is an unplanned ending even without appointments
+    c2.episode("cx", "p1", "2026-06-01", "2026-06-30", status="cancelled")
+    c2.encounter("cx-1", "p1", "2026-06-01", eoc="cx")
+    # finished, no appointments: the ending is unknown
+    c2.episode("unknown", "p1", "2026-08-01", "2026-08-30")
+    c2.encounter("u-1", "p1", "2026-08-01", eoc="unknown")
+    c2.build()
+    got = {
+        r[0]: r[1:]
+        for r in c2.rows(
+            "SELECT episode_key, sessions_attended, unplanned_ending, dropout FROM marts.episode_outcomes"
+        )
+    }
+    assert got[key_of("episode", "long")] == (10, True, True)
+    assert got[key_of("episode", "cx")] == (1, True, True)
+    assert got[key_of("episode", "unknown")] == (1, None, None)
+
+
+@pytest.mark.parametrize(
+    ("phq", "window", "expected"),
+    [
+        # baseline at session 1
+        ([15, None, 9], {}, (15.0, 9.0, 1, False, True)),
+        # session 1 missing: session 2 is still in the window (sessions 1-2)
+        ([None, 15, 9], {}, (15.0, 9.0, 2, False, True)),
+        # first PHQ-9 at session 3: outside the window, no baseline, the outcome is incomplete (the old
+        # rule took 15 as the baseline and reported a change of -6)
+        ([None, None, 15, 9], {}, (None, None, None, True, False)),
+        # a wider declared window takes it
+        ([None, None, 15, 9], {"baseline_window_sessions": 3}, (15.0, 9.0, 3, False, True)),
+        # days from the episode start (2026-02-01): session 3 is on 02-09, 8 days in
+        ([None, None, 15, 9], {"baseline_window_days": 7}, (None, None, None, True, False)),
+        ([None, None, 15, 9], {"baseline_window_days": 8}, (15.0, 9.0, 3, False, True)),
+        # a single in-window score has no later pair
+        ([15], {}, (15.0, None, 1, False, False)),
+    ],
+)
+def test_baseline_only_within_the_declared_window(phq, window, expected):
+    c = Clinic()
+    c.patient("p1")
+    _episode(c, "a", phq, [None] * len(phq))
+    c.build(**window)
+    assert c.rows(
+        "SELECT phq9_baseline, phq9_last, phq9_baseline_session, baseline_outside_window, outcome_complete "
+        "FROM marts.episode_outcomes"
+    ) == [expected]
+    recorded = c.rows("SELECT baseline_window_sessions, baseline_window_days FROM marts.episode_outcomes")
+    assert recorded == [(window.get("baseline_window_sessions", 2), window.get("baseline_window_days"))]
 
 
 def test_episode_mart_carries_pseudonyms_age_band_and_no_ids_or_names():

@@ -164,34 +164,57 @@ def _ruptures(c: Clinic, eoc: str) -> list[tuple]:
     )
 
 
-def test_rupture_is_a_drop_of_at_least_the_threshold_and_repair_is_a_return_within_two_sessions():
+def test_rupture_is_a_reliable_wai_sr_drop_and_repair_is_a_return_within_two_sessions():
+    # registry: WAI-SR reliable_drop 0.75 mean points; repair window 2 sessions
     c = Clinic()
     c.patient("p1")
     c.episode("a", "p1", "2026-03-01", "2026-03-31")
-    _series(c, "a", "p1", [4.0, 3.0, 3.5, 4.0])  # drop of exactly 1.0; back to 4.0 two sessions later
+    _series(c, "a", "p1", [4.0, 3.25, 3.5, 4.0])  # drop of exactly 0.75; back to 4.0 two sessions later
     c.episode("b", "p1", "2026-03-01", "2026-03-31")
-    _series(c, "b", "p1", [4.0, 2.9, 3.5, 3.9, 4.0])  # back only three sessions later: not repaired
+    _series(c, "b", "p1", [4.0, 3.0, 3.5, 3.9, 4.0])  # back only three sessions later: not repaired
     c.episode("c", "p1", "2026-03-01", "2026-03-31")
-    _series(c, "c", "p1", [4.0, 3.1, 3.2])  # drop 0.9: no rupture
+    _series(c, "c", "p1", [4.0, 3.3, 3.2])  # drop 0.7, then 0.1: no rupture
     c.episode("d", "p1", "2026-03-01", "2026-03-31")
-    _series(c, "d", "p1", [4.0, None, 2.5, 4.2])  # previous *measured* session is session 1
+    _series(c, "d", "p1", [4.0, None, 3.0, 4.2])  # previous *measured* session is session 1
+    c.episode("e", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "e", "p1", [47 / 12, 38 / 12])  # 9 of the 12-60 sum points: exactly 0.75, as sums / 12
     c.build(rupture_srs_rule="off")
     assert _ruptures(c, "a") == [
         (1, False, None, None, None, None),
-        (2, True, "wai_sr_drop", "repaired", True, 4),
+        (2, True, "wai_sr_reliable_drop", "repaired", True, 4),
         (3, False, None, None, None, None),
         (4, False, None, None, None, None),
     ]
-    assert _ruptures(c, "b")[1] == (2, True, "wai_sr_drop", "not_repaired", False, None)
+    assert _ruptures(c, "b")[1] == (2, True, "wai_sr_reliable_drop", "not_repaired", False, None)
     assert [r[1] for r in _ruptures(c, "c")] == [False, False, False]
     assert _ruptures(c, "d")[1][1] is None  # nothing measured at session 2
-    assert _ruptures(c, "d")[2] == (3, True, "wai_sr_drop", "repaired", True, 4)
+    assert _ruptures(c, "d")[2] == (3, True, "wai_sr_reliable_drop", "repaired", True, 4)
+    assert _ruptures(c, "e")[1][1] is True
     drop = c.rows(
-        "SELECT wai_sr_drop, previous_wai_sr_mean FROM marts.alliance_sessions WHERE episode_key = ? "
-        "AND session_number = 3",
+        "SELECT wai_sr_drop, previous_wai_sr_mean, rupture_drop_threshold, sessions_after_rupture "
+        "FROM marts.alliance_sessions WHERE episode_key = ? AND session_number = 3",
         [key_of("episode", "d")],
     )
-    assert drop == [(1.5, 4.0)]
+    assert drop == [(1.0, 4.0, 0.75, 1)]
+    # b: two sessions followed within the window, neither back at 4.0
+    assert c.rows(
+        "SELECT sessions_after_rupture FROM marts.alliance_sessions WHERE episode_key = ? AND rupture_flag",
+        [key_of("episode", "b")],
+    ) == [(2,)]
+
+
+def test_reliable_drop_comes_from_the_registry_and_a_site_file_overrides_it(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "wai.yaml").write_text("extends: wai_sr\nthresholds: {reliable_drop: 1.0}\n")
+    monkeypatch.setenv("ALLIANCE_QI_INSTRUMENTS_DIR", str(site))
+    c = Clinic()
+    c.patient("p1")
+    c.episode("a", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "a", "p1", [4.0, 3.25, 2.25])  # 0.75: no longer reliable; 1.0: a rupture
+    c.build(rupture_srs_rule="off")
+    assert [r[1] for r in _ruptures(c, "a")] == [False, False, True]
+    assert c.rows("SELECT DISTINCT rupture_drop_threshold FROM marts.alliance_sessions") == [(1.0,)]
 
 
 def test_unrepaired_rupture_is_pending_while_the_episode_is_open_and_fewer_sessions_followed():
@@ -204,44 +227,79 @@ def test_unrepaired_rupture_is_pending_while_the_episode_is_open_and_fewer_sessi
     c.build(rupture_srs_rule="off")
     assert _ruptures(c, "open")[1][3:5] == ("pending", None)
     assert _ruptures(c, "closed")[1][3:5] == ("not_repaired", False)
-    # and the episode mart counts them
+    # and the episode mart counts them, pending apart
     eo = c.rows(
-        "SELECT ruptures, ruptures_repaired, ruptures_not_repaired FROM marts.episode_outcomes "
-        "WHERE episode_key = ?",
-        [key_of("episode", "closed")],
+        "SELECT episode_key, ruptures, ruptures_repaired, ruptures_not_repaired, ruptures_pending "
+        "FROM marts.episode_outcomes ORDER BY ruptures_pending",
     )
-    assert eo == [(1, 0, 1)]
+    assert sorted(eo) == sorted(
+        [(key_of("episode", "closed"), 1, 0, 1, 0), (key_of("episode", "open"), 1, 0, 0, 1)]
+    )
+
+
+def test_srs_below_its_cut_off_is_a_concern_flag_not_a_rupture():
+    c = Clinic()
+    c.patient("p1")
+    c.episode("a", "p1", "2026-03-01", "2026-03-31")
+    # 37 -> 34 falls below 36 (a drop of 3, under the SRS reliable_drop of 5); 34 -> 33 stays below
+    _series(c, "a", "p1", [None, None, None, None], srs=[37, 34, 33, 38])
+    c.build()
+    rows = c.rows(
+        "SELECT srs_concern_flag, rupture_flag, srs_drop FROM marts.alliance_sessions "
+        "WHERE episode_key = ? ORDER BY session_number",
+        [key_of("episode", "a")],
+    )
+    assert rows == [(False, False, None), (True, False, 3.0), (True, False, 1.0), (False, False, -5.0)]
 
 
 @pytest.mark.parametrize(
     ("rule", "expected"),
-    [
-        ("falls_below", [False, True, False, False]),  # 37 -> 34 falls below 36; 34 -> 33 stays below
-        ("below", [False, True, True, False]),
-        ("off", [False, False, False, False]),
-    ],
+    [("when_no_wai_sr", [False, True, False, False]), ("off", [False, False, False, False])],
 )
-def test_srs_rupture_rules(rule, expected):
+def test_srs_reliable_drop_is_a_rupture_at_sessions_without_a_wai_sr(rule, expected):
     c = Clinic()
     c.patient("p1")
     c.episode("a", "p1", "2026-03-01", "2026-03-31")
-    _series(c, "a", "p1", [None, None, None, None], srs=[37, 34, 33, 38])
+    _series(c, "a", "p1", [None, None, None, None], srs=[38, 32, 35, 38])  # drop 6 >= 5 at session 2
     c.build(rupture_srs_rule=rule)
     assert [r[1] for r in _ruptures(c, "a")] == expected
-    if rule == "falls_below":
-        # repaired when SRS is back at or above its pre-rupture value (37) within two sessions: 38 at s4
-        assert _ruptures(c, "a")[1][2:4] == ("srs_below_cutoff", "repaired")
+    if rule == "when_no_wai_sr":
+        # repaired when the SRS is back at or above its pre-rupture value (38) within two sessions: s4
+        assert _ruptures(c, "a")[1][2:] == ("srs_reliable_drop", "repaired", True, 4)
 
 
-def test_rupture_flagged_by_both_measures_needs_both_back():
+def test_a_session_with_a_wai_sr_pair_is_judged_on_the_wai_sr_only():
     c = Clinic()
     c.patient("p1")
-    c.episode("a", "p1", "2026-03-01", "2026-03-31")
-    _series(c, "a", "p1", [4.0, 2.5, 4.0, 4.0], srs=[38, 30, 35, 38])
+    c.episode("both", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "both", "p1", [4.0, 3.9], srs=[38, 30])  # SRS drops 8 but WAI-SR only 0.1
+    c.episode("srs-only-at-2", "p1", "2026-03-01", "2026-03-31")
+    _series(c, "srs-only-at-2", "p1", [4.0, None], srs=[38, 30])  # no WAI-SR at session 2: SRS judges
     c.build()
-    rows = _ruptures(c, "a")
-    assert rows[1][2] == "wai_sr_drop+srs_below_cutoff"
-    assert rows[1][3:] == ("repaired", True, 4)  # WAI back at s3 but SRS only at s4
+    assert [r[1:3] for r in _ruptures(c, "both")] == [(False, None), (False, None)]
+    assert _ruptures(c, "srs-only-at-2")[1][1:3] == (True, "srs_reliable_drop")
+
+
+def test_repair_groups_leave_pending_ruptures_out():
+    import pandas as pd
+
+    from marts.associations import rupture_repair_groups
+
+    episodes = pd.DataFrame(
+        [
+            # episode, ruptures, repaired, not repaired, pending
+            ("all-repaired", 2, 2, 0, 0),
+            ("repaired-and-pending", 2, 1, 0, 1),  # neither group: its last rupture may yet be repaired
+            ("unrepaired-and-pending", 2, 0, 1, 1),  # an unrepaired rupture makes it unrepaired
+            ("only-pending", 1, 0, 0, 1),
+            ("no-rupture", 0, 0, 0, 0),
+        ],
+        columns=["episode_key", "ruptures", "ruptures_repaired", "ruptures_not_repaired", "ruptures_pending"],
+    )
+    repaired, unrepaired, pending = rupture_repair_groups(episodes)
+    assert list(repaired.episode_key) == ["all-repaired"]
+    assert list(unrepaired.episode_key) == ["unrepaired-and-pending"]
+    assert list(pending.episode_key) == ["repaired-and-pending", "only-pending"]
 
 
 def test_early_alliance_is_the_mean_patient_wai_over_sessions_one_to_three():

@@ -85,3 +85,31 @@ def test_bad_site_files_fail_with_the_file_named(tmp_path, text, message):
     (tmp_path / "x.yaml").write_text(text)
     with pytest.raises(RegistryError, match=message):
         load_registry(tmp_path)
+
+
+def test_alliance_rupture_thresholds_ship_with_their_source(empty_site):
+    reg = load_registry(empty_site)
+    assert reg["wai_sr"].thresholds["reliable_drop"] == 0.75
+    assert reg["srs"].thresholds["reliable_drop"] == 5
+    for key, basis in (("wai_sr", "Jacobson & Truax"), ("srs", "ORS")):
+        source = reg[key].threshold_sources["reliable_drop"]
+        assert "verify" in source and basis in source
+
+
+def test_a_site_override_is_credited_to_the_site_unless_it_names_a_source(tmp_path):
+    (tmp_path / "ours.yaml").write_text("extends: wai_sr\nthresholds: {reliable_drop: 1.0}\n")
+    wai = load_registry(tmp_path)["wai_sr"]
+    assert wai.thresholds["reliable_drop"] == 1.0
+    assert wai.threshold_sources["reliable_drop"] == "site file ours.yaml"
+    (tmp_path / "ours.yaml").write_text(
+        "extends: wai_sr\nthresholds: {reliable_drop: 0.9}\n"
+        "threshold_sources: {reliable_drop: 'RCI from our 2025 test-retest study'}\n"
+    )
+    wai = load_registry(tmp_path)["wai_sr"]
+    assert wai.threshold_sources["reliable_drop"] == "RCI from our 2025 test-retest study"
+
+
+def test_a_source_for_an_undeclared_threshold_is_an_error(tmp_path):
+    (tmp_path / "ours.yaml").write_text("extends: srs\nthreshold_sources: {nonsense: 'a paper'}\n")
+    with pytest.raises(RegistryError, match="threshold_sources names unknown thresholds"):
+        load_registry(tmp_path)

@@ -117,8 +117,12 @@ def test_phq9_totals_bands_and_item9_risk(db, values, score, band, risk):
 @pytest.mark.parametrize(
     ("values", "score", "reason"),
     [
-        # one missing: 1+2+3+0+1+2+3+1 = 13 answered of 8 -> 13 x 9 / 8 = 14.625
-        ([1, 2, 3, 0, None, 1, 2, 3, 1], 14.625, None),
+        # one missing: 1+2+3+0+1+2+3+1 = 13 answered of 8 -> 13 x 9 / 8 = 14.625, rounded to 15
+        ([1, 2, 3, 0, None, 1, 2, 3, 1], 15.0, None),
+        # one missing: 9 -> 9 x 9 / 8 = 10.125 -> 10: a case (>= 10), as on a complete form
+        ([1, 1, 1, 1, 1, 1, 1, 2, None], 10.0, None),
+        # two missing: 8 -> 8 x 9 / 7 = 10.29 -> 10
+        ([1, 1, 1, 1, 1, 1, 2, None, None], 10.0, None),
         # two missing: 3 x 7 = 21 -> 21 x 9 / 7 = 27
         ([3, 3, 3, 3, 3, 3, 3, None, None], 27.0, None),
         # two missing: 7 -> 9.0
@@ -146,12 +150,12 @@ def test_phq9_item9_unanswered_gives_no_risk_flag_but_a_prorated_score(db):
 def test_gad7_total_band_and_proration(db):
     # 1+2+3+0+1+2+3 = 12 -> moderate (10-14)
     db.response(qr("g", "gad-7", [1, 2, 3, 0, 1, 2, 3], total=12))
-    # 0+1+0+1+0+1 = 3 answered of 6 -> 3 x 7 / 6 = 3.5 -> minimal
+    # 0+1+0+1+0+1 = 3 answered of 6 -> 3 x 7 / 6 = 3.5, rounded half up to 4 -> minimal (0-4)
     db.response(qr("h", "gad-7", [0, 1, 0, 1, 0, 1, None]))
     db.score()
     g, h = db.total("g"), db.total("h")
     assert (g["instrument"], g["score"], g["severity_band"], g["risk_flag"]) == ("gad7", 12, "moderate", None)
-    assert (h["score"], h["severity_band"], h["prorated"]) == (3.5, "minimal", True)
+    assert (h["score"], h["severity_band"], h["prorated"]) == (4.0, "minimal", True)
 
 
 @pytest.mark.parametrize(

@@ -159,7 +159,7 @@ PRECEDENCE = [
     ),
     pytest.param(
         _marts("therapist_periods"),
-        "rupture_drop: 1.5\n",
+        "repair_window_sessions: 3\n",
         "therapist_periods: [all, month]\n",
         "ALLIANCE_QI_MART_THERAPIST_PERIODS",
         "all, quarter",

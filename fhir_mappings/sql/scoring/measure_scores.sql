@@ -63,10 +63,13 @@ scales_with_reasons AS (
 ),
 
 scale_values AS (
-    -- The scale's value: the mean, or the sum prorated over the items answered.
+    -- The scale's value: the mean, or the sum prorated over the items answered; a prorated sum is
+    -- rounded to the nearest whole number (halves up) where the registry says so (missing.round).
     SELECT *,
            CASE WHEN pre_reason IS NULL THEN
                CASE WHEN rule = 'mean' THEN raw_mean
+                    WHEN items_answered < items_expected AND prorate_round = 'nearest'
+                        THEN floor(raw_sum * items_expected / items_answered + 0.5)
                     ELSE raw_sum * items_expected / items_answered END
            END AS value
     FROM scales_with_reasons

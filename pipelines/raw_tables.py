@@ -60,6 +60,19 @@ LEDGER_TABLES: tuple[TableSpec, ...] = (
         "The status URL and kick-off request, so a killed run resumes its export.",
     ),
     TableSpec(
+        "raw.patient_pull_progress",
+        "One row per source x resource type x patient already landed by a patient-scoped pull in progress",
+        ("source", "resource_type", "patient_id"),
+        "The watermark the pull started from and the patient's newest lastUpdated, so a killed pull "
+        "resumes with the remaining patients; emptied when the pull completes.",
+    ),
+    TableSpec(
+        "raw.group_members",
+        "One row per source x resource type x Group member whose history a Group-level export brought",
+        ("source", "resource_type", "group_id", "patient_id"),
+        "A member missing here joined the Group later: the type is then exported in full once.",
+    ),
+    TableSpec(
         "raw.canonical_resolution",
         "One row per Questionnaire canonical checked against a source",
         (),

@@ -134,6 +134,7 @@ class RestrictiveEhrProxy:
         # Tests: refuse (400) every patient search after this many were served (a pull cut short).
         self.fail_patient_searches_after: int | None = None
         self.patient_searches = 0
+        self.searched: list[tuple[str, str]] = []  # (type, patient id) of every compartment search
         self._thread: threading.Thread | None = None
 
     @property
@@ -244,8 +245,10 @@ class RestrictiveEhrProxy:
         if not values:
             self._refuse(h, 400, "required", f"{rtype} searches require the {want} parameter", rtype)
             return
+        pid = values[0].rsplit("/", 1)[-1]
         with self._lock:
             self.patient_searches += 1
+            self.searched.append((rtype, pid))
             failing = (
                 self.fail_patient_searches_after is not None
                 and self.patient_searches > self.fail_patient_searches_after
@@ -253,7 +256,6 @@ class RestrictiveEhrProxy:
         if failing:
             self._refuse(h, 400, "processing", "search refused (test fault)", rtype)
             return
-        pid = values[0].rsplit("/", 1)[-1]
         passed = [(k, v) for k, v in query if k == "_lastUpdated"]
         found = [r for r in self._search_all(rtype, passed) if pid in patient_of(r)]
         bundle = {

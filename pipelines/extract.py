@@ -227,7 +227,11 @@ def extract_resource_type(
         per_patient = _pull_per_patient(con, lander, client, spec, resource_type, since, run_id)
         result.pull_mode = f"patient_{per_patient.mode}"
         result.pages = per_patient.pages
-        result.extra.update(patients=per_patient.patients, patients_resumed=per_patient.resumed)
+        result.extra.update(
+            patients=per_patient.patients,
+            patients_resumed=per_patient.resumed,
+            patients_new=per_patient.new_patients,
+        )
         new_watermark = per_patient.watermark
     else:
         if client is None:
@@ -511,6 +515,7 @@ class PatientPull:
     mode: str
     patients: int = 0
     resumed: int = 0  # patients an interrupted earlier pull had already landed
+    new_patients: int = 0  # patients pulled in full as they were not pulled before
     pages: int = 0
     watermark: datetime | None = None
 
@@ -574,13 +579,22 @@ def _pull_per_patient(
     local = threading.local()
     factory = spec.client_factory
 
+    # A patient this type was never pulled for (new in the Group) gets their whole history: the
+    # watermark is the other patients' and would bring only their recent changes.
+    cohort = spec.patient_group or "(Patient search)"
+    known = exported_members(con, spec.name, resource_type, cohort)
+
     def fetch(pid: str) -> _PatientResult:
         worker: FhirClient = client
         if factory is not None:
             worker = getattr(local, "client", None) or factory()
             local.client = worker
         stream = worker.pull(
-            resource_type, since=since, overlap=overlap, mode=mode, params=[(param, prefix + pid)]
+            resource_type,
+            since=since if pid in known else None,
+            overlap=overlap,
+            mode=mode,
+            params=[(param, prefix + pid)],
         )
         got: list[tuple[dict[str, Any], str]] = []
         rejects: list[Any] = []
@@ -644,6 +658,8 @@ def _pull_per_patient(
             finally:
                 for future in pending:
                     future.cancel()
+    record_exported_members(con, spec.name, resource_type, cohort, patients, run_id)
+    out.new_patients = len(set(patients) - known) if since is not None else 0
     out.watermark = max(newest) if newest else None
     return out
 

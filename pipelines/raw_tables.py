@@ -68,9 +68,10 @@ LEDGER_TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "raw.group_members",
-        "One row per source x resource type x Group member whose history a Group-level export brought",
+        "One row per source x resource type x cohort member whose whole history has been pulled",
         ("source", "resource_type", "group_id", "patient_id"),
-        "A member missing here joined the Group later: the type is then exported in full once.",
+        "Written by Group-level exports and patient-scoped pulls (group_id: the Group, or "
+        "'(Patient search)'). A member missing here joined later: their whole history is pulled once.",
     ),
     TableSpec(
         "raw.canonical_resolution",

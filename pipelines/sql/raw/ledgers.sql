@@ -96,9 +96,9 @@ CREATE TABLE IF NOT EXISTS raw.patient_pull_progress (
     PRIMARY KEY (source, resource_type, patient_id)
 );
 
--- The Group members whose history a Group-level Bulk export of a type has brought: a member not
--- listed here joined later, and the type is then exported in full (a `_since` export would bring
--- only their recent changes).
+-- The cohort members whose whole history of a type has been pulled (a Group-level Bulk export, or a
+-- patient-scoped pull whose group_id is the Group or '(Patient search)'): a member not listed here
+-- joined later and gets their whole history once (a `_since` pull would bring only recent changes).
 CREATE TABLE IF NOT EXISTS raw.group_members (
     source VARCHAR NOT NULL,
     resource_type VARCHAR NOT NULL,

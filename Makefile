@@ -9,6 +9,8 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 PATIENTS ?= 300
 SEED ?= 42
+# How the demo pulls: system | group-bulk | patient-rest (docs/ehr-access.md).
+MODE ?= system
 
 .PHONY: install instance demo test test-fast dev lint typecheck lock clean server conformance
 
@@ -37,8 +39,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@mkdir -p $(DAGSTER_HOME) && touch $(STAMP)
 
 # Start the embedded FHIR server, load synthetic clinic data, run the main job, print a summary.
+# MODE=group-bulk | patient-rest pulls through a restrictive EHR (Group-level Bulk, per-patient searches).
 demo: install
-	$(PY) -m demo.run_demo --patients $(PATIENTS) --seed $(SEED)
+	$(PY) -m demo.run_demo --patients $(PATIENTS) --seed $(SEED) --mode $(MODE)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider

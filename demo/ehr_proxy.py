@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,7 +118,7 @@ class _Server(ThreadingHTTPServer):
 class RestrictiveEhrProxy:
     """The proxy for one sekmet base URL (`http://127.0.0.1:port/fhir`)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, cache_seconds: float = 30.0) -> None:
         parts = urlsplit(upstream)
         if parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
             raise ValueError("the upstream must be a loopback http://127.0.0.1:port/... URL")
@@ -136,6 +137,12 @@ class RestrictiveEhrProxy:
         self.patient_searches = 0
         self.searched: list[tuple[str, str]] = []  # (type, patient id) of every compartment search
         self._thread: threading.Thread | None = None
+        # sekmet has no compartment index: each per-patient answer would re-read the whole type.
+        # One read per (type, _lastUpdated) is kept this long and split by patient (a real EHR
+        # answers from its index); any write through the proxy drops it.
+        self.cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, dict[str, list[Any]]]] = {}
+        self._cache_locks: dict[tuple[str, tuple[tuple[str, str], ...]], threading.Lock] = {}
 
     @property
     def origin(self) -> str:
@@ -174,6 +181,8 @@ class RestrictiveEhrProxy:
             if parts and parts[0] == "_bulk":
                 self._bulk(h, method, parts[1:])
             elif method != "GET":
+                with self._lock:
+                    self._cache.clear()
                 self._forward(h, method, body)
             elif parts in (["$export"], ["Patient", "$export"]):
                 self._refuse(h, 501, "not-supported", "only Group-level $export is available", path)
@@ -239,6 +248,24 @@ class RestrictiveEhrProxy:
             )
         raise RuntimeError(f"{rtype}: more than {_MAX_UPSTREAM_PAGES} upstream pages")
 
+    def _by_patient(self, rtype: str, params: list[tuple[str, str]]) -> dict[str, list[Any]]:
+        """sekmet's answer to `rtype?params`, split by the patient each resource belongs to (cached)."""
+        key = (rtype, tuple(sorted(params)))
+        with self._lock:
+            lock = self._cache_locks.setdefault(key, threading.Lock())
+        with lock:  # one upstream read per key at a time: concurrent patients wait for it
+            now = time.monotonic()
+            hit = self._cache.get(key)
+            if hit is not None and now - hit[0] < self.cache_seconds:
+                return hit[1]
+            index: dict[str, list[Any]] = {}
+            for res in self._search_all(rtype, params):
+                for pid in patient_of(res):
+                    index.setdefault(pid, []).append(res)
+            with self._lock:
+                self._cache[key] = (now, index)
+            return index
+
     def _compartment_search(self, h: _Handler, rtype: str, query: list[tuple[str, str]]) -> None:
         want = "_id" if rtype == "Patient" else "patient"
         values = [v for k, v in query if k == want]
@@ -257,7 +284,7 @@ class RestrictiveEhrProxy:
             self._refuse(h, 400, "processing", "search refused (test fault)", rtype)
             return
         passed = [(k, v) for k, v in query if k == "_lastUpdated"]
-        found = [r for r in self._search_all(rtype, passed) if pid in patient_of(r)]
+        found = self._by_patient(rtype, passed).get(pid, [])
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",

@@ -486,18 +486,19 @@ def record_exported_members(
     run_id: str,
 ) -> None:
     """Remember that an export of `resource_type` covered `members` (existing rows are kept)."""
-    for pid in members:
-        run_sql(
-            con,
-            SQL_DIR / "group_members_record.sql",
-            params={
-                "source": source,
-                "resource_type": resource_type,
-                "group_id": group_id,
-                "patient_id": pid,
-                "run_id": run_id,
-            },
-        )
+    if not members:
+        return
+    run_sql(
+        con,
+        SQL_DIR / "group_members_record.sql",
+        params={
+            "source": source,
+            "resource_type": resource_type,
+            "group_id": group_id,
+            "patient_ids": list(members),
+            "run_id": run_id,
+        },
+    )
 
 
 def patient_ids(client: FhirClient, spec: SourceSpec) -> list[str]:
@@ -506,6 +507,10 @@ def patient_ids(client: FhirClient, spec: SourceSpec) -> list[str]:
     if spec.patient_group:
         return group_members(client, spec.patient_group)
     return sorted({str(p["id"]) for p in client.search("Patient") if p.get("id")})
+
+
+#: Patients landed between two commits of a patient-scoped pull's progress.
+PROGRESS_BATCH = 25
 
 
 @dataclass
@@ -610,16 +615,32 @@ def _pull_per_patient(
             pid, got, rejects, stream.stats.pages, stream.stats.duplicates, str(stream.mode)
         )
 
+    landed: list[tuple[str, str | None]] = []  # patients landed, not yet marked done
+
+    def mark_done() -> None:
+        # Resources first, then the patients that brought them: a kill in between only re-asks them.
+        lander.flush()
+        if landed:
+            run_sql(
+                con,
+                SQL_DIR / "patient_progress_mark.sql",
+                params={
+                    **key,
+                    "patient_ids": [p for p, _ in landed],
+                    "max_last_updated": [m for _, m in landed],
+                    "run_id": run_id,
+                },
+            )
+            landed.clear()
+
     def land(r: _PatientResult) -> None:
         for res, origin in r.resources:
             lander.add(res, origin=origin)
         for rejected in r.rejects:
             lander.add(None, origin=rejected.origin, parse_error=rejected.reason, text=rejected.text)
-        lander.flush()  # landed before the patient is marked done
         lander.counts.duplicates += r.duplicates
         lander.counts.fetched += r.duplicates
         out.pages += r.pages
-        out.mode = r.mode
         stamps = [
             str(res["meta"]["lastUpdated"])
             for res, _ in r.resources
@@ -628,21 +649,19 @@ def _pull_per_patient(
         mine = max((parse_instant(t) for t in stamps), default=None)
         if mine is not None:
             newest.append(mine)
-        run_sql(
-            con,
-            SQL_DIR / "patient_progress_mark.sql",
-            params={
-                **key,
-                "patient_id": r.patient_id,
-                "max_last_updated": format_instant(mine, milliseconds=True) if mine else None,
-                "run_id": run_id,
-            },
-        )
+        landed.append((r.patient_id, format_instant(mine, milliseconds=True) if mine else None))
+        # Committed in batches (a commit per patient costs more than the search): a killed pull
+        # re-asks at most this many patients.
+        if len(landed) >= PROGRESS_BATCH:
+            mark_done()
 
     workers = max(1, spec.patient_concurrency if factory is not None else 1)
     if workers == 1:
-        for pid in todo:
-            land(fetch(pid))
+        try:
+            for pid in todo:
+                land(fetch(pid))
+        finally:
+            mark_done()
     else:
         # At most 2 x workers patients fetched ahead of the landing: memory stays bounded.
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="patient-pull") as pool:
@@ -658,6 +677,8 @@ def _pull_per_patient(
             finally:
                 for future in pending:
                     future.cancel()
+                mark_done()  # what landed before a failure stays landed and marked
+    mark_done()
     record_exported_members(con, spec.name, resource_type, cohort, patients, run_id)
     out.new_patients = len(set(patients) - known) if since is not None else 0
     out.watermark = max(newest) if newest else None

@@ -1,4 +1,5 @@
--- A member now covered by an export of this type (kept once, with the first run that covered it).
+-- Members now covered by a pull of this type (kept once, with the first run that covered them).
 INSERT INTO raw.group_members
-VALUES ($source, $resource_type, $group_id, $patient_id, $run_id, now())
+SELECT $source, $resource_type, $group_id, u.patient_id, $run_id, now()
+FROM (SELECT unnest($patient_ids::VARCHAR[]) AS patient_id) AS u
 ON CONFLICT DO NOTHING

@@ -548,9 +548,10 @@ def _pull_per_patient(
 
     Searches run on `patient_concurrency` threads, each with its own client from
     `spec.client_factory` (the source's rate limiter is shared by them); resources are landed here,
-    on the pull's connection, one patient at a time, and each landed patient is recorded in
-    `raw.patient_pull_progress` so a killed pull resumes with the patients it had not reached. The
-    watermark (returned, stored by the caller) moves only when every patient is done.
+    on the pull's connection, and the landed patients are recorded in `raw.patient_pull_progress`
+    (every `PROGRESS_BATCH` patients, after their resources are flushed, and on failure) so a killed
+    pull resumes with the patients it had not reached. The watermark (returned, stored by the
+    caller) moves only when every patient is done.
     """
     patients = patient_ids(client, spec)
     key = {

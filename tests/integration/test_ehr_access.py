@@ -26,7 +26,7 @@ from quality_checks.structural import StructuralValidator
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # starts a FHIR server process
 
-N_PATIENTS = 6
+N_PATIENTS = 8
 
 
 @dataclass
@@ -46,7 +46,9 @@ def clinic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clinic]:
 
     tmp = tmp_path_factory.mktemp("ehr")
     with running_server(tmp / "server") as srv:
-        data = generate(GeneratorConfig(patients=N_PATIENTS, seed=7, mess_rate=0.0))
+        # The demo clinic (make demo's generator and seed) at a test's size; its mess rate raised from
+        # 3% so that a clinic this small has rejected resources to compare too.
+        data = generate(GeneratorConfig(patients=N_PATIENTS, seed=42, mess_rate=0.3))
         load_to_server(srv.base_url, data)
         patients = patient_ids_of(data)
         put_group(srv.base_url, patients, "clinic")
@@ -74,7 +76,8 @@ def pull(
 
 
 def rows(db: Path, types: tuple[str, ...] = RESOURCE_TYPES) -> set[tuple[Any, ...]]:
-    """Every landed version: type, id, version, lastUpdated, content hash, tombstone flag."""
+    """Every landed version (type, id, version, lastUpdated, content hash, tombstone flag) and every
+    rejected row (reason included)."""
     found: set[tuple[Any, ...]] = set()
     with Warehouse(db).connect() as con:
         for rtype in types:
@@ -84,6 +87,8 @@ def rows(db: Path, types: tuple[str, ...] = RESOURCE_TYPES) -> set[tuple[Any, ..
                     "resource_type, id, version_id, last_updated, content_sha256, deleted"
                 ).fetchall()
             )
+        rejected = con.table("raw.rejected").select("resource_type, 'rejected', id, version_id, reason, NULL")
+        found |= {r for r in rejected.fetchall() if r[0] in types}
     return found
 
 
@@ -134,6 +139,7 @@ def test_group_bulk_and_patient_rest_land_what_a_system_pull_lands(
     clinic: Clinic, reference: set[tuple[Any, ...]]
 ) -> None:
     assert {r[0] for r in reference} == set(RESOURCE_TYPES)
+    assert any(r[1] == "rejected" for r in reference)  # the demo's planted mess is compared too
     assert sum(r[0] == "QuestionnaireResponse" for r in reference) > 50
 
     group = pull(clinic.tmp / "group.duckdb", group_spec(clinic.tmp), clinic.proxy.base_url)
@@ -238,4 +244,4 @@ def test_cut_short_patient_pull_resumes_without_loss_or_duplicates(
         total, distinct = con.execute(
             "SELECT count(*), count(DISTINCT (id, version_id)) FROM raw.questionnaire_response"
         ).fetchall()[0]
-    assert total == distinct == len(expected)
+    assert total == distinct == len({r for r in expected if r[1] != "rejected"})

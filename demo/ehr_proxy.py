@@ -318,17 +318,32 @@ class RestrictiveEhrProxy:
         # next export (its _since), never lost between the two.
         began = datetime.now(UTC)
         params = [("_lastUpdated", "ge" + query["_since"])] if query.get("_since") else []
-        files: dict[str, bytes] = {}
-        for rtype in types:
-            if rtype != "Patient" and rtype not in COMPARTMENT_REFS:
-                continue
-            rows = [res for res in self._search_all(rtype, params) if patient_of(res) & members]
-            if rows:
-                files[rtype] = b"".join(orjson.dumps(res) + b"\n" for res in rows)
         job = str(next(self._ids))
+        state: dict[str, Any] = {"files": {}, "time": began, "request": self.origin + h.path, "done": False}
         with self._lock:
-            self._jobs[job] = {"files": files, "time": began, "request": self.origin + h.path}
+            self._jobs[job] = state
+        # Built in the background, as a real export runs: status answers 202 until it is done.
+        worker = threading.Thread(
+            target=self._build_export, args=(state, types, params, members), name=f"export-{job}", daemon=True
+        )
+        worker.start()
         self._send(h, 202, b"", {"Content-Location": f"{self.origin}/_bulk/status/{job}"})
+
+    def _build_export(
+        self, state: dict[str, Any], types: list[str], params: list[tuple[str, str]], members: set[str]
+    ) -> None:
+        files: dict[str, bytes] = {}
+        try:
+            for rtype in types:
+                if rtype != "Patient" and rtype not in COMPARTMENT_REFS:
+                    continue
+                rows = [res for res in self._search_all(rtype, params) if patient_of(res) & members]
+                if rows:
+                    files[rtype] = b"".join(orjson.dumps(res) + b"\n" for res in rows)
+        except (requests.RequestException, RuntimeError, ValueError) as exc:
+            state["error"] = str(exc)
+        state["files"] = files
+        state["done"] = True
 
     def _bulk(self, h: _Handler, method: str, parts: list[str]) -> None:
         job = self._jobs.get(parts[1]) if len(parts) >= 2 else None
@@ -339,6 +354,10 @@ class RestrictiveEhrProxy:
             with self._lock:
                 self._jobs.pop(parts[1], None)
             self._send(h, 202, b"")
+        elif parts[0] == "status" and not job["done"]:
+            self._send(h, 202, b"", {"Retry-After": "1", "X-Progress": "exporting"})
+        elif parts[0] == "status" and job.get("error"):
+            self._send(h, 500, _outcome("exception", "the export failed"))
         elif parts[0] == "status":
             stamp = job["time"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
             manifest = {

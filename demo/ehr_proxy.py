@@ -254,16 +254,16 @@ class RestrictiveEhrProxy:
         with self._lock:
             lock = self._cache_locks.setdefault(key, threading.Lock())
         with lock:  # one upstream read per key at a time: concurrent patients wait for it
-            now = time.monotonic()
             hit = self._cache.get(key)
-            if hit is not None and now - hit[0] < self.cache_seconds:
+            if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
                 return hit[1]
             index: dict[str, list[Any]] = {}
             for res in self._search_all(rtype, params):
                 for pid in patient_of(res):
                     index.setdefault(pid, []).append(res)
             with self._lock:
-                self._cache[key] = (now, index)
+                # Stamped when read, not when asked: a read longer than the cache time still counts.
+                self._cache[key] = (time.monotonic(), index)
             return index
 
     def _compartment_search(self, h: _Handler, rtype: str, query: list[tuple[str, str]]) -> None:
@@ -379,9 +379,9 @@ class RestrictiveEhrProxy:
 
 
 @contextlib.contextmanager
-def running_ehr_proxy(upstream: str) -> Iterator[RestrictiveEhrProxy]:
+def running_ehr_proxy(upstream: str, cache_seconds: float = 30.0) -> Iterator[RestrictiveEhrProxy]:
     """A started restrictive proxy in front of `upstream` (a sekmet FHIR base URL), stopped on exit."""
-    proxy = RestrictiveEhrProxy(upstream).start()
+    proxy = RestrictiveEhrProxy(upstream, cache_seconds).start()
     try:
         yield proxy
     finally:

@@ -134,6 +134,11 @@ class RestrictiveEhrProxy:
         self.refused: list[tuple[int, str]] = []  # (status, path) of every refusal
         # Tests: refuse (400) every patient search after this many were served (a pull cut short).
         self.fail_patient_searches_after: int | None = None
+        # Tests: hold every patient search after this many (signal `held`, wait for `release`, at
+        # most 60 s): the moment to kill the pulling process.
+        self.hold_patient_searches_after: int | None = None
+        self.held = threading.Event()
+        self.release = threading.Event()
         self.patient_searches = 0
         self.searched: list[tuple[str, str]] = []  # (type, patient id) of every compartment search
         self._thread: threading.Thread | None = None
@@ -161,7 +166,8 @@ class RestrictiveEhrProxy:
         return self
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving (held requests are released)."""
+        self.release.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -283,6 +289,10 @@ class RestrictiveEhrProxy:
         if failing:
             self._refuse(h, 400, "processing", "search refused (test fault)", rtype)
             return
+        hold = self.hold_patient_searches_after
+        if hold is not None and self.patient_searches > hold:
+            self.held.set()
+            self.release.wait(60)
         passed = [(k, v) for k, v in query if k == "_lastUpdated"]
         found = self._by_patient(rtype, passed).get(pid, [])
         bundle = {

@@ -7,10 +7,16 @@ it enforces those rules and serves what sekmet-fhir 0.1.1 gets wrong (its Group 
 QuestionnaireResponse out, its QuestionnaireResponse search ignores `patient`): Group exports and
 compartment searches are answered from sekmet searches filtered to the Group's / patient's
 resources. A system-level pull of sekmet itself is the reference every mode must match.
+
+Interruptions: a patient-scoped pull cut short by a refused search, and one SIGKILLed in a process
+of its own while the proxy holds a search, both resume with the patients not yet landed.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +246,66 @@ def test_cut_short_patient_pull_resumes_without_loss_or_duplicates(
     assert not (asked & done)  # the patients landed before the cut are not asked again
     expected = {r for r in reference if r[0] == "QuestionnaireResponse"}
     assert rows(db, types) == expected
+    with Warehouse(db).connect() as con:
+        total, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT (id, version_id)) FROM raw.questionnaire_response"
+        ).fetchall()[0]
+    assert total == distinct == len({r for r in expected if r[1] != "rejected"})
+
+
+KILLED_PULL = textwrap.dedent(
+    """
+    import sys
+    import pipelines.extract as ex
+    from pipelines.resources.fhir import FhirClient
+    from pipelines.warehouse import Warehouse
+    from quality_checks.structural import StructuralValidator
+
+    ex.PROGRESS_BATCH = 2  # commit progress often, so a kill finds some patients marked done
+    spec = ex.SourceSpec(
+        name="ehr", search_scope="patient", patient_group="clinic", patient_concurrency=1, overlap_minutes=0
+    )
+    with Warehouse(sys.argv[2]).connect() as con:
+        ex.extract_resource_type(
+            con, spec, FhirClient(sys.argv[1]), "QuestionnaireResponse", "killed", StructuralValidator()
+        )
+    """
+)
+
+
+def test_killed_patient_pull_resumes_without_loss_or_duplicates(
+    clinic: Clinic, reference: set[tuple[Any, ...]], tmp_path: Path
+) -> None:
+    db = tmp_path / "killed.duckdb"
+    script = tmp_path / "pull.py"
+    script.write_text(KILLED_PULL)
+    proxy = clinic.proxy
+    proxy.held.clear()
+    proxy.release.clear()
+    proxy.hold_patient_searches_after = proxy.patient_searches + 6  # probe + 5 patients, then hold
+    process = subprocess.Popen([sys.executable, str(script), proxy.base_url, str(db)])
+    try:
+        assert proxy.held.wait(120), "the pull never reached the held search"
+        process.kill()  # SIGKILL: no cleanup, no finally blocks
+        process.wait(30)
+    finally:
+        proxy.hold_patient_searches_after = None
+        proxy.release.set()
+        if process.poll() is None:
+            process.kill()
+    with Warehouse(db).connect() as con:
+        done = {r[0] for r in con.execute("SELECT patient_id FROM raw.patient_pull_progress").fetchall()}
+        assert con.execute("SELECT count(*) FROM raw.watermarks").fetchall() == [(0,)]
+    assert 0 < len(done) < N_PATIENTS
+
+    before = len(proxy.searched)
+    spec = patient_spec(clinic, concurrency=1)
+    result = pull(db, spec, proxy.base_url, ("QuestionnaireResponse",), run_id="r2")["QuestionnaireResponse"]
+    asked = {p for t, p in proxy.searched[before:] if t == "QuestionnaireResponse"}
+    assert result.extra["patients_resumed"] == len(done)
+    assert not (asked & done)
+    expected = {r for r in reference if r[0] == "QuestionnaireResponse"}
+    assert rows(db, ("QuestionnaireResponse",)) == expected
     with Warehouse(db).connect() as con:
         total, distinct = con.execute(
             "SELECT count(*), count(DISTINCT (id, version_id)) FROM raw.questionnaire_response"

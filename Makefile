@@ -9,6 +9,8 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 PATIENTS ?= 300
 SEED ?= 42
+# How the demo pulls: system | group-bulk | patient-rest (docs/ehr-access.md).
+MODE ?= system
 
 .PHONY: install instance demo demo-distributed test test-fast dev lint typecheck lock clean server conformance
 
@@ -37,8 +39,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@mkdir -p $(DAGSTER_HOME) && touch $(STAMP)
 
 # Start the embedded FHIR server, load synthetic clinic data, run the main job, print a summary.
+# MODE=group-bulk | patient-rest pulls through a restrictive EHR (Group-level Bulk, per-patient searches).
 demo: install
-	$(PY) -m demo.run_demo --patients $(PATIENTS) --seed $(SEED)
+	$(PY) -m demo.run_demo --patients $(PATIENTS) --seed $(SEED) --mode $(MODE)
 
 # The same pipeline beyond one process (docs/deployment.md): Postgres (Dagster instance) and Redis (Celery
 # broker) as local processes on 127.0.0.1 with their data under data/services/, the Dagster daemon, two

@@ -12,7 +12,7 @@ Failures no retry can cure (a refused credential, a credential refused for an un
 logins. Network failures and cut-off pages keep the step retry (`RAW_RETRY`).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +21,7 @@ from pipelines.automation import is_full_refresh
 from pipelines.extract import SourceSpec, extract_resource_type, resolve_referenced_questionnaires
 from pipelines.landing import landing_path, merge_into_warehouse
 from pipelines.raw_tables import LEDGER_TABLES, RESOURCE_TABLES
-from pipelines.resources.fhir import FhirError
+from pipelines.resources.fhir import FhirClient, FhirError
 from pipelines.resources.fhir.errors import is_fatal
 from pipelines.resources.fhir_source import FhirSourceConfig, FhirSourcesResource, WarehouseResource
 from pipelines.settings import RESOURCE_TYPES, load_settings
@@ -44,7 +44,9 @@ def source_partitions() -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition(sorted(load_settings().sources))
 
 
-def _spec(source: FhirSourceConfig, landing_root: Path, full: bool) -> SourceSpec:
+def _spec(
+    source: FhirSourceConfig, landing_root: Path, full: bool, clients: Callable[[], FhirClient] | None = None
+) -> SourceSpec:
     return SourceSpec(
         name=source.name,
         kind=source.kind,
@@ -55,6 +57,12 @@ def _spec(source: FhirSourceConfig, landing_root: Path, full: bool) -> SourceSpe
         landing_dir=source.landing_dir or str(landing_root / "bulk"),
         keep_bulk_files=source.keep_bulk_files,
         bulk_poll_interval_s=source.bulk_poll_interval_s,
+        bulk_level=source.bulk_level,
+        bulk_group_id=source.bulk_group_id,
+        search_scope=source.search_scope,
+        patient_group=source.patient_group,
+        patient_concurrency=source.patient_concurrency,
+        client_factory=clients,
     )
 
 
@@ -100,8 +108,9 @@ def build_raw_asset(
     ) -> dg.MaterializeResult:
         source = fhir.source(context.partition_key if context.has_partition_key else None)
         root = warehouse.landing_root()
-        spec = _spec(source, root, is_full_refresh(context))
-        client = source.build_client() if source.kind in ("rest", "bulk") else None
+        clients = source.client_factory() if source.kind in ("rest", "bulk") else None
+        spec = _spec(source, root, is_full_refresh(context), clients)
+        client = clients() if clients is not None else None
         validator = StructuralValidator(mode=warehouse.validation)
         land_file = landing_path(root, source.name, resource_type)
         # 1. Pull into this source's own landing file (no warehouse lock held while on the network).

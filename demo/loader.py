@@ -211,3 +211,42 @@ def write_ndjson(folder: Path, data: GeneratedData) -> dict[str, Any]:
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return {"folder": str(folder), "lines": written, "manifest": str(folder / "manifest.json")}
+
+
+#: The id of the clinic's cohort Group the demo creates (what an EHR administrator hands a clinic).
+CLINIC_GROUP_ID = "clinic"
+
+
+def clinic_group(patient_ids: list[str], group_id: str = CLINIC_GROUP_ID) -> Resource:
+    """The clinic's cohort as a FHIR Group of Patients (`member.entity` references)."""
+    return {
+        "resourceType": "Group",
+        "id": group_id,
+        "type": "person",
+        "actual": True,
+        "name": "Alliance QI clinic cohort",
+        "quantity": len(patient_ids),
+        "member": [{"entity": {"reference": f"Patient/{pid}"}} for pid in patient_ids],
+    }
+
+
+def put_group(
+    base_url: str,
+    patient_ids: list[str],
+    group_id: str = CLINIC_GROUP_ID,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> None:
+    """Create or replace the clinic's Group on the server (an update-as-create PUT)."""
+    resp = requests.put(
+        f"{base_url.rstrip('/')}/Group/{group_id}",
+        data=orjson.dumps(clinic_group(patient_ids, group_id)),
+        headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+        timeout=timeout,
+    )
+    if resp.status_code >= 400:
+        raise LoadError(f"Group/{group_id}: HTTP {resp.status_code}: {_diagnostics(resp)}")
+
+
+def patient_ids_of(data: GeneratedData) -> list[str]:
+    """The generated clinic's Patient ids (sorted)."""
+    return sorted({str(r["id"]) for phase in data.versions for r in phase if r["resourceType"] == "Patient"})

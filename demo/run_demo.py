@@ -7,6 +7,13 @@
 4. print a summary: rows per table, rejections by reason, where the warehouse is (its queries are
    `demo/sql/*.sql`).
 
+`--mode` (`make demo MODE=...`) picks how the pipeline reaches the clinic's data, as a real EHR would
+allow it (docs/ehr-access.md): `system` (default) searches the server directly; `group-bulk` and
+`patient-rest` go through `demo/ehr_proxy.py`, which makes the server behave like an EHR with
+Group-level Bulk only and patient-scoped searches only, and pull with `bulk.level: group` or
+`search_scope: patient` from the clinic's Group (`Group/clinic`, created here). All three land the
+same raw rows and print the same counts.
+
 The warehouse persists between runs: a second `make demo` reloads the same data into a fresh
 server and the pipeline lands no new versions (idempotent raw layer).
 """
@@ -27,6 +34,13 @@ from demo.summary import quality_summary, summarize
 REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("alliance_qi.demo")
 
+#: The environment each `--mode` sets for the default source (docs/configuration.md).
+MODES: dict[str, dict[str, str]] = {
+    "system": {},
+    "group-bulk": {"FHIR_SOURCE_KIND": "bulk", "FHIR_BULK_LEVEL": "group", "FHIR_BULK_GROUP": "clinic"},
+    "patient-rest": {"FHIR_SEARCH_SCOPE": "patient", "FHIR_PATIENT_GROUP": "clinic"},
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the main job on the embedded FHIR server")
@@ -35,26 +49,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mess-rate", type=float, default=0.03)
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--keep-server", action="store_true", help="leave the FHIR server running")
+    parser.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        default="system",
+        help="how the pipeline pulls: system searches, a Group-level Bulk export, or per-patient searches",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
 
+    from demo.ehr_proxy import RestrictiveEhrProxy
     from demo.generator import GeneratorConfig, generate
-    from demo.loader import load_to_server
+    from demo.loader import CLINIC_GROUP_ID, load_to_server, patient_ids_of, put_group
 
     data_dir = REPO / "data" / "fhir-server"
     shutil.rmtree(data_dir, ignore_errors=True)  # a fresh server each time; the warehouse persists
     server = FhirServer(data_dir=data_dir, port=free_port(args.port))
     t0 = time.monotonic()
     server.start()
+    proxy: RestrictiveEhrProxy | None = None
     try:
         log.info("FHIR server at %s", server.base_url)
         data = generate(GeneratorConfig(patients=args.patients, seed=args.seed, mess_rate=args.mess_rate))
         counts = load_to_server(server.base_url, data)
         log.info("loaded synthetic clinic: %s", counts)
+        # The clinic's cohort, as an EHR administrator would set it up for the clinic.
+        put_group(server.base_url, patient_ids_of(data), CLINIC_GROUP_ID)
 
         os.environ["FHIR_BASE_URL"] = server.base_url
+        if args.mode != "system":
+            proxy = RestrictiveEhrProxy(server.base_url).start()
+            os.environ["FHIR_BASE_URL"] = proxy.base_url
+            os.environ.update(MODES[args.mode])
+            log.info("mode %s: pulling through the restrictive EHR at %s", args.mode, proxy.base_url)
         # The repository's instance settings (run-queue limits, retries, telemetry off), as `make
         # install` prepares them. An operator's own DAGSTER_HOME keeps its instance file if it has one.
         from pipelines.instance import DEFAULT_DAGSTER_HOME, install_instance_config
@@ -97,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     finally:
+        if proxy is not None:
+            log.info("the restrictive EHR answered %d requests", proxy.requests)
+            proxy.stop()
         if args.keep_server:
             log.info(
                 "FHIR server left running at %s (pid %s)",

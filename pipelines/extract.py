@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +24,7 @@ from pipelines.raw_writer import LandingCounts, RawLander
 from pipelines.resources.fhir import (
     AuthError,
     BulkExporter,
+    FatalNetworkError,
     FhirClient,
     FhirError,
     TemporaryNetworkError,
@@ -32,8 +36,15 @@ from pipelines.resources.fhir import (
 from pipelines.resources.fhir.bulk import deleted_references, error_outcomes
 from pipelines.resources.fhir.errors import UntrustedOriginError
 from pipelines.resources.fhir.folder import iter_ndjson_file
-from pipelines.settings import RESOURCE_TYPES, IncrementalMode, SourceKind
-from pipelines.sqlfiles import query_sql
+from pipelines.settings import (
+    PATIENT_COMPARTMENT_TYPES,
+    RESOURCE_TYPES,
+    BulkLevel,
+    IncrementalMode,
+    SearchScope,
+    SourceKind,
+)
+from pipelines.sqlfiles import query_sql, run_sql
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
 
@@ -160,6 +171,14 @@ class SourceSpec:
     landing_dir: str = "data/landing"
     keep_bulk_files: bool = False  # keep downloaded Bulk NDJSON after landing (default: removed)
     bulk_poll_interval_s: float = 2.0  # the floor between two polls of a Bulk export's status
+    bulk_level: BulkLevel = "system"
+    bulk_group_id: str = ""
+    search_scope: SearchScope = "system"
+    patient_group: str = ""  # the Group whose members a patient-scoped pull asks for ("": Patient search)
+    patient_concurrency: int = 4
+    # New clients for the per-patient worker threads (a client is not thread-safe); None: one thread
+    # on the pull's own client.
+    client_factory: Callable[[], FhirClient] | None = None
 
 
 def extract_resource_type(
@@ -178,23 +197,42 @@ def extract_resource_type(
     result = ExtractResult(spec.name, resource_type, spec.kind, spec.incremental, since, lander.counts)
     new_watermark: datetime | None = None
     hold_watermark = False
+    compartment = resource_type in PATIENT_COMPARTMENT_TYPES
     if spec.kind == "folder":
         _pull_folder(
             lander, Path(spec.folder), resource_type, spec, run_id, incremental=spec.incremental != "full"
         )
         result.pull_mode = "folder"
-    elif spec.kind == "bulk":
+    elif spec.kind == "bulk" and (spec.bulk_level == "system" or compartment):
+        # A Group or Patient export carries the patient compartment only: the other types take the
+        # REST branch below (system searches), as EHRs with Group-level Bulk allow for them.
         if client is None:
             raise ValueError("bulk sources need a FHIR client")
         bulk = _pull_bulk(con, lander, client, spec, resource_type, since, run_id)
         result.pull_mode = "bulk_export"
         result.extra.update(
-            bulk_errors=bulk.errors, bulk_deleted=bulk.deleted, bulk_files_removed=bulk.files_removed
+            bulk_errors=bulk.errors,
+            bulk_deleted=bulk.deleted,
+            bulk_files_removed=bulk.files_removed,
+            bulk_level=spec.bulk_level,
+            group_joined=bulk.joined,
         )
         # Resources the server failed to export are not in this export: moving the watermark to
         # its transactionTime would skip them for good. The next export starts from the old one.
         hold_watermark = bulk.errors > 0
         new_watermark = None if hold_watermark else bulk.transaction_time
+    elif spec.search_scope == "patient" and compartment:
+        if client is None:
+            raise ValueError("rest sources need a FHIR client")
+        per_patient = _pull_per_patient(con, lander, client, spec, resource_type, since, run_id)
+        result.pull_mode = f"patient_{per_patient.mode}"
+        result.pages = per_patient.pages
+        result.extra.update(
+            patients=per_patient.patients,
+            patients_resumed=per_patient.resumed,
+            patients_new=per_patient.new_patients,
+        )
+        new_watermark = per_patient.watermark
     else:
         if client is None:
             raise ValueError("rest sources need a FHIR client")
@@ -223,6 +261,13 @@ def extract_resource_type(
     # The watermark only moves after every page was landed: a failed pull re-reads from the old one.
     if new_watermark is not None:
         write_watermark(con, spec.name, resource_type, new_watermark, run_id)
+    if spec.search_scope == "patient" and compartment and spec.kind != "folder":
+        # Every patient is done and the watermark moved: the per-patient progress is spent.
+        run_sql(
+            con,
+            SQL_DIR / "patient_progress_clear.sql",
+            params={"source": spec.name, "resource_type": resource_type},
+        )
     result.watermark_after = new_watermark or since
     result.seconds = time.monotonic() - t0
     _log_fetch(con, run_id, result, started)
@@ -313,6 +358,7 @@ class BulkPull:
     errors: int = 0  # OperationOutcome lines in the manifest's error files
     deleted: int = 0  # tombstones landed from its deleted files
     files_removed: int = 0
+    joined: int = 0  # Group members new since the last export (their type was exported in full)
 
 
 def _pull_bulk(
@@ -326,8 +372,33 @@ def _pull_bulk(
 ) -> BulkPull:
     out_dir = Path(spec.landing_dir) / spec.name / run_id / table_for(resource_type)
     exporter = BulkExporter(client, DuckDBBulkStateStore(con), poll_interval=spec.bulk_poll_interval_s)
-    result = exporter.export(f"{spec.name}:{resource_type}", [resource_type], since, out_dir)
-    pulled = BulkPull(result.transaction_time)
+    members: list[str] = []
+    joined = 0
+    if spec.bulk_level == "group":
+        # `_since` on a Group export returns what changed since then, so a patient who joined the
+        # Group after the last export would bring only their newest resources, never their history.
+        # When the membership gained anyone, this type is exported in full (landing is idempotent:
+        # versions already held count as unchanged).
+        members = group_members(client, spec.bulk_group_id)
+        known = exported_members(con, spec.name, resource_type, spec.bulk_group_id)
+        joined = len(set(members) - known)
+        if since is not None and joined:
+            log.info(
+                "bulk %s: %d patient(s) joined Group %s since the last export; exporting in full",
+                resource_type,
+                joined,
+                spec.bulk_group_id,
+            )
+            since = None
+    result = exporter.export(
+        f"{spec.name}:{resource_type}",
+        [resource_type],
+        since,
+        out_dir,
+        level=spec.bulk_level,
+        group_id=spec.bulk_group_id or None,
+    )
+    pulled = BulkPull(result.transaction_time, joined=joined)
     for path in result.files.get(resource_type, []):
         # Origin: the file's URL (query values removed: pre-signed URLs carry signatures), as the
         # local copy is removed after landing.
@@ -353,9 +424,266 @@ def _pull_bulk(
             pulled.errors,
         )
     lander.close()  # landed and committed before the downloads go
+    if spec.bulk_level == "group":
+        # Only after landing: a failed pull leaves the newcomers new, so the next one exports in full.
+        record_exported_members(con, spec.name, resource_type, spec.bulk_group_id, members, run_id)
     if not spec.keep_bulk_files:
         pulled.files_removed = _remove_downloads(out_dir)
     return pulled
+
+
+# --- Group membership (Group-level Bulk) and patient-scoped REST pulls ------------------------------
+
+
+def _patient_id(reference: str) -> str | None:
+    """`abc` from `Patient/abc` (relative, absolute or versioned); None for anything else."""
+    head, sep, tail = reference.partition("Patient/")
+    if not sep or (head and not head.endswith("/")):
+        return None
+    pid = tail.split("/", 1)[0]
+    return pid or None
+
+
+def group_members(client: FhirClient, group_id: str) -> list[str]:
+    """The Patient ids of a Group's `member.entity` references (sorted, each once).
+
+    Members of other types (a Group may list Practitioners) are left out; so are references that
+    are not literal `Patient/{id}` ones.
+    """
+    if not group_id:
+        raise ValueError("a Group id is needed (bulk.group_id / patient_group)")
+    group = client.read(f"Group/{group_id}")
+    if group is None:
+        raise FatalNetworkError("GET", client.url(f"Group/{group_id}"), 404, reason="the Group was not found")
+    ids: set[str] = set()
+    for member in group.get("member") or []:
+        entity = member.get("entity") if isinstance(member, dict) else None
+        ref = entity.get("reference") if isinstance(entity, dict) else None
+        pid = _patient_id(ref) if isinstance(ref, str) else None
+        if pid:
+            ids.add(pid)
+    return sorted(ids)
+
+
+def exported_members(
+    con: duckdb.DuckDBPyConnection, source: str, resource_type: str, group_id: str
+) -> set[str]:
+    """Members whose history earlier Group exports of `resource_type` brought."""
+    rows = query_sql(
+        con,
+        SQL_DIR / "group_members_exported.sql",
+        params={"source": source, "resource_type": resource_type, "group_id": group_id},
+    )
+    return {str(r[0]) for r in rows}
+
+
+def record_exported_members(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    resource_type: str,
+    group_id: str,
+    members: list[str],
+    run_id: str,
+) -> None:
+    """Remember that an export of `resource_type` covered `members` (existing rows are kept)."""
+    if not members:
+        return
+    run_sql(
+        con,
+        SQL_DIR / "group_members_record.sql",
+        params={
+            "source": source,
+            "resource_type": resource_type,
+            "group_id": group_id,
+            "patient_ids": list(members),
+            "run_id": run_id,
+        },
+    )
+
+
+def patient_ids(client: FhirClient, spec: SourceSpec) -> list[str]:
+    """The patients a patient-scoped pull asks for: `patient_group`'s members, else every Patient
+    a Patient search returns (sorted, each once)."""
+    if spec.patient_group:
+        return group_members(client, spec.patient_group)
+    return sorted({str(p["id"]) for p in client.search("Patient") if p.get("id")})
+
+
+#: Patients landed between two commits of a patient-scoped pull's progress.
+PROGRESS_BATCH = 25
+
+
+@dataclass
+class PatientPull:
+    """What a patient-scoped pull did."""
+
+    mode: str
+    patients: int = 0
+    resumed: int = 0  # patients an interrupted earlier pull had already landed
+    new_patients: int = 0  # patients pulled in full as they were not pulled before
+    pages: int = 0
+    watermark: datetime | None = None
+
+
+@dataclass
+class _PatientResult:
+    patient_id: str
+    resources: list[tuple[dict[str, Any], str]]  # resource, origin (its page URL, values redacted)
+    rejects: list[Any]
+    pages: int
+    duplicates: int
+    mode: str
+
+
+def _pull_per_patient(
+    con: duckdb.DuckDBPyConnection,
+    lander: RawLander,
+    client: FhirClient,
+    spec: SourceSpec,
+    resource_type: str,
+    since: datetime | None,
+    run_id: str,
+) -> PatientPull:
+    """One search per patient (`Type?patient=Patient/{id}&_lastUpdated=ge{since - overlap}`).
+
+    Searches run on `patient_concurrency` threads, each with its own client from
+    `spec.client_factory` (the source's rate limiter is shared by them); resources are landed here,
+    on the pull's connection, and the landed patients are recorded in `raw.patient_pull_progress`
+    (every `PROGRESS_BATCH` patients, after their resources are flushed, and on failure) so a killed
+    pull resumes with the patients it had not reached. The watermark (returned, stored by the
+    caller) moves only when every patient is done.
+    """
+    patients = patient_ids(client, spec)
+    key = {
+        "source": spec.name,
+        "resource_type": resource_type,
+        "since": format_instant(since) if since else "full",
+    }
+    run_sql(con, SQL_DIR / "patient_progress_drop_stale.sql", params=key)
+    done = {str(r[0]): r[1] for r in query_sql(con, SQL_DIR / "patient_progress_done.sql", params=key)}
+    todo = [p for p in patients if p not in done]
+    out = PatientPull(mode=spec.incremental, patients=len(patients), resumed=len(patients) - len(todo))
+    newest = [parse_instant(str(v)) for v in done.values() if v]
+    if out.resumed:
+        log.info(
+            "%s/%s: resuming a patient-scoped pull: %d of %d patients already landed",
+            spec.name,
+            resource_type,
+            out.resumed,
+            len(patients),
+        )
+    param, prefix = ("_id", "") if resource_type == "Patient" else ("patient", "Patient/")
+    overlap = timedelta(minutes=spec.overlap_minutes)
+    # Chosen once, here (a probe carries a patient: such EHRs refuse a search without one), so the
+    # workers' own clients do not probe again.
+    mode = (
+        client.resolve_mode(resource_type, spec.incremental, scope=[(param, prefix + todo[0])])
+        if todo
+        else "full"
+    )
+    out.mode = mode
+    local = threading.local()
+    factory = spec.client_factory
+
+    # A patient this type was never pulled for (new in the Group) gets their whole history: the
+    # watermark is the other patients' and would bring only their recent changes.
+    cohort = spec.patient_group or "(Patient search)"
+    known = exported_members(con, spec.name, resource_type, cohort)
+
+    def fetch(pid: str) -> _PatientResult:
+        worker: FhirClient = client
+        if factory is not None:
+            worker = getattr(local, "client", None) or factory()
+            local.client = worker
+        stream = worker.pull(
+            resource_type,
+            since=since if pid in known else None,
+            overlap=overlap,
+            mode=mode,
+            params=[(param, prefix + pid)],
+        )
+        got: list[tuple[dict[str, Any], str]] = []
+        rejects: list[Any] = []
+        page_url, origin = "", ""
+        for res in stream:
+            if stream.stats.last_url != page_url:
+                page_url = stream.stats.last_url
+                origin = redact_url(page_url)
+            got.append((res, origin))
+            rejects.extend(stream.take_rejects())
+        rejects.extend(stream.take_rejects())
+        return _PatientResult(
+            pid, got, rejects, stream.stats.pages, stream.stats.duplicates, str(stream.mode)
+        )
+
+    landed: list[tuple[str, str | None]] = []  # patients landed, not yet marked done
+
+    def mark_done() -> None:
+        # Resources first, then the patients that brought them: a kill in between only re-asks them.
+        lander.flush()
+        if landed:
+            run_sql(
+                con,
+                SQL_DIR / "patient_progress_mark.sql",
+                params={
+                    **key,
+                    "patient_ids": [p for p, _ in landed],
+                    "max_last_updated": [m for _, m in landed],
+                    "run_id": run_id,
+                },
+            )
+            landed.clear()
+
+    def land(r: _PatientResult) -> None:
+        for res, origin in r.resources:
+            lander.add(res, origin=origin)
+        for rejected in r.rejects:
+            lander.add(None, origin=rejected.origin, parse_error=rejected.reason, text=rejected.text)
+        lander.counts.duplicates += r.duplicates
+        lander.counts.fetched += r.duplicates
+        out.pages += r.pages
+        stamps = [
+            str(res["meta"]["lastUpdated"])
+            for res, _ in r.resources
+            if (res.get("meta") or {}).get("lastUpdated")
+        ]
+        mine = max((parse_instant(t) for t in stamps), default=None)
+        if mine is not None:
+            newest.append(mine)
+        landed.append((r.patient_id, format_instant(mine, milliseconds=True) if mine else None))
+        # Committed in batches (a commit per patient costs more than the search): a killed pull
+        # re-asks at most this many patients.
+        if len(landed) >= PROGRESS_BATCH:
+            mark_done()
+
+    workers = max(1, spec.patient_concurrency if factory is not None else 1)
+    if workers == 1:
+        try:
+            for pid in todo:
+                land(fetch(pid))
+        finally:
+            mark_done()
+    else:
+        # At most 2 x workers patients fetched ahead of the landing: memory stays bounded.
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="patient-pull") as pool:
+            pending: deque[Future[_PatientResult]] = deque()
+            queue = iter(todo)
+            try:
+                for pid in queue:
+                    pending.append(pool.submit(fetch, pid))
+                    if len(pending) >= 2 * workers:
+                        land(pending.popleft().result())
+                while pending:
+                    land(pending.popleft().result())
+            finally:
+                for future in pending:
+                    future.cancel()
+                mark_done()  # what landed before a failure stays landed and marked
+    mark_done()
+    record_exported_members(con, spec.name, resource_type, cohort, patients, run_id)
+    out.new_patients = len(set(patients) - known) if since is not None else 0
+    out.watermark = max(newest) if newest else None
+    return out
 
 
 def _record_export_error(

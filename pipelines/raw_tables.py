@@ -60,6 +60,20 @@ LEDGER_TABLES: tuple[TableSpec, ...] = (
         "The status URL and kick-off request, so a killed run resumes its export.",
     ),
     TableSpec(
+        "raw.patient_pull_progress",
+        "One row per source x resource type x patient already landed by a patient-scoped pull in progress",
+        ("source", "resource_type", "patient_id"),
+        "The watermark the pull started from and the patient's newest lastUpdated, so a killed pull "
+        "resumes with the remaining patients; emptied when the pull completes.",
+    ),
+    TableSpec(
+        "raw.group_members",
+        "One row per source x resource type x cohort member whose whole history has been pulled",
+        ("source", "resource_type", "group_id", "patient_id"),
+        "Written by Group-level exports and patient-scoped pulls (group_id: the Group, or "
+        "'(Patient search)'). A member missing here joined later: their whole history is pulled once.",
+    ),
+    TableSpec(
         "raw.canonical_resolution",
         "One row per Questionnaire canonical checked against a source",
         (),

@@ -29,12 +29,16 @@ from pipelines.settings_base import (
 __all__ = [
     "DEFAULT_SOURCES_FILE",
     "DEFAULT_WAREHOUSE",
+    "PATIENT_COMPARTMENT_TYPES",
     "REPO_ROOT",
     "RESOURCE_TYPES",
     "AuthMode",
     "AuthSettings",
+    "BulkLevel",
+    "BulkSettings",
     "IncrementalMode",
     "PipelineSettings",
+    "SearchScope",
     "SettingsError",
     "SigningAlg",
     "SourceKind",
@@ -68,6 +72,23 @@ AuthMode = Literal["none", "bearer", "basic", "smart"]
 SigningAlg = Literal["RS384", "ES384"]
 IncrementalMode = Literal["auto", "last_updated", "date_window", "full"]
 ValidationMode = Literal["used_elements", "strict"]
+BulkLevel = Literal["system", "patient", "group"]
+SearchScope = Literal["system", "patient"]
+
+#: The types whose resources live in a Patient's compartment: searched per patient when
+#: `search_scope: patient`, exported through the Group when `bulk.level: group`. The others
+#: (Practitioner, PractitionerRole, Questionnaire) keep system searches.
+PATIENT_COMPARTMENT_TYPES: frozenset[str] = frozenset(
+    {
+        "Patient",
+        "EpisodeOfCare",
+        "Appointment",
+        "Encounter",
+        "MedicationRequest",
+        "MedicationDispense",
+        "QuestionnaireResponse",
+    }
+)
 
 
 class AuthSettings(BaseModel):
@@ -84,6 +105,16 @@ class AuthSettings(BaseModel):
     kid: str | None = None
     scope: str = "system/*.read"
     token_url: str | None = None
+
+
+class BulkSettings(BaseModel):
+    """Which Bulk Data `$export` a `kind: bulk` source kicks off."""
+
+    # system: `[base]/$export`; patient: `[base]/Patient/$export`; group: `[base]/Group/{group_id}/$export`
+    # (the clinic's cohort: what most EHRs offer). Types outside the patient compartment are then
+    # pulled with REST searches, as a Group export does not carry them.
+    level: BulkLevel = "system"
+    group_id: str = ""
 
 
 class SourceSettings(BaseModel):
@@ -109,6 +140,15 @@ class SourceSettings(BaseModel):
     max_stale_pages: int = Field(default=5, ge=1)
     keep_bulk_files: bool = False
     bulk_poll_interval_s: float = Field(default=2.0, gt=0)
+    bulk: BulkSettings = Field(default_factory=BulkSettings)
+    # system: one search per type; patient: patient-compartment types are searched per patient
+    # (`QuestionnaireResponse?patient=...`), the patients taken from `patient_group` (a Group id)
+    # or, when it is empty, from a Patient search.
+    search_scope: SearchScope = "system"
+    patient_group: str = ""
+    # Per-patient searches in flight at once, and the source's request-rate cap (0: no cap).
+    patient_concurrency: int = Field(default=4, ge=1, le=32)
+    max_requests_per_second: float = Field(default=0.0, ge=0)
 
     @field_validator("trusted_origins")
     @classmethod
@@ -131,6 +171,14 @@ SOURCE_ENV: dict[str, str] = {
     "FHIR_SOURCE_KIND": "kind",
     "FHIR_FOLDER": "folder",
     "FHIR_INCREMENTAL": "incremental",
+    "FHIR_SEARCH_SCOPE": "search_scope",
+    "FHIR_PATIENT_GROUP": "patient_group",
+    "FHIR_MAX_REQUESTS_PER_SECOND": "max_requests_per_second",
+}
+# Environment variable -> key of the default source's `bulk`.
+BULK_ENV: dict[str, str] = {
+    "FHIR_BULK_LEVEL": "level",
+    "FHIR_BULK_GROUP": "group_id",
 }
 # Environment variable -> key of the default source's `auth`.
 AUTH_ENV: dict[str, str] = {
@@ -195,6 +243,13 @@ class PipelineEnvSource(PydanticBaseSettingsSource):
         for key, var in SECRET_ENV_DEFAULTS.items():
             if var in env and not file_auth.get(key):
                 auth[key] = var
+        bulk: dict[str, Any] = {}
+        for var, key in BULK_ENV.items():
+            if var in env:
+                bulk[key] = env[var]
+                self._ctx.note(("sources", str(default), "bulk", key), var)
+        if bulk:
+            src["bulk"] = bulk
         if auth:
             src["auth"] = auth
         if src:
@@ -272,6 +327,10 @@ class PipelineSettings(AreaSettings):
                 raise ValueError(f"source {s.name!r}: kind {s.kind} needs base_url (or FHIR_BASE_URL)")
             if s.kind == "folder" and not s.folder:
                 raise ValueError(f"source {s.name!r}: kind folder needs folder (or FHIR_FOLDER)")
+            if s.kind == "bulk" and s.bulk.level == "group" and not s.bulk.group_id:
+                raise ValueError(
+                    f"source {s.name!r}: bulk level group needs bulk.group_id (or FHIR_BULK_GROUP)"
+                )
         return self
 
     def source(self, name: str | None = None) -> SourceSettings:

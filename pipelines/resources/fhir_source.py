@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,31 @@ from pipelines.resources.fhir import (
     RetryPolicy,
     SmartBackendAuth,
 )
+from pipelines.resources.fhir.ratelimit import RateLimitedSession, RateLimiter
 from pipelines.settings import (
     AuthMode,
+    BulkLevel,
     IncrementalMode,
     PipelineSettings,
+    SearchScope,
     SigningAlg,
     SourceKind,
     SourceSettings,
     ValidationMode,
 )
 from pipelines.warehouse import Warehouse
+
+
+@dataclass
+class SourceClients:
+    """A factory of clients to one source sharing one limiter; `limiter.count` is the requests sent."""
+
+    config: FhirSourceConfig
+    limiter: RateLimiter
+
+    def __call__(self) -> FhirClient:
+        """A new client (its own HTTP session) paced by the shared limiter."""
+        return self.config.build_client(self.limiter)
 
 
 class FhirSourceConfig(dg.Config):
@@ -70,6 +86,12 @@ class FhirSourceConfig(dg.Config):
     max_stale_pages: int = 5
     keep_bulk_files: bool = False  # keep downloaded Bulk NDJSON after landing
     bulk_poll_interval_s: float = 2.0
+    bulk_level: BulkLevel = "system"
+    bulk_group_id: str = ""
+    search_scope: SearchScope = "system"
+    patient_group: str = ""
+    patient_concurrency: int = 4
+    max_requests_per_second: float = 0.0  # 0: no cap
 
     @classmethod
     def from_settings(cls, s: SourceSettings) -> FhirSourceConfig:
@@ -105,8 +127,14 @@ class FhirSourceConfig(dg.Config):
             )
         raise ValueError(f"source {self.name}: unknown auth mode {mode!r}")
 
-    def build_client(self) -> FhirClient:
-        """A ready FHIR client for this source (REST and Bulk kinds)."""
+    def client_factory(self) -> SourceClients:
+        """Builds clients for this source that share one request-rate limiter (one client per
+        thread: a client is not thread-safe)."""
+        return SourceClients(self, RateLimiter(self.max_requests_per_second))
+
+    def build_client(self, limiter: RateLimiter | None = None) -> FhirClient:
+        """A ready FHIR client for this source (REST and Bulk kinds), paced by `limiter` (a new one
+        from `max_requests_per_second` when not given)."""
         if not self.base_url:
             raise ValueError(f"source {self.name}: no base_url configured")
         return FhirClient(
@@ -120,6 +148,7 @@ class FhirSourceConfig(dg.Config):
             max_page_bytes=self.max_page_bytes,
             max_download_bytes=self.max_download_bytes,
             max_stale_pages=self.max_stale_pages,
+            session=RateLimitedSession(limiter or RateLimiter(self.max_requests_per_second)),
         )
 
 
@@ -151,6 +180,12 @@ def _source_kwargs(s: SourceSettings) -> dict[str, Any]:
         "max_stale_pages": s.max_stale_pages,
         "keep_bulk_files": s.keep_bulk_files,
         "bulk_poll_interval_s": s.bulk_poll_interval_s,
+        "bulk_level": s.bulk.level,
+        "bulk_group_id": s.bulk.group_id,
+        "search_scope": s.search_scope,
+        "patient_group": s.patient_group,
+        "patient_concurrency": s.patient_concurrency,
+        "max_requests_per_second": s.max_requests_per_second,
     }
     if a.token_env:
         kwargs["token"] = dg.EnvVar(a.token_env)

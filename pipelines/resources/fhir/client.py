@@ -635,30 +635,31 @@ class FhirClient:
                 return name in names
         return None
 
-    def param_supported(self, resource_type: str, name: str) -> bool:
+    def param_supported(self, resource_type: str, name: str, scope: Params = None) -> bool:
         """Capability answer when there is one, else a cached probe (date parameters only).
 
         Probe: search `name=gt<tomorrow>` (`_lastUpdated`) or `name=lt1800-01-01` (clinical dates,
         where future appointments and open-ended periods exist) with `_count=1`. A server that
         honours the parameter finds nothing; one that ignores it returns entries; one that
         rejects it answers 400 or says so in an OperationOutcome. An empty server reads as
-        "supported", which is harmless: an ignored filter only makes the pull wider.
+        "supported", which is harmless: an ignored filter only makes the pull wider. `scope` is sent
+        with the probe: an EHR that refuses a search without `patient` needs one.
         """
         listed = self.supports_search_param(resource_type, name)
         if listed is not None:
             return listed
         key = (resource_type, name)
         if key not in self._param_support:
-            self._param_support[key] = self._probe(resource_type, name)
+            self._param_support[key] = self._probe(resource_type, name, _param_list(scope))
         return self._param_support[key]
 
-    def _probe(self, resource_type: str, name: str) -> bool:
+    def _probe(self, resource_type: str, name: str, scope: list[tuple[str, str]]) -> bool:
         if name == "_lastUpdated":
             value = "gt" + format_instant(self.clock() + timedelta(days=1))
         else:
             value = "lt1800-01-01"
         try:
-            response = self.request("GET", resource_type, params=[(name, value), ("_count", "1")])
+            response = self.request("GET", resource_type, params=[*scope, (name, value), ("_count", "1")])
         except FatalNetworkError as exc:
             if isinstance(exc, AuthError) or exc.status not in (400, 422):
                 raise
@@ -1003,15 +1004,16 @@ class FhirClient:
     # ---------------- incremental ----------------
 
     def resolve_mode(
-        self, resource_type: str, mode: PullMode = "auto", date_param: str | None = None
+        self, resource_type: str, mode: PullMode = "auto", date_param: str | None = None, scope: Params = None
     ) -> Literal["last_updated", "date_window", "full"]:
-        """The concrete pull mode `pull(mode=...)` will use for `resource_type` on this server."""
+        """The concrete pull mode `pull(mode=...)` will use for `resource_type` on this server
+        (`scope`: parameters every search of this pull carries, sent with any probe)."""
         if mode != "auto":
             return mode
-        if self.param_supported(resource_type, "_lastUpdated"):
+        if self.param_supported(resource_type, "_lastUpdated", scope):
             return "last_updated"
         param = date_param or DEFAULT_DATE_PARAMS.get(resource_type)
-        if param and self.param_supported(resource_type, param):
+        if param and self.param_supported(resource_type, param, scope):
             return "date_window"
         self.log.warning(
             "%s: server supports neither _lastUpdated nor %s search; pulling everything",
@@ -1047,8 +1049,8 @@ class FhirClient:
         """
         if overlap < timedelta(0) or window <= timedelta(0):
             raise ValueError("overlap must be >= 0 and window > 0")
-        chosen = self.resolve_mode(resource_type, mode, date_param)
         base = _param_list(params)
+        chosen = self.resolve_mode(resource_type, mode, date_param, base)
         window_param: str | None = None
         start = _utc(since) - overlap if since is not None else None
         queries: list[tuple[str, list[tuple[str, str]]]]

@@ -81,3 +81,30 @@ CREATE TABLE IF NOT EXISTS raw.canonical_resolution (
     run_id VARCHAR NOT NULL,
     checked_at TIMESTAMPTZ NOT NULL
 );
+
+-- A patient-scoped REST pull in progress: the patients whose searches have landed, so a killed
+-- pull resumes with the others. `since` is the watermark the pull started from: rows of an older
+-- pull (the watermark moved since) do not count. Emptied once the pull completes.
+CREATE TABLE IF NOT EXISTS raw.patient_pull_progress (
+    source VARCHAR NOT NULL,
+    resource_type VARCHAR NOT NULL,
+    since VARCHAR NOT NULL,            -- the starting watermark as an instant, or 'full'
+    patient_id VARCHAR NOT NULL,
+    max_last_updated VARCHAR,          -- newest meta.lastUpdated landed for this patient (NULL: none)
+    run_id VARCHAR NOT NULL,
+    done_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source, resource_type, patient_id)
+);
+
+-- The cohort members whose whole history of a type has been pulled (a Group-level Bulk export, or a
+-- patient-scoped pull whose group_id is the Group or '(Patient search)'): a member not listed here
+-- joined later and gets their whole history once (a `_since` pull would bring only recent changes).
+CREATE TABLE IF NOT EXISTS raw.group_members (
+    source VARCHAR NOT NULL,
+    resource_type VARCHAR NOT NULL,
+    group_id VARCHAR NOT NULL,
+    patient_id VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,           -- the run whose export first covered this member
+    exported_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source, resource_type, group_id, patient_id)
+);

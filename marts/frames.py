@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from pipelines.sqlfiles import SqlTemplateError, quote_identifier, read_sql, render, run_sql
+from pipelines.sqlfiles import SqlTemplateError, query_records, quote_identifier, read_sql, render, run_sql
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 WRITE_ROWS_SQL = SQL_DIR / "write_rows.sql"
@@ -50,10 +50,8 @@ def query_frame(con: duckdb.DuckDBPyConnection, path: Path) -> pd.DataFrame:
 
 
 def query_dicts(con: duckdb.DuckDBPyConnection, path: Path) -> list[dict[str, Any]]:
-    """The rows of the one-query file `path` as dicts keyed by column name."""
-    rel = _relation(con, path)
-    names = rel.columns
-    return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+    """The rows of the one-query file `path` as dicts keyed by column name (the loader's own reader)."""
+    return [dict(r) for r in query_records(con, path)]
 
 
 def write_table(

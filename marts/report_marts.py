@@ -10,7 +10,6 @@ report never computes or withholds a number itself: it selects rows and formats 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +18,7 @@ import duckdb
 from marts.frames import write_table
 from marts.settings import MartSettings
 from marts.suppression import Relation, apply_rates, is_small, suppress
+from pipelines.sqlfiles import count_rows, run_sql
 from quality_checks.summary import summary_frame
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
@@ -26,19 +26,10 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 Row = dict[str, Any]
 
 
-@cache
-def mart_sql(name: str) -> str:
-    """The SQL text of `marts/sql/<name>.sql` (a project file, never data)."""
-    path = SQL_DIR / f"{name}.sql"
-    if not path.is_file():
-        raise FileNotFoundError(f"no SQL file for mart {name!r}: {path}")
-    return path.read_text(encoding="utf-8")
-
-
 def build_sql_mart(con: duckdb.DuckDBPyConnection, name: str) -> int:
     """Run `marts/sql/<name>.sql` (needs `mart_params` and its input marts); returns the row count."""
-    con.execute(mart_sql(name))
-    return len(con.table(f"marts.{name}").fetchall())
+    run_sql(con, SQL_DIR / f"{name}.sql")
+    return count_rows(con, f"marts.{name}")
 
 
 def _read(con: duckdb.DuckDBPyConnection, name: str) -> tuple[list[tuple[str, str]], list[Row]]:
@@ -90,7 +81,7 @@ def build_report_overview(con: duckdb.DuckDBPyConnection, settings: MartSettings
     implied); and a total whose practice months in marts.qi_monthly have exactly one suppressed cell
     is suppressed as well, so that month cannot be worked out as total minus the months shown.
     """
-    con.execute(mart_sql("report_overview"))
+    run_sql(con, SQL_DIR / "report_overview.sql")
     columns, rows = _read(con, "report_overview")
     values: dict[tuple[Hashable, str], int | None] = {(0, c): rows[0][c] for c in OVERVIEW_COUNTS}
     relations = [Relation((0, "sessions"), ((0, "sessions_alliance_measured"),), hidden_remainder=True)]
@@ -129,7 +120,7 @@ def build_report_alliance_trajectory(con: duckdb.DuckDBPyConnection, settings: M
     number's count follows from the 'all' row minus the others; means and intervals over a small
     count are blanked too.
     """
-    con.execute(mart_sql("report_alliance_trajectory"))
+    run_sql(con, SQL_DIR / "report_alliance_trajectory.sql")
     columns, rows = _read(con, "report_alliance_trajectory")
     values: dict[tuple[Hashable, str], int | None] = {}
     for i, row in enumerate(rows):
@@ -164,7 +155,7 @@ def build_report_early_alliance_bins(con: duckdb.DuckDBPyConnection, settings: M
     fit episodes = sum of the bands (the fit's count is published in report_early_alliance_fit and in
     alliance_associations: fixed here, never blanked); a band's mean only beside a shown count.
     """
-    con.execute(mart_sql("report_early_alliance_bins"))
+    run_sql(con, SQL_DIR / "report_early_alliance_bins.sql")
     columns, rows = _read(con, "report_early_alliance_bins")
     values: dict[tuple[Hashable, str], int | None] = {
         (i, "episodes"): r["episodes"] for i, r in enumerate(rows)
@@ -190,7 +181,7 @@ def build_report_adherence_by_alliance_tertile(con: duckdb.DuckDBPyConnection, s
     third of a group is suppressed all three are (count and mean), so the chart never shows a partial
     step that invites comparing thirds of unequal certainty. A small total is suppressed too.
     """
-    con.execute(mart_sql("report_adherence_by_alliance_tertile"))
+    run_sql(con, SQL_DIR / "report_adherence_by_alliance_tertile.sql")
     columns, rows = _read(con, "report_adherence_by_alliance_tertile")
     groups: dict[tuple[str, str], list[int]] = {}
     for i, row in enumerate(rows):

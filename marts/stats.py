@@ -6,7 +6,8 @@
   "does patient-rated alliance predict adherence better than clinician-rated alliance";
 - one-way random-effects variance components for unbalanced groups (ANOVA estimator with n0),
   the ICC, empirical-Bayes shrunken group means with intervals, and funnel-plot limits;
-- a deterministic cluster bootstrap interval for the ICC.
+- a deterministic cluster bootstrap interval for the ICC, and a generic therapist-clustered
+  percentile bootstrap for any statistic of a frame (`cluster_bootstrap`).
 
 Where scipy computes the same estimator, scipy does it: Pearson's r (`scipy.stats.pearsonr`) and
 Spearman's rho with average ranks for ties (`scipy.stats.spearmanr`, i.e. Pearson's r of
@@ -22,9 +23,10 @@ tests/unit/test_marts_stats.py cross-checks the functions here against scipy on 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -219,6 +221,68 @@ def bootstrap_icc(
         return None
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+@dataclass(frozen=True)
+class ClusterInterval:
+    """A statistic with its therapist-clustered percentile bootstrap interval."""
+
+    estimate: float | None
+    ci_lower: float | None
+    ci_upper: float | None
+    n: int
+    clusters: int
+    samples_used: int
+
+
+def cluster_bootstrap(
+    rows: Sequence[Mapping[str, object]] | object,
+    cluster: str,
+    statistic: Callable[[Any], float | None],
+    samples: int,
+    seed: int,
+    level: float = 0.95,
+) -> ClusterInterval:
+    """Percentile interval of `statistic` over a cluster bootstrap: whole clusters (e.g. therapists)
+    are resampled with replacement, so rows nested in one cluster are never treated as independent.
+
+    `rows` is a pandas DataFrame (or anything `pandas.DataFrame()` accepts) with a `cluster` column;
+    `statistic(frame) -> float | None` is applied to the full data (the estimate) and to each
+    resample (a resample where it is None or not finite is dropped). Deterministic for a seed.
+    The interval is None with fewer than 3 clusters or when under half the resamples give a value.
+    """
+    import pandas as pd  # local: the rest of this module is numpy/scipy only
+
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    n = len(frame)
+    if n == 0:
+        return ClusterInterval(None, None, None, 0, 0, 0)
+    groups = {k: g for k, g in frame.groupby(cluster, sort=True)}
+    keys = list(groups)
+    estimate = statistic(frame)
+    if estimate is not None and not math.isfinite(estimate):
+        estimate = None
+    if len(keys) < 3 or estimate is None:
+        return ClusterInterval(estimate, None, None, n, len(keys), 0)
+    rng = np.random.default_rng(seed)
+    values: list[float] = []
+    for _ in range(samples):
+        pick = rng.integers(0, len(keys), size=len(keys))
+        resample = pd.concat([groups[keys[j]] for j in pick], ignore_index=True)
+        v = statistic(resample)
+        if v is not None and math.isfinite(v):
+            values.append(float(v))
+    if len(values) < samples / 2:
+        return ClusterInterval(estimate, None, None, n, len(keys), len(values))
+    alpha = (1 - level) / 2
+    return ClusterInterval(
+        float(estimate),
+        float(np.quantile(values, alpha)),
+        float(np.quantile(values, 1 - alpha)),
+        n,
+        len(keys),
+        len(values),
+    )
 
 
 def mean_difference_ci(

@@ -214,3 +214,29 @@ def test_correlations_of_constant_or_short_input_are_undefined():
     assert spearman_rho([1, 2], [2, 1]) is None
     with pytest.raises(ValueError, match="differ in length"):
         spearman_rho([1, 2, 3], [1, 2])
+
+
+def test_cluster_bootstrap_resamples_whole_clusters_and_is_deterministic():
+    import pandas as pd
+
+    from marts.stats import cluster_bootstrap
+
+    # 6 therapists, each with 5 identical episodes: within a cluster rows carry no extra information,
+    # so the clustered interval must be as wide as one over the 6 cluster means, not 30 rows
+    rows = [{"t": t, "x": float(t)} for t in range(6) for _ in range(5)]
+    frame = pd.DataFrame(rows)
+
+    def mean_x(f: pd.DataFrame) -> float:
+        return float(f["x"].mean())
+
+    a = cluster_bootstrap(frame, "t", mean_x, 400, seed=3)
+    b = cluster_bootstrap(frame, "t", mean_x, 400, seed=3)
+    assert a == b
+    assert a.estimate == 2.5 and a.n == 30 and a.clusters == 6
+    assert a.ci_lower is not None and a.ci_upper is not None
+    assert a.ci_lower < 2.5 < a.ci_upper
+    # a row bootstrap of 30 values would be about sqrt(5) narrower; the clustered one is not
+    assert a.ci_upper - a.ci_lower > 1.5
+    few = cluster_bootstrap(frame[frame["t"] < 2], "t", mean_x, 100, seed=1)
+    assert few.ci_lower is None and few.estimate == 0.5
+    assert cluster_bootstrap(frame.iloc[0:0], "t", mean_x, 10, seed=1).n == 0

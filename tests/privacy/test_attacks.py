@@ -72,3 +72,31 @@ def test_the_therapist_icc_n_would_give_a_hidden_therapist_away(adversarial):
             row["n"] = true_n
     leaks = model_statistics(Published(tables), adversarial.truth, adversarial.min_cell)
     assert [x.how for x in leaks] == ["therapist ICC n minus shown"]
+
+
+def test_the_report_text_attack_finds_a_month_hidden_alone(adversarial):
+    """The report's own overview and monthly templates, filled with one month hidden and nothing hidden
+    beside it: the overview card's total (and the monthly caption's) minus the months shown gives the
+    hidden month's 4 sessions back. The real report passes because the marts hide a complement."""
+    from markupsafe import Markup
+
+    from marts.report.render import _render, format_count
+
+    cards = [(format_count(34), "attended sessions")]
+    months = [
+        ("Jan 2025", [format_count(12), format_count(30)]),
+        ("Feb 2025", [format_count(3), format_count(4)]),
+    ]
+    html = _render("overview.html.j2", cards=cards, min_cell=11, period="") + _render(
+        "monthly.html.j2",
+        chart=Markup(""),
+        sessions=format_count(34),
+        months=2,
+        clinics=1,
+        headings=["Patients seen", "Sessions"],
+        rows=months,
+    )
+    leaks = report_text(html, adversarial.truth, adversarial.min_cell)
+    hidden = {x.cell[1][0]: x.value for x in leaks if x.cell[0] == "qi_monthly"}
+    assert hidden == {"hidden months vs overview card": 4.0, "hidden months vs monthly caption": 4.0}
+    assert not report_text(html.replace(">34<", ">44<").replace("n = 34", "n = 44"), adversarial.truth, 11)

@@ -19,8 +19,9 @@ unknown cell, it follows; recovered cells feed further relations until nothing c
 - model_statistics: a hidden therapist's n from its shrinkage weight (n = sigma2 w / (tau2 (1 - w))),
   from its funnel limits (n = (z sigma / (limit - grand))^2), from patients_in_model minus the
   shown therapists, and from the therapist ICC's n (alliance_associations) minus the shown therapists;
-- report_text: numbers parsed from the report's HTML: small counts printed, and a trajectory total
-  minus the session numbers shown when exactly one is hidden.
+- report_text: numbers parsed from the report's HTML: small counts printed, a trajectory total minus
+  the session numbers shown, and the overview's attended sessions (its card, and the monthly caption)
+  minus the months the monthly table shows.
 """
 
 from __future__ import annotations
@@ -429,6 +430,37 @@ _SESSION_N = re.compile(r"session (\d+): patient-rated mean [^(]*\(n = ([^)]*)\)
 _TOTAL_N = re.compile(r"n = (\d[\d,]*) patient-rated sessions")
 
 
+_CARD = re.compile(r'<div class="value">([^<]*)</div><div class="label">attended sessions</div>')
+_MONTHLY_TOTAL = re.compile(r"n = (\d[\d,]*) attended sessions over")
+_TABLE = re.compile(r"<table>(.*?)</table>", re.S)
+_CELL = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)
+_ROW = re.compile(r"<tr>(.*?)</tr>", re.S)
+
+
+def _table_column(report_html: str, heading: str, first_heading: str) -> list[tuple[str, str]] | None:
+    """(row label, cell text) of one column of the report table whose first heading is `first_heading`."""
+    for table in _TABLE.findall(report_html):
+        rows = [
+            [html_lib.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in _CELL.findall(r)]
+            for r in _ROW.findall(table)
+        ]
+        if not rows or not rows[0] or rows[0][0] != first_heading or heading not in rows[0]:
+            continue
+        i = rows[0].index(heading)
+        return [(r[0], r[i]) for r in rows[1:] if len(r) > i]
+    return None
+
+
+def _total_minus_parts(total: int | None, parts: Iterable[str], cell: Cell, min_cell: int) -> list[Leak]:
+    """A small remainder of a printed total over the printed parts (hidden parts: a dash, 's' or '<11')."""
+    if total is None:
+        return []
+    remainder = total - sum(_int(p) or 0 for p in parts)
+    if _small(remainder, min_cell):
+        return [Leak("report_text", cell, float(remainder), "total minus shown")]
+    return []
+
+
 def _int(text: str) -> int | None:
     """A count as the report prints it ('2,086'); None for a dash or '<11'."""
     plain = text.strip().replace(",", "")
@@ -436,7 +468,8 @@ def _int(text: str) -> int | None:
 
 
 def report_text(report_html: str, truth: Published, min_cell: int) -> list[Leak]:
-    """Numbers a reader of the report sees: small n printed, and trajectory total minus shown parts."""
+    """Numbers a reader of the report sees: small n printed, and totals minus the shown parts
+    (trajectory sessions; overview and monthly caption sessions against the monthly table)."""
     text = html_lib.unescape(re.sub(r"<[^>]+>", " ", report_html))
     leaks = [
         Leak("report_text", ("report", (), "n"), float(_int(m) or 0), "printed")
@@ -448,11 +481,19 @@ def report_text(report_html: str, truth: Published, min_cell: int) -> list[Leak]
     if total and parts:
         # the session numbers not shown (a dash, '<11', or not drawn at all after the last one) add
         # up to the total minus the shown ones: a small remainder is a small count disclosed
-        shown = sum(_int(n) or 0 for _, n in parts)
-        remainder = (_int(total.group(1)) or 0) - shown
-        if _small(remainder, min_cell):
-            cell: Cell = ("report_alliance_trajectory", ("hidden session numbers",), "sessions_patient_rated")
-            leaks.append(Leak("report_text", cell, float(remainder), "total minus shown"))
+        cell: Cell = ("report_alliance_trajectory", ("hidden session numbers",), "sessions_patient_rated")
+        leaks += _total_minus_parts(_int(total.group(1)), (n for _, n in parts), cell, min_cell)
+    months = _table_column(report_html, "Sessions", "Month")
+    if months:
+        # the overview card and the monthly caption print the practice's attended sessions; the
+        # monthly table prints them per month: the hidden months add up to the difference
+        shown = [v for _, v in months]
+        card = _CARD.search(report_html)
+        caption = _MONTHLY_TOTAL.search(text)
+        for source, found in (("overview card", card), ("monthly caption", caption)):
+            if found:
+                hidden: Cell = ("qi_monthly", (f"hidden months vs {source}",), "sessions_attended")
+                leaks += _total_minus_parts(_int(html_lib.unescape(found.group(1))), shown, hidden, min_cell)
     return leaks
 
 

@@ -106,6 +106,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Forward a POST (transactions while the demo loads)."""
         self.server.proxy.handle(self, "POST")
 
+    def do_PUT(self) -> None:
+        """Forward a PUT (an update, e.g. a Group's new membership)."""
+        self.server.proxy.handle(self, "PUT")
+
     def log_message(self, format: str, *args: Any) -> None:
         """No access log: query strings name patients."""
 

@@ -560,7 +560,23 @@ def _pull_per_patient(
         "since": format_instant(since) if since else "full",
     }
     run_sql(con, SQL_DIR / "patient_progress_drop_stale.sql", params=key)
-    done = {str(r[0]): r[1] for r in query_sql(con, SQL_DIR / "patient_progress_done.sql", params=key)}
+    # The server's time now, before any patient is searched (the Group read or Patient search just
+    # answered). Every change older than it is seen by the search of its patient, whichever comes
+    # later; a change made during the pull to a patient already searched is newer than it. So it,
+    # not the newest resource landed, is the watermark: a pull taking longer than the overlap would
+    # otherwise skip such a change for good.
+    started = client.server_date
+    done_rows = query_sql(con, SQL_DIR / "patient_progress_done.sql", params=key)
+    done = {str(r[0]): r[1] for r in done_rows}
+    # A resumed pull keeps the first attempt's start (its patients were searched after that); progress
+    # recorded before pull_started existed has none, and the pull falls back to resource times.
+    if not done_rows:
+        begin = started
+    elif any(r[2] is None for r in done_rows):
+        begin = None
+    else:
+        begin = min(parse_instant(str(r[2])) for r in done_rows)
+    pull_started = format_instant(begin, milliseconds=True) if begin else None
     todo = [p for p in patients if p not in done]
     out = PatientPull(mode=spec.incremental, patients=len(patients), resumed=len(patients) - len(todo))
     newest = [parse_instant(str(v)) for v in done.values() if v]
@@ -630,6 +646,7 @@ def _pull_per_patient(
                     "patient_ids": [p for p, _ in landed],
                     "max_last_updated": [m for _, m in landed],
                     "run_id": run_id,
+                    "pull_started": pull_started,
                 },
             )
             landed.clear()
@@ -682,7 +699,17 @@ def _pull_per_patient(
     mark_done()
     record_exported_members(con, spec.name, resource_type, cohort, patients, run_id)
     out.new_patients = len(set(patients) - known) if since is not None else 0
-    out.watermark = max(newest) if newest else None
+    if pull_started is not None:
+        out.watermark = parse_instant(pull_started)
+    else:
+        # No server time (no `Date` header): the newest resource landed, as a system search does;
+        # the source's overlap then has to cover the pull's duration.
+        log.warning(
+            "%s/%s: the server sent no Date header; the watermark is the newest resource landed",
+            spec.name,
+            resource_type,
+        )
+        out.watermark = max(newest) if newest else None
     return out
 
 

@@ -311,3 +311,84 @@ def test_killed_patient_pull_resumes_without_loss_or_duplicates(
             "SELECT count(*), count(DISTINCT (id, version_id)) FROM raw.questionnaire_response"
         ).fetchall()[0]
     assert total == distinct == len({r for r in expected if r[1] != "rejected"})
+
+
+def _put(base_url: str, resource: dict[str, Any]) -> None:
+    import requests
+
+    response = requests.put(
+        f"{base_url}/{resource['resourceType']}/{resource['id']}",
+        json=resource,
+        headers={"Content-Type": "application/fhir+json"},
+        timeout=30,
+    )
+    assert response.status_code < 300, response.text
+
+
+def _drift_response(pid: str, status: str) -> dict[str, Any]:
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "id": f"{pid}-qr",
+        "status": status,
+        "subject": {"reference": f"Patient/{pid}"},
+        "authored": "2026-01-05T10:00:00Z",
+        "item": [{"linkId": "1", "answer": [{"valueInteger": 1}]}],
+    }
+
+
+def test_a_change_made_during_a_patient_pull_is_picked_up_by_the_next_one(
+    clinic: Clinic, reference: set[tuple[Any, ...]], tmp_path: Path
+) -> None:
+    """Patient A is searched first; while the pull goes on, A's response is amended, then B's (which
+    B's search, later, lands). A watermark at the newest resource landed (B's) would put A's amendment
+    before the next pull's `_lastUpdated=ge`, and with a short overlap it would never be pulled; the
+    watermark is the server's time when the pull began, so the next pull brings it."""
+    import time
+
+    from demo.loader import put_group
+
+    a, b = "drift-a", "drift-b"  # in a Group of their own: the other tests' cohorts stay as they are
+    # Written through the proxy: it answers per-patient searches from a short-lived cache of the
+    # server's answer, which a write through it drops.
+    for pid in (a, b):
+        _put(clinic.proxy.base_url, {"resourceType": "Patient", "id": pid})
+        _put(clinic.proxy.base_url, _drift_response(pid, "completed"))
+    put_group(clinic.proxy.base_url, [a, b], "drift")
+
+    class AmendingMidPull(FhirClient):
+        amended = False
+
+        def pull(self, resource_type: str, **kwargs: Any) -> Any:
+            if ("patient", f"Patient/{b}") in (kwargs.get("params") or []) and not self.amended:
+                self.amended = True  # A was searched already: amend A, then B
+                _put(clinic.proxy.base_url, _drift_response(a, "amended"))
+                time.sleep(1.1)  # the server may stamp lastUpdated to the second: B's must be later
+                _put(clinic.proxy.base_url, _drift_response(b, "amended"))
+            return super().pull(resource_type, **kwargs)
+
+    spec = SourceSpec(name="ehr", search_scope="patient", patient_group="drift", overlap_minutes=0)
+    db = tmp_path / "drift.duckdb"
+
+    def statuses() -> dict[str, set[str]]:
+        with Warehouse(db).connect() as con:
+            found = con.execute(
+                "SELECT id, resource->>'$.status' FROM raw.questionnaire_response WHERE id LIKE 'drift-%'"
+            ).fetchall()
+        out: dict[str, set[str]] = {}
+        for rid, status in found:
+            out.setdefault(rid, set()).add(status)
+        return out
+
+    with Warehouse(db).connect() as con:
+        client = AmendingMidPull(clinic.proxy.base_url)
+        extract_resource_type(con, spec, client, "QuestionnaireResponse", "r1", StructuralValidator())
+    assert client.amended
+    first = statuses()
+    assert first[f"{a}-qr"] == {"completed"}  # A was searched before its amendment
+    assert first[f"{b}-qr"] == {"amended"}
+    with Warehouse(db).connect() as con:
+        second = extract_resource_type(
+            con, spec, FhirClient(clinic.proxy.base_url), "QuestionnaireResponse", "r2", StructuralValidator()
+        )
+        assert second.since is not None
+    assert statuses()[f"{a}-qr"] == {"completed", "amended"}

@@ -23,6 +23,7 @@ EHR quirks handled here, each recorded where it is handled:
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import os
@@ -351,6 +352,18 @@ def _version_key(version: str | None) -> tuple[Any, ...]:
 # ---------------------------------------------------------------- the client
 
 
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP `Date` header (RFC 9110 IMF-fixdate, second resolution) as an aware UTC datetime;
+    None when absent or unparseable (a server's malformed header is not an error of the pull)."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else None
+
+
 class FhirClient:
     """FHIR R4 REST client over one `requests.Session`. Not thread-safe: use one per thread."""
 
@@ -395,6 +408,10 @@ class FhirClient:
         self.max_page_bytes = max_page_bytes
         self.max_download_bytes = max_download_bytes
         self.max_stale_pages = max_stale_pages
+        # The server's clock as its last response's `Date` header gave it (None before any response,
+        # or when the server sends none): a patient-scoped pull's watermark is the server time at
+        # its start, not the newest resource it saw (see pipelines.extract._pull_per_patient).
+        self.server_date: datetime | None = None
         self._capability: dict[str, Any] | None = None
         self._param_support: dict[tuple[str, str], bool] = {}
         self._canonical_cache: dict[tuple[str, str], dict[str, Any] | None] = {}
@@ -499,6 +516,7 @@ class FhirClient:
                 stream=stream,
             )
             status = response.status_code
+            self.server_date = _http_date(response.headers.get("Date")) or self.server_date
             if self.log.isEnabledFor(logging.DEBUG):
                 self.log.debug(
                     "%s %s -> %d in %.2fs",

@@ -93,8 +93,11 @@ CREATE TABLE IF NOT EXISTS raw.patient_pull_progress (
     max_last_updated VARCHAR,          -- newest meta.lastUpdated landed for this patient (NULL: none)
     run_id VARCHAR NOT NULL,
     done_at TIMESTAMPTZ NOT NULL,
+    pull_started VARCHAR,              -- the server's time (its Date header) when the pull began
     PRIMARY KEY (source, resource_type, patient_id)
 );
+-- Warehouses made before pull_started existed gain it (NULL there: the pull falls back).
+ALTER TABLE raw.patient_pull_progress ADD COLUMN IF NOT EXISTS pull_started VARCHAR;
 
 -- The cohort members whose whole history of a type has been pulled (a Group-level Bulk export, or a
 -- patient-scoped pull whose group_id is the Group or '(Patient search)'): a member not listed here

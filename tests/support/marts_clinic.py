@@ -160,14 +160,21 @@ class Clinic:
         )
 
     def dispense(
-        self, did: str, pid: str, day: str, days: int, code: str = "A", status: str = "completed"
+        self,
+        did: str,
+        pid: str,
+        day: str,
+        days: int,
+        code: str = "A",
+        status: str = "completed",
+        system: str = "rx",
     ) -> None:
         self.add(
             {
                 "resourceType": "MedicationDispense",
                 "id": did,
                 "status": status,
-                "medicationCodeableConcept": {"coding": [{"system": "rx", "code": code, "display": code}]},
+                "medicationCodeableConcept": {"coding": [{"system": system, "code": code, "display": code}]},
                 "subject": {"reference": f"Patient/{pid}"},
                 "daysSupply": {"value": days, "unit": "d", "code": "d"},
                 "whenHandedOver": f"{day}T12:00:00-05:00",

@@ -369,6 +369,19 @@ def test_entered_in_error_withdraws_the_earlier_score(db):
     assert excluded is not None
     assert (excluded["status"], excluded["withdrawn_version"]) == ("entered-in-error", "1")
     assert excluded["reason"] == "withdrawn: entered-in-error"
+    assert excluded["detail"].endswith("it withdraws version 1 (completed or amended), landed earlier")
+
+
+def test_entered_in_error_without_a_landed_earlier_version_names_no_withdrawn_version(db):
+    # a first pull after the withdrawal: the server sends only the current (entered-in-error) version 3
+    db.response(qr("p", "phq-9", [1] * 9, status="entered-in-error"), version="3")
+    db.score()
+    excluded = db.one("excluded_responses", "p")
+    assert excluded is not None
+    assert (excluded["version_id"], excluded["withdrawn_version"]) == ("3", None)
+    assert excluded["detail"].endswith(
+        "no earlier completed or amended version was landed, so no score here is withdrawn"
+    )
 
 
 @pytest.mark.parametrize("status", ["in-progress", "stopped"])

@@ -75,6 +75,11 @@ DRUG_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 
+# A pharmacy's own formulary code system: some dispenses of DRUGS[0] carry its code instead of RxNorm,
+# a code the marts' medication mapping (marts/reference/medications.yaml) does not know (unmapped fills).
+LOCAL_FORMULARY = "http://alliance-qi.example.org/fhir/CodeSystem/pharmacy-formulary"
+LOCAL_FORMULARY_CODE = "SERT50"
+
 # (RxNorm code, display, dose form code, dose form unit)
 DRUGS: tuple[tuple[str, str, str, str], ...] = (
     ("312940", "sertraline 50 MG Oral Tablet", "TAB", "tablet"),
@@ -1057,13 +1062,16 @@ class _Clinic:
         code, display, form_code, unit = DRUGS[drug_idx]
         handed = _eastern(day, time(self.rng.randint(9, 18), self.rng.randrange(0, 60, 5)))
         first = k == 1
+        coding = {"system": RXNORM, "code": code, "display": display}
+        if drug_idx == 0 and p.num % 10 == 0:  # chosen without the rng, so every other value stays put
+            coding = {"system": LOCAL_FORMULARY, "code": LOCAL_FORMULARY_CODE, "display": display}
         self.add(
             {
                 "resourceType": "MedicationDispense",
                 "id": f"md-{p.num:05d}-{k:02d}",
                 "status": "completed",
                 "medicationCodeableConcept": {
-                    "coding": [{"system": RXNORM, "code": code, "display": display}],
+                    "coding": [coding],
                     "text": display,
                 },
                 "subject": _ref("Patient", p.id),

@@ -17,6 +17,7 @@ import duckdb
 
 from fhir_mappings.clinical.params import prepare_clinical
 from fhir_mappings.registry import Instrument, load_registry, registry_fingerprint
+from marts.adherence import MEDICATION_MAP_FILE
 from marts.privacy import load_key, register_pseudonym
 from marts.settings import MartSettings, Thresholds, load_mart_settings, thresholds_from_registry
 from pipelines.sqlfiles import count_rows
@@ -48,10 +49,12 @@ def make_context(
 
 
 def fingerprint_text(ctx: MartContext) -> str:
-    """Mart settings, registry thresholds, and a keyed MAC of a constant (changes with the key,
-    reveals nothing about it): a mart is rebuilt when any of them changes."""
+    """Mart settings, registry thresholds, the medication mapping, and a keyed MAC of a constant
+    (changes with the key, reveals nothing about it): a mart is rebuilt when any of them changes."""
     mac = hmac.new(ctx.key, b"alliance-qi build state", hashlib.sha256).hexdigest() if ctx.key else ""
-    return f"{ctx.settings!r}|{registry_fingerprint(load_registry())}|{mac}"
+    # the declared medication mapping shapes the PDC (adherence, qi_monthly) like a setting does
+    medications = hashlib.sha256(MEDICATION_MAP_FILE.read_bytes()).hexdigest()
+    return f"{ctx.settings!r}|{registry_fingerprint(load_registry())}|{mac}|{medications}"
 
 
 def prepare_marts(con: duckdb.DuckDBPyConnection, ctx: MartContext) -> None:

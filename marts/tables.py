@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fhir_mappings.clinical.tables import AS_OF_INPUTS
-from marts.adherence import ADHERENCE_PERIODS_SQL, ADHERENCE_SQL, PDC_SQL, build_adherence
+from marts.adherence import ADHERENCE_PERIODS_SQL, ADHERENCE_SQL, MEDICATION_MAP_SQL, PDC_SQL, build_adherence
 from marts.alliance import ALLIANCE_SESSIONS_SQL, build_alliance_sessions
 from marts.associations import ADHERENCE_SQL as ASSOCIATIONS_ADHERENCE_SQL
 from marts.associations import EPISODES_SQL as ASSOCIATIONS_EPISODES_SQL
@@ -180,7 +180,7 @@ STEPS: tuple[StepSpec, ...] = (
             *AS_OF_INPUTS,
         ),
         MartBuild(ADHERENCE.name, lambda con, ctx: build_adherence(con)),
-        sql_files=(ADHERENCE_PERIODS_SQL, PDC_SQL),
+        sql_files=(ADHERENCE_PERIODS_SQL, PDC_SQL, MEDICATION_MAP_SQL),
     ),
     _mart_step(
         THERAPIST_ALLIANCE,
@@ -208,6 +208,7 @@ STEPS: tuple[StepSpec, ...] = (
             PLACED_APPOINTMENTS_SQL,
             PATIENT_MONTHS_SQL,
             PDC_SQL,
+            MEDICATION_MAP_SQL,
             RESPONSES_FLATTENED_SQL,
             RESPONSES_SCORED_SQL,
             QUARANTINED_SQL,

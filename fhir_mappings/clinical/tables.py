@@ -163,9 +163,10 @@ STEPS: tuple[StepSpec, ...] = (
         "sessions",
         "One row per attended session (finished Encounter)",
         ("source", "encounter_id"),
-        ("staging.encounters", "staging.episodes"),
+        ("staging.encounters", "staging.episodes", "staging.appointments", *AS_OF_INPUTS),
         "with its session number within the treatment episode: the EpisodeOfCare when the Encounter names "
-        "one, else a gap rule (new episode after more than episode_gap_days without a session).",
+        "one, else a gap rule (new episode after more than episode_gap_days without a session); numbered "
+        "among the episode's attended sessions and attended Appointments that have no session of their own.",
     ),
     _sql_step(
         "treatment_episodes",

@@ -127,6 +127,7 @@ class Clinic:
         practitioner: str = "Practitioner/t1",
         status: str = "finished",
         org: str | None = "c1",
+        appointment: str | None = None,
     ) -> None:
         res: dict[str, Any] = {
             "resourceType": "Encounter",
@@ -140,6 +141,8 @@ class Clinic:
             res["episodeOfCare"] = [{"reference": f"EpisodeOfCare/{eoc}"}]
         if org:
             res["serviceProvider"] = {"reference": f"Organization/{org}"}
+        if appointment:
+            res["appointment"] = [{"reference": f"Appointment/{appointment}"}]
         self.add(res)
 
     def appointment(self, aid: str, pid: str, day: str, status: str, practitioner: str = "t1") -> None:
@@ -157,14 +160,21 @@ class Clinic:
         )
 
     def dispense(
-        self, did: str, pid: str, day: str, days: int, code: str = "A", status: str = "completed"
+        self,
+        did: str,
+        pid: str,
+        day: str,
+        days: int,
+        code: str = "A",
+        status: str = "completed",
+        system: str = "rx",
     ) -> None:
         self.add(
             {
                 "resourceType": "MedicationDispense",
                 "id": did,
                 "status": status,
-                "medicationCodeableConcept": {"coding": [{"system": "rx", "code": code, "display": code}]},
+                "medicationCodeableConcept": {"coding": [{"system": system, "code": code, "display": code}]},
                 "subject": {"reference": f"Patient/{pid}"},
                 "daysSupply": {"value": days, "unit": "d", "code": "d"},
                 "whenHandedOver": f"{day}T12:00:00-05:00",

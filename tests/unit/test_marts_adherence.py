@@ -152,3 +152,95 @@ def test_pdc_needs_the_index_fill_at_least_91_days_before_the_period_end(index_d
     assert (pdc is None) is too_late
     # the adherence mart records the setting used
     assert c.rows("SELECT DISTINCT pdc_index_min_days FROM marts.adherence") == [(91,)]
+
+
+# --- same drug (ingredient) or class: the declared mapping marts/reference/medications.yaml ---
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+
+
+def _grouping(c: Clinic) -> tuple:
+    """(fills, fill dates, drugs, same drug-or-class fill dates, unmapped fills, unmapped codes,
+    days in period, days covered) of the one period Jan 1 - Apr 30 2026 (120 days)."""
+    _pdc(c, [("p", "p1", "2026-01-01", "2026-04-30")])
+    return c.rows(
+        "SELECT fills, fill_dates, drugs, same_drug_or_class_fill_dates, unmapped_fills, unmapped_codes, "
+        "days_in_period, days_covered FROM _t_pdc"
+    )[0]
+
+
+def test_two_fills_of_drugs_in_different_classes_are_no_pdc():
+    c = Clinic()
+    c.patient("p1")
+    c.dispense("d1", "p1", "2026-01-01", 30, code="312940", system=RXNORM)  # sertraline (SSRI, N06AB)
+    c.dispense("d2", "p1", "2026-02-01", 30, code="15996", system=RXNORM)  # mirtazapine (N06AX)
+    c.build(reference_date="2026-12-31")
+    # two fill dates, but one of each ingredient and of each class: not a course of one drug
+    assert _grouping(c) == (2, 2, 2, 1, 0, 0, None, None)
+    row = c.dicts("SELECT * FROM marts.adherence")[0]
+    assert (row["fill_dates_in_period"], row["same_drug_or_class_fill_dates"], row["pdc"]) == (2, 1, None)
+
+
+def test_a_switch_within_one_class_counts_and_its_days_add_up():
+    c = Clinic()
+    c.patient("p1")
+    c.dispense("d1", "p1", "2026-01-01", 30, code="312940", system=RXNORM)  # sertraline: Jan 1 - 30
+    c.dispense("d2", "p1", "2026-01-31", 30, code="349332", system=RXNORM)  # escitalopram: Jan 31 - Mar 1
+    c.build(reference_date="2026-12-31")
+    # one fill of each ingredient, two of the SSRI class: measurable; 60 of 120 days covered
+    assert _grouping(c) == (2, 2, 2, 2, 0, 0, 120, 60)
+
+
+def test_one_ingredient_under_two_code_systems_is_one_drug_so_an_early_refill_shifts_forward():
+    c = Clinic()
+    c.patient("p1")
+    c.dispense("d1", "p1", "2026-01-01", 30, code="312940", system=RXNORM)  # sertraline: Jan 1 - 30
+    c.dispense("d2", "p1", "2026-01-21", 30, code="N06AB06", system=ATC)  # sertraline: shifted to Jan 31
+    c.build(reference_date="2026-12-31")
+    # as two drugs the supplies would overlap (Jan 1 - Feb 19: 50 days); as one, Jan 1 - Mar 1: 60
+    assert _grouping(c) == (2, 2, 1, 2, 0, 0, 120, 60)
+
+
+def test_a_code_the_mapping_does_not_know_is_its_own_drug_and_is_counted_as_unmapped():
+    c = Clinic()
+    c.patient("p1")
+    local = "http://pharmacy.example.org/formulary"
+    c.dispense("d1", "p1", "2026-01-01", 30, code="SERT50", system=local)
+    c.dispense("d2", "p1", "2026-01-31", 30, code="SERT50", system=local)
+    c.dispense("d3", "p1", "2026-03-02", 30, code="312940")  # RxNorm's code under the wrong system
+    c.build(reference_date="2026-12-31")
+    # SERT50 twice: measurable on its own; three unmapped fills of two codes; Jan 1 - Mar 31 covered
+    assert _grouping(c) == (3, 3, 2, 2, 3, 2, 120, 90)
+    row = c.dicts("SELECT * FROM marts.adherence")[0]
+    assert (row["unmapped_fills_in_period"], row["unmapped_codes_in_period"]) == (3, 2)
+
+
+def test_the_mapping_knows_the_demo_pharmacys_rxnorm_codes_and_not_its_local_one():
+    from demo.generator import DRUGS, LOCAL_FORMULARY, LOCAL_FORMULARY_CODE
+    from marts.adherence import medication_map
+
+    mapped = {(system, code): (ingredient, cls) for system, code, ingredient, cls in medication_map()}
+    assert [mapped[(RXNORM, code)] for code, *_ in DRUGS] == [
+        ("sertraline", "N06AB"),
+        ("escitalopram", "N06AB"),
+        ("fluoxetine", "N06AB"),
+    ]
+    assert (LOCAL_FORMULARY, LOCAL_FORMULARY_CODE) not in mapped
+
+
+@pytest.mark.parametrize(
+    ("codes", "message"),
+    [
+        ("- {system: s, code: '1', ingredient: a, class: X}\n" * 2, "s|1 is mapped twice"),
+        ("- {system: s, code: '1', ingredient: a, class: Y}\n", "undeclared class 'Y'"),
+        ("- {system: s, code: '1', class: X}\n", "needs system, code, ingredient and class"),
+    ],
+)
+def test_a_malformed_mapping_file_is_refused_naming_the_entry(tmp_path, codes, message):
+    from marts.adherence import MedicationMapError, medication_map
+
+    path = tmp_path / "medications.yaml"
+    path.write_text("classes: {X: x}\ncodes:\n" + codes)
+    with pytest.raises(MedicationMapError, match=message):
+        medication_map(path)

@@ -55,6 +55,64 @@ def test_gap_rule_starts_a_new_episode_after_more_than_gap_days_without_a_sessio
     ]
 
 
+def _attended_visit(c: Clinic, n: int, day: str, eoc: str | None = "eoc1", *, landed: bool = True) -> None:
+    """A fulfilled Appointment a<n> and, unless `landed` is false, its finished Encounter e<n>.
+
+    `landed=False` is an Encounter that validation rejected: it went to raw.rejected and never reached
+    raw.encounter, while its Appointment did."""
+    c.appointment(f"a{n}", "p1", day, "fulfilled")
+    if landed:
+        c.encounter(f"e{n}", "p1", day, eoc=eoc, appointment=f"a{n}")
+
+
+def test_a_rejected_encounter_keeps_its_session_number_through_its_fulfilled_appointment():
+    c = Clinic()
+    c.patient("p1")
+    c.episode("eoc1", "p1", "2026-01-01", "2026-03-31")
+    _attended_visit(c, 1, "2026-01-05")
+    _attended_visit(c, 2, "2026-01-12", landed=False)  # session 2: Encounter rejected
+    c.appointment("a-miss", "p1", "2026-01-19", "noshow")  # a missed appointment is no session
+    _attended_visit(c, 3, "2026-01-26")
+    _attended_visit(c, 4, "2026-02-02")
+    c.appointment("a-later", "p1", "2026-05-04", "fulfilled")  # after the episode's period: not its slot
+    for enc, mean in (("e1", 4.0), ("e3", 3.0), ("e4", 1.0)):
+        c.wai(enc, "p1", mean)
+    c.build()
+    rows = c.rows(
+        "SELECT encounter_id, session_number, unrecorded_sessions_before FROM staging.sessions ORDER BY 1"
+    )
+    # counting only landed Encounters would give 1, 2, 3 and pull e4 into the sessions 1-3 window
+    assert rows == [("e1", 1, 0), ("e3", 3, 1), ("e4", 4, 1)]
+    out = c.dicts("SELECT early_alliance, early_alliance_sessions FROM marts.episode_outcomes")[0]
+    assert (out["early_alliance"], out["early_alliance_sessions"]) == (3.5, 2)  # e1 and e3, not e4
+
+
+def test_gap_rule_episodes_count_attended_appointments_between_their_first_and_last_session():
+    c = Clinic()
+    c.patient("p1")
+    _attended_visit(c, 1, "2026-01-05", eoc=None)
+    _attended_visit(c, 2, "2026-01-12", eoc=None, landed=False)
+    _attended_visit(c, 3, "2026-01-19", eoc=None)
+    _attended_visit(c, 4, "2026-02-16", eoc=None, landed=False)  # after the last landed session: unknown
+    c.build()
+    assert c.rows("SELECT encounter_id, session_number FROM staging.sessions ORDER BY 1") == [
+        ("e1", 1),
+        ("e3", 3),
+    ]
+
+
+def test_without_appointments_sessions_are_numbered_in_encounter_order():
+    c = Clinic()
+    c.patient("p1")
+    c.episode("eoc1", "p1", "2026-01-01")
+    c.encounter("e1", "p1", "2026-01-05", eoc="eoc1")
+    c.encounter("e2", "p1", "2026-01-12", eoc="eoc1", appointment="not-landed")
+    c.build()
+    assert c.rows(
+        "SELECT encounter_id, session_number, unrecorded_sessions_before FROM staging.sessions ORDER BY 1"
+    ) == [("e1", 1, 0), ("e2", 2, 0)]
+
+
 def test_gap_days_is_a_setting():
     c = Clinic()
     c.patient("p1")

@@ -428,6 +428,15 @@ CASES: list[tuple[str, list[str], str, dict[str, Any]]] = [
         {},
     ),
     (
+        "ms_form_scores_match_registry",
+        [
+            """UPDATE staging.measure_scores SET form_score_mismatch = true
+               WHERE response_id = $phq AND scale = 'total'"""
+        ],
+        "{phq}",
+        {},
+    ),
+    (
         "ms_reported_total_in_range",
         [
             """UPDATE staging.measure_scores SET reported_total = 99

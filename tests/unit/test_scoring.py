@@ -7,6 +7,8 @@ the code.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from fhir_mappings.registry import load_registry
@@ -175,6 +177,88 @@ def test_mars_yes_no_keying(db, answers, expected):
     assert total["score"] == expected and total["score_sources"] == "registry:item_scores"
 
 
+def _mars_with_generic_yes_no_scores() -> dict:
+    """The demo MARS form whose options carry ordinalValue Yes = 1 / No = 0 on every item, as a generic
+    yes/no answer list does: ignoring the instrument's keying (No scores 1 on items 1-6, 9, 10)."""
+    from demo.forms import FORMS, ORDINAL_VALUE
+
+    q = copy.deepcopy(FORMS["mars"])
+    for item in q["item"]:
+        for option in item["answerOption"]:
+            score = 1 if option["valueCoding"]["code"] == "Y" else 0
+            option["extension"] = [{"url": ORDINAL_VALUE, "valueDecimal": score}]
+    return q
+
+
+def test_registry_keying_wins_over_a_forms_generic_yes_no_scores_and_the_mismatch_is_a_finding(tmp_path):
+    db = ScoringDB(registry=load_registry(tmp_path))
+    db.questionnaire(_mars_with_generic_yes_no_scores())
+    # Yes on items 1 and 7, No elsewhere. Registry: item 1 Yes = 0, item 7 Yes = 1, items 2-6, 9, 10
+    # No = 1 each (7), item 8 No = 0: total 0 + 1 + 7 + 0 = 8. The form's own scores would give 2.
+    answers = [True, False, False, False, False, False, True, False, False, False]
+    db.response(qr("m", "mars", answers))
+    db.response(qr("agree", "mars", [False] * 6 + [True, True] + [False, False]))
+    db.score()
+    total = db.total("m")
+    assert total["score"] == 8 and total["score_sources"] == "registry:item_scores"
+    assert total["form_score_mismatch"] is True
+    # items 1-6, 9, 10: the form scores Yes 1 / No 0, the registry No 1 / Yes 0, so all eight differ;
+    # items 7 and 8 agree (Yes 1, No 0)
+    detail = total["form_score_mismatch_detail"]
+    assert detail.startswith("item 1 (Y): form 1, registry 0; item 2 (N): form 0, registry 1")
+    assert "item 7" not in detail and "item 8" not in detail and detail.count("item ") == 8
+    # another response on the same form: scored 10 by the registry (the form would say 2), mismatching
+    assert db.total("agree")["score"] == 10 and db.total("agree")["form_score_mismatch"] is True
+
+
+def test_a_form_whose_scores_agree_with_the_registry_is_no_finding_and_a_form_without_scores_is_not_compared(
+    tmp_path,
+):
+    from demo.forms import FORMS, ORDINAL_VALUE
+
+    db = ScoringDB(registry=load_registry(tmp_path))
+    agreeing = copy.deepcopy(FORMS["mars"])
+    for i, item in enumerate(agreeing["item"], start=1):
+        item["answerOption"] = copy.deepcopy(item["answerOption"])  # the form shares one list
+        for option in item["answerOption"]:
+            yes = option["valueCoding"]["code"] == "Y"
+            option["extension"] = [{"url": ORDINAL_VALUE, "valueDecimal": int(yes == (i in (7, 8)))}]
+    db.questionnaire(agreeing)
+    db.response(qr("m", "mars", [False] * 10))
+    db.score()
+    assert (db.total("m")["score"], db.total("m")["form_score_mismatch"]) == (8, False)
+    db2 = ScoringDB(registry=load_registry(tmp_path))
+    db2.forms("mars")  # the demo form: no ordinalValue at all
+    db2.response(qr("m", "mars", [False] * 10))
+    db2.score()
+    assert db2.total("m")["score"] == 8 and db2.total("m")["form_score_mismatch"] is None
+
+
+def test_an_answer_the_registry_does_not_key_on_a_keyed_item_scores_nothing_not_the_forms_guess(tmp_path):
+    db = ScoringDB(registry=load_registry(tmp_path))
+    q = _mars_with_generic_yes_no_scores()
+    # item 3's options are LOINC Yes/No codes the registry's MARS keying does not list
+    q["item"][2]["answerOption"] = [
+        {
+            "valueCoding": {"system": "http://loinc.org", "code": "LA33-6", "display": "Yes"},
+            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue", "valueDecimal": 1}],
+        },
+        {
+            "valueCoding": {"system": "http://loinc.org", "code": "LA32-8", "display": "No"},
+            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/ordinalValue", "valueDecimal": 0}],
+        },
+    ]
+    db.questionnaire(q)
+    response = qr("m", "mars", [False] * 10)
+    response["item"][2]["answer"] = [{"valueCoding": {"system": "http://loinc.org", "code": "LA32-8"}}]
+    db.response(response)
+    db.score()
+    assert db.rows("m") == {}
+    unmapped = db.one("unmapped_responses", "m")
+    assert unmapped is not None and unmapped["reason"] == "unscoreable answer"
+    assert "item 3 (mars-3): LA32-8" in unmapped["detail"]
+
+
 @pytest.mark.parametrize(
     ("answers", "expected"),
     [
@@ -285,6 +369,19 @@ def test_entered_in_error_withdraws_the_earlier_score(db):
     assert excluded is not None
     assert (excluded["status"], excluded["withdrawn_version"]) == ("entered-in-error", "1")
     assert excluded["reason"] == "withdrawn: entered-in-error"
+    assert excluded["detail"].endswith("it withdraws version 1 (completed or amended), landed earlier")
+
+
+def test_entered_in_error_without_a_landed_earlier_version_names_no_withdrawn_version(db):
+    # a first pull after the withdrawal: the server sends only the current (entered-in-error) version 3
+    db.response(qr("p", "phq-9", [1] * 9, status="entered-in-error"), version="3")
+    db.score()
+    excluded = db.one("excluded_responses", "p")
+    assert excluded is not None
+    assert (excluded["version_id"], excluded["withdrawn_version"]) == ("3", None)
+    assert excluded["detail"].endswith(
+        "no earlier completed or amended version was landed, so no score here is withdrawn"
+    )
 
 
 @pytest.mark.parametrize("status", ["in-progress", "stopped"])

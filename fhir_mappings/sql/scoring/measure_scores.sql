@@ -103,6 +103,12 @@ SELECT scale_values.source, scale_values.response_id, scale_values.version_id, s
        CASE WHEN scale_values.scale = 'total' AND scale_values.reported_total IS NOT NULL
                  AND scale_values.value IS NOT NULL
             THEN abs(scale_values.reported_total - scale_values.value) > 1e-6 END AS reported_total_mismatch,
+       -- Where the registry keys an item (MARS, DAI-10), the form's own answer scores are compared with
+       -- it (the registry's score is the one used): NULL when the form sends none, else whether any differ.
+       CASE WHEN scale_values.scale = 'total' AND scale_values.form_scores_compared > 0
+            THEN scale_values.form_score_mismatches IS NOT NULL END AS form_score_mismatch,
+       CASE WHEN scale_values.scale = 'total' THEN scale_values.form_score_mismatches END
+           AS form_score_mismatch_detail,
        band.band AS severity_band,
        risk_flags.risk_flag,
        scale_values.authored_at, scale_values.patient_ref, scale_values.encounter_ref,

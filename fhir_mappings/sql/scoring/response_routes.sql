@@ -12,12 +12,19 @@ WITH answers_per_response AS (
                       ORDER BY item_number, link_id) FILTER (WHERE role = 'item' AND score IS NULL)
                AS unscoreable_detail,
            max(numeric_value) FILTER (WHERE role = 'total') AS reported_total,
-           string_agg(DISTINCT score_source, ',' ORDER BY score_source) AS score_sources
+           string_agg(DISTINCT score_source, ',' ORDER BY score_source) AS score_sources,
+           -- the form's own scores against the registry's keying, on the items the registry keys
+           count(form_score) FILTER (WHERE score IS NOT NULL) AS form_scores_compared,
+           string_agg('item ' || item_number || ' (' || answer_text || '): form ' || printf('%g', form_score)
+                      || ', registry ' || printf('%g', score), '; ' ORDER BY item_number, link_id)
+               FILTER (WHERE form_score IS DISTINCT FROM score AND form_score IS NOT NULL AND score IS NOT NULL)
+               AS form_score_mismatches
     FROM answer_scores GROUP BY ALL
 )
 SELECT response.*,
        coalesce(per.answers, 0) AS answers, coalesce(per.unmapped_answers, 0) AS unmapped_answers,
        per.reported_total, per.score_sources,
+       coalesce(per.form_scores_compared, 0) AS form_scores_compared, per.form_score_mismatches,
        CASE
            WHEN response.status = 'entered-in-error' THEN 'excluded'
            WHEN response.status IS DISTINCT FROM 'completed' AND response.status IS DISTINCT FROM 'amended'

@@ -16,8 +16,9 @@ form resolution and scoring are exercised on every route an answer score can tak
 `response_items()` turns instrument-ordered answer values into the item tree a response to a given
 form carries, so the generator never needs to know a form's linkIds or nesting.
 
-Item texts of WAI-SR, SRS, ORS, MARS and DAI-10 are short paraphrases (the instruments are
-copyrighted); PHQ-9 and GAD-7 texts are the LOINC displays (Pfizer allows reproduction).
+Item texts of WAI-SR, SRS, ORS, MARS, DAI-10 and the CBTSQ are short paraphrases (the instruments are
+copyrighted; the CBTSQ labels are the project's own, not the published wording); PHQ-9 and GAD-7
+texts are the LOINC displays (Pfizer allows reproduction).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ CALCULATED_EXPRESSION = (
 )
 WAI_FREQUENCY_SYSTEM = "http://alliance-qi.example.org/CodeSystem/wai-frequency"
 YES_NO_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0136"
+# A local code system for the CBTSQ's frequency answers (the CBTSQ has no LOINC codes).
+CBTSQ_FREQUENCY_SYSTEM = "http://alliance-qi.example.org/CodeSystem/cbtsq-frequency"
 SDC_PHQ9_URL = "http://hl7.org/fhir/uv/sdc/Questionnaire/questionnaire-sdc-profile-example-PHQ9"
 VENDOR_PHQ9_URL = "http://vendor-ehr.example.com/forms/8f3a2c"
 VENDOR_GAD7_URL = "http://vendor-ehr.example.com/forms/c41d07"
@@ -176,6 +179,27 @@ DAI_TEXT = [
     "Taking medication will prevent me from having a breakdown",
 ]
 DAI_POSITIVE_ANSWER = [True, False, True, True, False, False, True, False, True, True]
+# CBTSQ (Jacob, Christopher & Neuhaus 2011): short labels of the project's own, not the published item
+# wording. Items 1-7 behavioural activation, 8-16 cognitive restructuring (registry cbtsq.yaml).
+CBTSQ_TEXT = [
+    "Planned activities for the week",
+    "Did an enjoyable activity when low",
+    "Broke a big task into small steps",
+    "Kept to a daily routine",
+    "Did something that gave a sense of achievement",
+    "Got active instead of withdrawing",
+    "Scheduled time with other people",
+    "Noticed an upsetting thought",
+    "Linked a thought to a feeling",
+    "Looked at the evidence for a thought",
+    "Considered another way of seeing a situation",
+    "Named a thinking trap",
+    "Wrote down a thought to examine it",
+    "Came up with a more balanced thought",
+    "Tested a belief in practice",
+    "Reminded myself of a balanced view when upset",
+]
+CBTSQ_FREQUENCY = [(1, "Never"), (2, "Rarely"), (3, "Sometimes"), (4, "Often"), (5, "Always")]
 
 # Vendor linkIds look random but are fixed, so responses stay deterministic.
 VENDOR_PHQ9_LINK_IDS = [
@@ -207,7 +231,8 @@ class FormLayout:
 
     `answer_kind` names the answer encoding: `wai` (valueCoding in the WAI frequency system),
     `integer`, `loinc` (LA code with system), `loinc-nosystem`, `sdc` (SDC example codes without
-    system), `yes-no` (v2-0136 coding) or `boolean`.
+    system), `yes-no` (v2-0136 coding), `boolean` or `cbtsq` (valueCoding in the CBTSQ frequency
+    system).
     """
 
     form_id: str
@@ -578,6 +603,26 @@ def _dai10() -> dict[str, Any]:
     return q
 
 
+def _cbtsq() -> dict[str, Any]:
+    """The CBTSQ site form: 16 frequency items (local code system, `ordinalValue` 1-5)."""
+    q = _site_header("cbtsq", "CBTSQ", "Cognitive-Behavioral Therapy Skills Questionnaire (CBTSQ)")
+    options = [
+        _scored_option(CBTSQ_FREQUENCY_SYSTEM, str(v), d, v, ORDINAL_VALUE) for v, d in CBTSQ_FREQUENCY
+    ]
+    q["item"] = [
+        {
+            "linkId": f"cbtsq-{i}",
+            "code": [_coding("http://alliance-qi.example.org/CodeSystem/cbtsq-items", f"cbtsq-{i}", text)],
+            "text": text,
+            "type": "choice",
+            "required": True,
+            "answerOption": options,
+        }
+        for i, text in enumerate(CBTSQ_TEXT, start=1)
+    ]
+    return q
+
+
 def build_forms(quirks: bool = True) -> dict[str, dict[str, Any]]:
     """All Questionnaires by id. `quirks=False` repairs the NLM form's numeric optionPrefix."""
     forms = [
@@ -602,6 +647,7 @@ def build_forms(quirks: bool = True) -> dict[str, dict[str, Any]]:
         _gad7("gad-7-legacy", ORDINAL_VALUE_LEGACY),
         _mars(),
         _dai10(),
+        _cbtsq(),
     ]
     return {q["id"]: q for q in forms}
 
@@ -691,6 +737,7 @@ LAYOUTS: dict[str, FormLayout] = {
     ),
     "mars": FormLayout("mars", "mars", tuple(f"mars-{i}" for i in range(1, 11)), "yes-no"),
     "dai-10": FormLayout("dai-10", "dai-10", tuple(f"dai-{i}" for i in range(1, 11)), "boolean"),
+    "cbtsq": FormLayout("cbtsq", "cbtsq", tuple(f"cbtsq-{i}" for i in range(1, 17)), "cbtsq"),
 }
 
 _GROUP_TEXT = {"H1": "PHQ-9", "H1/T1": FORMS["phq-9-sdc"]["item"][0]["item"][0]["text"]}
@@ -715,6 +762,9 @@ def answer_value(layout: FormLayout, value: int | bool) -> dict[str, Any]:
         return {"valueCoding": _coding(YES_NO_SYSTEM, code, display)}
     if kind == "boolean":
         return {"valueBoolean": bool(value)}
+    if kind == "cbtsq":
+        score = int(value)
+        return {"valueCoding": _coding(CBTSQ_FREQUENCY_SYSTEM, str(score), CBTSQ_FREQUENCY[score - 1][1])}
     raise ValueError(f"unknown answer kind {kind!r}")
 
 

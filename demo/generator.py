@@ -14,7 +14,9 @@ The clinical content follows a small latent model (the effects in docs/domain.md
   dropout;
 - early patient-rated alliance (sessions 1-3) drives PHQ-9 improvement; GAD-7 and ORS move with it;
 - patient-rated alliance drives MARS, DAI-10 and on-time refills (PDC); the clinician's rating
-  correlates only modestly with the patient's, so it barely predicts them.
+  correlates only modestly with the patient's, so it barely predicts them;
+- CBT skill use (CBTSQ total, its own random stream per episode) lowers endpoint PHQ-9 additively and,
+  through a skill use x early alliance term, more so when the alliance is strong (`SKILL_EFFECTS`).
 
 Mess (`config.mess_rate`, 0 disables it) is planted after the clean clinic is built, from its own
 random stream, so switching mess on or off never changes the underlying clinic. Every planted defect
@@ -169,6 +171,7 @@ QR_TAG = {
     "gad-7": "gad7",
     "mars": "mars",
     "dai-10": "dai",
+    "cbtsq": "cbtsq",
 }
 INSTRUMENT_RANGE = {
     "wai-sr": (1, 5),
@@ -177,6 +180,23 @@ INSTRUMENT_RANGE = {
     "ors": (0, 10),
     "phq-9": (0, 3),
     "gad-7": (0, 3),
+    "cbtsq": (1, 5),
+}
+# The planted CBT skill-use model (docs/domain.md, "Skill use and alliance"): an episode that completes
+# its planned sessions ends with PHQ-9 = baseline - drop, where the drop gains
+# -coef * (CBTSQ total - SKILL_CENTRE) and -coef * (early alliance - ALLIANCE_CENTRE) * (CBTSQ total -
+# SKILL_CENTRE) beside the alliance term it always had. As coefficients of endpoint PHQ-9 on the
+# centred predictors (per CBTSQ total point, per WAI-SR mean point, per point x point; baseline per
+# PHQ-9 point). Episodes that end early stop part-way down the same curve, so their endpoints carry a
+# fraction of each effect: a fit over all closed episodes recovers somewhat smaller magnitudes.
+SKILL_CENTRE = 48.0  # CBTSQ total (16-80) of the average episode
+SKILL_SD = 9.0  # between-episode SD of the skill-use level, CBTSQ total points
+ALLIANCE_CENTRE = 3.8  # early WAI-SR mean of the average episode
+SKILL_EFFECTS: dict[str, float] = {
+    "baseline_phq9": 0.7,
+    "skill_use": -0.15,
+    "alliance": -3.6,
+    "skill_use_x_alliance": -0.2,
 }
 
 
@@ -619,6 +639,12 @@ class _Clinic:
                 break
             measure_at.add(s)
         med_at = {1, (planned + 1) // 2, planned} if p.on_medication else set()
+        # CBT skill use draws from its own stream, so adding it left every other draw of the clinic alone.
+        srng = random.Random(f"{cfg.seed}:skills:{eoc_id}")
+        skill_level = _clamp(
+            SKILL_CENTRE + SKILL_SD * srng.gauss(0, 1) + 6.0 * (p_level - 3.75), 16, 80
+        )  # a little higher for patients with a stronger alliance (r about 0.3)
+        cbtsq_totals: list[tuple[int, int]] = []
         p_noshow = 0.05 + (0.05 if p_level < 3.3 else 0.0)
         p_cancel = 0.05
         hazard = _clamp(0.015 + 0.05 * (3.5 - p_level), 0.005, 0.08)
@@ -713,8 +739,16 @@ class _Clinic:
                     if drop_total is None:
                         # Early alliance (sessions 1-3) sets how far this patient's depression will fall.
                         early = sum(wai_sums[:3]) / (12 * len(wai_sums[:3]))
+                        # Skill use adds to it, and counts for more when the alliance is strong.
+                        skill_c = skill_level - SKILL_CENTRE
                         drop_total = _clamp(
-                            0.3 * baseline + 3.6 * (early - 3.8) + rng.gauss(0, 3.2), -4, baseline
+                            0.3 * baseline
+                            - SKILL_EFFECTS["alliance"] * (early - ALLIANCE_CENTRE)
+                            - SKILL_EFFECTS["skill_use"] * skill_c
+                            - SKILL_EFFECTS["skill_use_x_alliance"] * (early - ALLIANCE_CENTRE) * skill_c
+                            + rng.gauss(0, 3.2),
+                            -4,
+                            baseline,
                         )
                     frac = (1 - math.exp(-2.5 * (s - 1) / (planned - 1))) / (1 - math.exp(-2.5))
                     phq_total = _iclamp(baseline - drop_total * frac + rng.gauss(0, 1.3), 0, 27)
@@ -754,6 +788,16 @@ class _Clinic:
                     patient_rated=True,
                     form_id=_pick(rng, cfg.gad7_shapes),
                 )
+                if s >= 2:  # skill use from the first review on: at intake no skills have been taught
+                    cbtsq_total = _iclamp(skill_level + srng.gauss(0, 2.5), 16, 80)
+                    self._qr(
+                        ctx,
+                        "cbtsq",
+                        _spread(srng, 16, 1, 5, cbtsq_total, None, 0.6),
+                        at + timedelta(minutes=6),
+                        patient_rated=True,
+                    )
+                    cbtsq_totals.append((s, cbtsq_total))
             if s in med_at:
                 alliance_now = 0.5 * p_level + 0.5 * wai_sum / 12
                 mars = _iclamp(
@@ -846,6 +890,8 @@ class _Clinic:
             "gad7": gad,
             "phq9_baseline": phq[0][1] if phq else None,
             "phq9_end": phq[-1][1] if phq else None,
+            "skill_level": round(skill_level, 4),
+            "cbtsq": cbtsq_totals,
             "mars": mars_scores,
             "dai10": dai_scores,
             "ruptures": ruptures,

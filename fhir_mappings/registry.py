@@ -74,7 +74,7 @@ class Instrument(BaseModel):
     id: str
     name: str
     registry_version: str
-    domain: Literal["alliance", "outcome", "adherence"]
+    domain: Literal["alliance", "outcome", "adherence", "skill"]
     default_rater: Literal["patient", "clinician", "other"]
     citation: str
     recognise: Recognise

@@ -26,6 +26,7 @@ import duckdb
 import pandas as pd
 
 from marts.frames import query_dicts, query_frame, write_table
+from marts.moderation import skill_use_model_rows
 from marts.settings import MartSettings
 from marts.stats import (
     bootstrap_icc,
@@ -316,5 +317,6 @@ def build_alliance_associations(con: duckdb.DuckDBPyConnection, settings: MartSe
     for row in query_dicts(con, PATIENT_ALLIANCE_SQL):
         groups[row["therapist_key"]].append(float(row["alliance"]))
     rows = association_rows(episodes, adherence, dict(groups), settings)
+    rows += skill_use_model_rows(con, settings)  # skill use x alliance models (marts/moderation.py)
     suppress_association_rows(rows, settings.min_cell)
     return write_table(con, "marts.alliance_associations", COLUMNS, rows)

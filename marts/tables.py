@@ -23,6 +23,7 @@ from marts.associations import EPISODES_SQL as ASSOCIATIONS_EPISODES_SQL
 from marts.associations import PATIENT_ALLIANCE_SQL, build_alliance_associations
 from marts.context import MartBuild, fingerprint_text, make_context
 from marts.frames import WRITE_ROWS_SQL
+from marts.moderation import SKILL_EPISODES_SQL
 from marts.outcomes import (
     EPISODE_APPOINTMENTS_SQL,
     EPISODE_OUTCOMES_SQL,
@@ -146,7 +147,8 @@ ALLIANCE_ASSOCIATIONS = TableSpec(
     description=(
         "the clinic's own estimates (with CI, n and method) of alliance vs outcome, early alliance vs "
         "outcome, patient- vs clinician-rated alliance vs MARS, DAI-10 and PDC, rater agreement, "
-        "therapist ICC, rupture repair vs outcome."
+        "therapist ICC, rupture repair vs outcome, CBT skill use and alliance vs endpoint PHQ-9 (additive "
+        "and moderation models)."
     ),
     sql=ASSOCIATIONS_EPISODES_SQL,
 )
@@ -219,11 +221,11 @@ STEPS: tuple[StepSpec, ...] = (
     ),
     _mart_step(
         ALLIANCE_ASSOCIATIONS,
-        ("marts.episode_outcomes", "marts.adherence", "marts.alliance_sessions"),
+        ("marts.episode_outcomes", "marts.adherence", "marts.alliance_sessions", "staging.session_measures"),
         MartBuild(
             ALLIANCE_ASSOCIATIONS.name, lambda con, ctx: build_alliance_associations(con, ctx.settings)
         ),
-        sql_files=(ASSOCIATIONS_ADHERENCE_SQL, PATIENT_ALLIANCE_SQL, WRITE_ROWS_SQL),
+        sql_files=(ASSOCIATIONS_ADHERENCE_SQL, PATIENT_ALLIANCE_SQL, SKILL_EPISODES_SQL, WRITE_ROWS_SQL),
     ),
 )
 

@@ -1,9 +1,10 @@
 """The QI report: one self-contained HTML file (inline CSS, inline SVG charts, no network) built from
 the pseudonymised marts.
 
-Sections: overview, monthly KPIs, alliance trajectories, early alliance vs PHQ-9 improvement, the
-therapist funnel plot, medication adherence by patient- vs clinician-rated alliance, and data quality.
-Each has a short plain-language caption and the n behind it.
+Sections: overview, monthly KPIs, alliance trajectories, early alliance vs PHQ-9 improvement, CBT
+skill use and alliance vs endpoint PHQ-9 (a table of model estimates), the therapist funnel plot,
+medication adherence by patient- vs clinician-rated alliance, and data quality. Each has a short
+plain-language caption and the n behind it.
 
 The report only reads marts: every aggregate it shows is a row of a mart built, suppressed and checked
 with the others (`marts.report_*`, see marts/report_marts.py and docs/marts.md); the report selects
@@ -440,6 +441,104 @@ def _early_alliance(r: _Reader, ci_percent: str) -> Section:
     return Section("early-alliance", "Early alliance and depression outcome", body, ("early_alliance_phq9",))
 
 
+_SKILL_MODELS = (("skill_alliance_additive", "additive"), ("skill_alliance_moderation", "with interaction"))
+_SKILL_TERMS = {
+    "baseline_phq9": ("baseline PHQ-9", "per PHQ-9 point"),
+    "skill_use": ("skill use", "per CBTSQ point"),
+    "alliance": ("early alliance", "per WAI-SR point"),
+    "skill_use_x_alliance": ("skill use x alliance", "per CBTSQ point x WAI-SR point"),
+}
+
+
+def _skill_finding(term: str, lo: float, hi: float) -> str:
+    """One neutral sentence on what an interval says about a term of the moderation model."""
+    if term == "skill_use":
+        if hi < 0:
+            return "At average alliance, episodes with more skill use ended with lower PHQ-9 scores."
+        if lo > 0:
+            return "At average alliance, episodes with more skill use ended with higher PHQ-9 scores."
+        return "At average alliance, the data show no clear link between skill use and endpoint PHQ-9."
+    if term == "alliance":
+        if hi < 0:
+            return (
+                "At average skill use, episodes with a stronger early alliance ended with lower PHQ-9 scores."
+            )
+        if lo > 0:
+            return (
+                "At average skill use, episodes with a stronger early alliance ended with higher PHQ-9 "
+                "scores."
+            )
+        return "At average skill use, the data show no clear link between early alliance and endpoint PHQ-9."
+    if hi < 0:
+        return (
+            "The link between skill use and a lower endpoint was stronger in episodes with a stronger "
+            "early alliance (the interaction is below zero)."
+        )
+    if lo > 0:
+        return (
+            "The link between skill use and a lower endpoint was weaker in episodes with a stronger "
+            "early alliance (the interaction is above zero)."
+        )
+    return "The data do not show whether the alliance changes the link between skill use and endpoint PHQ-9."
+
+
+def _skill_use(r: _Reader, ci_percent: str, early_sessions: int) -> Section:
+    """CBT skill use, alliance and endpoint PHQ-9: the two models of marts/moderation.py as a table with
+    plain-language findings from the moderation model's intervals."""
+    found = {row["question_id"]: row for row in r.rows("alliance_associations_skill_use.sql")}
+    rows: list[dict[str, str]] = []
+    findings: list[str] = []
+    n_shown: int | None = None
+    therapists = ""
+    for model, model_label in _SKILL_MODELS:
+        for term, (term_label, unit) in _SKILL_TERMS.items():
+            row = found.get(f"{model}:{term}")
+            if row is None:
+                continue
+            est, lo, hi, n = row["estimate"], row["ci_lower"], row["ci_upper"], row["n"]
+            shown = not row["suppressed"] and not _missing(est) and not _missing(n) and r.enough(n)
+            interval = (
+                f"{float(lo):.3f} to {float(hi):.3f}"
+                if shown and not _missing(lo) and not _missing(hi)
+                else DASH_TEXT
+            )
+            rows.append(
+                {
+                    "model": model_label,
+                    "term": f"{term_label} ({unit})",
+                    "estimate": f"{float(est):.3f}" if shown else "not shown (too few episodes)",
+                    "interval": interval,
+                }
+            )
+            if shown:
+                n_shown = int(n)
+                # the detail reads "<term>; <k> therapists; <used> of <samples> bootstrap samples"
+                parts = str(row["detail"] or "").split("; ")
+                therapists = next((p for p in parts if p.endswith(" therapists")), therapists)
+                if model == "skill_alliance_moderation" and term != "baseline_phq9" and interval != DASH_TEXT:
+                    findings.append(_skill_finding(term, float(lo), float(hi)))
+                if model == "skill_alliance_moderation" and term == "skill_use_x_alliance":
+                    findings.append(
+                        f"Read the interaction of {float(est):.3f} this way: for each point of stronger "
+                        f"early alliance, the endpoint difference that goes with one more CBTSQ point "
+                        f"changes by {float(est):.3f} PHQ-9 points."
+                    )
+    if n_shown is None:
+        n_line = "n = 0 closed episodes shown: too few with skill use, alliance and paired PHQ-9 to fit"
+        findings = ["There are too few closed episodes with all measures to fit the models yet."]
+    else:
+        n_line = f"n = {n_shown:,} closed episodes" + (f", {therapists}" if therapists else "")
+    body = _render(
+        "skill_use.html.j2",
+        rows=rows,
+        findings=findings,
+        n_line=n_line,
+        ci_percent=ci_percent,
+        early_sessions=early_sessions,
+    )
+    return Section("skill-use", "CBT skill use, alliance and depression outcome", body)
+
+
 def _funnel(r: _Reader) -> Section:
     funnel = r.one("report_therapist_funnel.sql")
     dots = r.rows(
@@ -694,6 +793,9 @@ def render_report(
         lambda: _monthly(reader, overview),
         lambda: _trajectories(reader, ci_percent),
         lambda: _early_alliance(reader, ci_percent),
+        lambda: _skill_use(
+            reader, ci_percent, int(reader.one("report_early_alliance_fit.sql")["early_sessions"])
+        ),
         lambda: _funnel(reader),
         lambda: _adherence(reader, ci_percent),
         lambda: _data_quality(reader, with_quality),

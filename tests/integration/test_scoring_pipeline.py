@@ -30,17 +30,20 @@ INSTRUMENT = {
     "gad-7": "gad7",
     "mars": "mars",
     "dai-10": "dai10",
+    "cbtsq": "cbtsq",
 }
 FORM_BY_CANONICAL = {forms.canonical_for(f): f for f in forms.FORMS}
 WAI_SCALES = {"task": (1, 2, 10, 12), "goal": (4, 6, 8, 11), "bond": (3, 5, 7, 9)}
 MARS_YES_SCORES = {7, 8}
 DAI_TRUE_SCORES = {1, 3, 4, 7, 9, 10}
+# docs/domain.md: CBTSQ behavioural activation = items 1-7, cognitive restructuring = items 8-16 (sums)
+CBTSQ_SCALES = {"behavioral_activation": tuple(range(1, 8)), "cognitive_restructuring": tuple(range(8, 17))}
 
 
 def _decode(layout: forms.FormLayout, answer: dict[str, Any]) -> int | bool:
     """Inverse of the generator's answer encoding (demo.forms.answer_value)."""
     kind = layout.answer_kind
-    if kind == "wai":
+    if kind in ("wai", "cbtsq"):
         return int(answer["valueCoding"]["code"])
     if kind == "integer":
         return int(answer["valueInteger"])
@@ -99,6 +102,11 @@ def oracle(resource: dict[str, Any]) -> tuple[str, dict[str, float | None]] | st
         for name, idx in WAI_SCALES.items():
             sub = [keyed[i - 1] for i in idx]
             scales[name] = None if None in sub else sum(sub) / 4  # type: ignore[arg-type]
+    if instrument == "cbtsq":
+        scales["mean"] = None if total is None else total / 16
+        for name, idx in CBTSQ_SCALES.items():
+            sub = [keyed[i - 1] for i in idx]
+            scales[name] = None if None in sub else sum(sub)  # type: ignore[arg-type]
     return instrument, scales
 
 
@@ -158,7 +166,7 @@ def test_every_score_matches_the_oracle(scored):
     assert checked > 500
 
 
-def test_all_eight_instruments_have_valid_scores_and_everything_reconciles(scored):
+def test_all_nine_instruments_have_valid_scores_and_everything_reconciles(scored):
     _, con, result = scored
     valid = dict(
         con.execute(

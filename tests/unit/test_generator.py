@@ -43,6 +43,7 @@ RANGES = {
     "wai-sr-t": (12, 60),
     "mars": (0, 10),
     "dai-10": (-10, 10),
+    "cbtsq": (16, 80),
 }
 MARS_YES_SCORES = {7, 8}  # docs/domain.md: "Yes" scores 1 on items 7, 8; "No" on the others
 DAI_TRUE_POSITIVE = {1, 3, 4, 7, 9, 10}
@@ -548,3 +549,29 @@ def test_rupture_truth_counts_planted_intent_and_what_the_scores_show() -> None:
     assert truth["rupture_rate"] == pytest.approx(5 / 15)
     assert truth["planted"] == {"repair": 3, "dropout": 1, "open": 1}
     assert truth["realised"] == {"repaired": 1, "not_repaired": 1, "dropout": 1, "ended": 1, "pending": 1}
+
+
+def test_cbtsq_scores_match_the_skill_truth_and_skill_use_lowers_endpoint_phq9(
+    clinic: GeneratedData, scored: dict[str, Any]
+) -> None:
+    from demo.generator import SKILL_EFFECTS
+
+    truth = clinic.manifest["truth"]["episodes"]
+    checked = 0
+    for eoc, rows in scored.items():
+        cbtsq = [s["total"] for _, _, _, s in rows if s["instrument"] == "cbtsq"]
+        if len(cbtsq) == len(truth[eoc]["cbtsq"]) and cbtsq:
+            assert cbtsq == [float(v) for _, v in truth[eoc]["cbtsq"]]
+            checked += 1
+    assert checked > 100
+    # never at intake (no skills taught yet), always with a PHQ-9 review
+    for t in truth.values():
+        phq_sessions = {s for s, _ in t["phq9"]}
+        assert {s for s, _ in t["cbtsq"]} == phq_sessions - {1}
+    # episodes that complete their plan: more skill use, lower endpoint at a given baseline
+    done = [t for t in truth.values() if t["status"] == "finished" and not t["dropout"] and t["cbtsq"]]
+    hi = [t["phq9_end"] - 0.7 * t["phq9_baseline"] for t in done if t["skill_level"] > 52]
+    lo = [t["phq9_end"] - 0.7 * t["phq9_baseline"] for t in done if t["skill_level"] < 44]
+    assert len(hi) > 20 and len(lo) > 20
+    assert sum(hi) / len(hi) < sum(lo) / len(lo)
+    assert SKILL_EFFECTS["skill_use"] < 0 and SKILL_EFFECTS["skill_use_x_alliance"] < 0

@@ -15,6 +15,7 @@ EXPECTED = {  # id: (items, total range, rater)
     "gad7": (7, (0, 21), "patient"),
     "mars": (10, (0, 10), "patient"),
     "dai10": (10, (-10, 10), "patient"),
+    "cbtsq": (16, (16, 80), "patient"),
 }
 
 
@@ -23,7 +24,7 @@ def empty_site(tmp_path):
     return tmp_path
 
 
-def test_all_eight_instruments_ship_with_items_ranges_and_citations(empty_site):
+def test_all_nine_instruments_ship_with_items_ranges_and_citations(empty_site):
     reg = load_registry(empty_site)
     assert set(reg) == set(EXPECTED)
     for key, (n_items, total_range, rater) in EXPECTED.items():
@@ -113,3 +114,13 @@ def test_a_source_for_an_undeclared_threshold_is_an_error(tmp_path):
     (tmp_path / "ours.yaml").write_text("extends: srs\nthreshold_sources: {nonsense: 'a paper'}\n")
     with pytest.raises(RegistryError, match="threshold_sources names unknown thresholds"):
         load_registry(tmp_path)
+
+
+def test_cbtsq_subscales_partition_the_items_and_it_has_no_loinc_code(empty_site):
+    cbtsq = load_registry(empty_site)["cbtsq"]
+    s = cbtsq.scales
+    assert s["behavioral_activation"].items == list(range(1, 8))
+    assert s["cognitive_restructuring"].items == list(range(8, 17))
+    assert (s["behavioral_activation"].range, s["cognitive_restructuring"].range) == ((7, 35), (9, 45))
+    assert cbtsq.domain == "skill" and cbtsq.item_range == (1, 5) and cbtsq.missing.rule == "invalid"
+    assert cbtsq.recognise.questionnaire_codes == [] and cbtsq.recognise.canonical_urls

@@ -505,4 +505,4 @@ def test_instrument_scales_table_mirrors_the_registry(db):
         "WHERE scale = 'total' ORDER BY 1"
     ).fetchall()
     assert ("dai10", "total", -10, 10, 10) in rows and ("phq9", "total", 0, 27, 9) in rows
-    assert len(rows) == 8
+    assert len(rows) == 9  # eight shipped instruments and the CBTSQ

@@ -25,6 +25,7 @@ FORMS = {
     "gad-7-legacy": ("gad7", 7, st.integers(0, 3)),
     "mars": ("mars", 10, st.booleans()),
     "dai-10": ("dai10", 10, st.booleans()),
+    "cbtsq": ("cbtsq", 16, st.integers(1, 5)),
 }
 # Keys written out from docs/domain.md, independently of the registry files.
 MARS_YES_SCORES = {7, 8}  # "Yes" scores 1 on items 7, 8; "No" scores 1 on the others

@@ -5,7 +5,8 @@
 - the difference between two dependent correlations that share a variable (Zou 2007), for
   "does patient-rated alliance predict adherence better than clinician-rated alliance";
 - one-way random-effects variance components for unbalanced groups (ANOVA estimator with n0),
-  the ICC, empirical-Bayes shrunken group means with intervals, and funnel-plot limits;
+  the ICC, empirical-Bayes shrunken group means with intervals, and funnel-plot limits, plain and
+  allowing for overdispersion (Spiegelhalter 2005: additive random effects, Winsorised tau2);
 - a deterministic cluster bootstrap interval for the ICC, and a generic therapist-clustered
   percentile bootstrap for any statistic of a frame (`cluster_bootstrap`).
 
@@ -197,6 +198,48 @@ def funnel_limits(grand: float, sigma: float, n: int, z: float) -> tuple[float, 
         raise ValueError("n must be at least 1")
     half = z * sigma / math.sqrt(n)
     return grand - half, grand + half
+
+
+def overdispersed_funnel_limits(
+    grand: float, sigma2: float, n: int, tau2: float, z: float
+) -> tuple[float, float]:
+    """Funnel limits allowing for overdispersion (Spiegelhalter 2005, additive random effects):
+    grand -+ z * sqrt(sigma2 / n + tau2). With tau2 = 0 they are the plain `funnel_limits`."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    half = z * math.sqrt(sigma2 / n + max(0.0, tau2))
+    return grand - half, grand + half
+
+
+def winsorised_tau2(
+    means: Sequence[float], ns: Sequence[int], grand: float, sigma2: float, winsor: float = 0.1
+) -> float:
+    """Between-unit variance for overdispersed funnel limits, estimated as in Spiegelhalter (2005),
+    "Funnel plots for comparing institutional performance", Stat Med 24:1185-1202: z-scores
+    z_i = (mean_i - grand) / sqrt(sigma2 / n_i) are Winsorised at the `winsor` and 1 - `winsor`
+    quantiles (so the outliers the plot looks for do not widen its own limits), phi = mean(z_w^2),
+    and with weights w_i = n_i / sigma2 the additive random-effects (DerSimonian-Laird type) estimate
+    tau2 = (k * phi - (k - 1)) / (sum w - sum w^2 / sum w), truncated at 0.
+
+    0 with fewer than 2 units or no within-unit variance (no overdispersion can be estimated).
+    Quantiles use numpy's default linear interpolation.
+    """
+    if len(means) != len(ns):
+        raise ValueError("means and ns differ in length")
+    k = len(means)
+    if k < 2 or sigma2 <= 0:
+        return 0.0
+    n = np.asarray(ns, dtype=float)
+    if np.any(n < 1):
+        raise ValueError("every unit needs n >= 1")
+    z = (np.asarray(means, dtype=float) - grand) / np.sqrt(sigma2 / n)
+    lo, hi = np.quantile(z, winsor), np.quantile(z, 1 - winsor)
+    phi = float(np.mean(np.clip(z, lo, hi) ** 2))
+    w = n / sigma2
+    denom = float(w.sum() - (w**2).sum() / w.sum())
+    if denom <= 0:
+        return 0.0
+    return max(0.0, (k * phi - (k - 1)) / denom)
 
 
 def bootstrap_icc(

@@ -440,7 +440,7 @@ def _early_alliance(r: _Reader, ci_percent: str) -> Section:
     return Section("early-alliance", "Early alliance and depression outcome", body, ("early_alliance_phq9",))
 
 
-def _funnel(r: _Reader) -> Section:
+def _funnel(r: _Reader, ci_percent: str) -> Section:
     funnel = r.one("report_therapist_funnel.sql")
     dots = r.rows(
         "therapist_alliance_funnel_dots.sql",
@@ -449,7 +449,7 @@ def _funnel(r: _Reader) -> Section:
     points = [
         charts.FunnelPoint(
             label=str(row["therapist_key"])[:8],
-            n=float(row["caseload"]),
+            n=float(row["patients_with_alliance"]),
             value=float(row["mean_alliance"]),
             shrunken=_float(row["shrunken_alliance"]),
             position=str(row["funnel_position"]),
@@ -457,22 +457,28 @@ def _funnel(r: _Reader) -> Section:
         for row in dots
     ]
     sigma2 = _float(funnel["sigma2"])
+    tau2 = _float(funnel["funnel_tau2"]) or 0.0
     z_inner, z_outer = float(funnel["funnel_z_inner"]), float(funnel["funnel_z_outer"])
     svg = charts.funnel_chart(
         "therapist_funnel",
-        "Therapists' mean patient-rated alliance against caseload, with funnel limits",
+        "Therapists' mean patient-rated alliance against patients rated, with funnel limits allowing for "
+        "the usual spread between therapists",
         points,
         grand=_float(funnel["grand_mean"]),
         sigma=math.sqrt(sigma2) if sigma2 is not None and sigma2 > 0 else None,
+        tau2=tau2,
         z_inner=z_inner,
         z_outer=z_outer,
-        x_label="caseload (patients)",
+        x_label="patients with a patient-rated alliance score",
         y_label="mean patient-rated WAI-SR (1-5)",
-        description="Funnel plot: one dot per therapist at their caseload and mean patient-rated alliance, "
-        f"with {_z_percent(z_inner)}% and {_z_percent(z_outer)}% control limits around the practice mean.",
+        description="Funnel plot: one dot per therapist at the number of their patients who rated the "
+        f"alliance and those patients' mean alliance, with {_z_percent(z_inner)}% and "
+        f"{_z_percent(z_outer)}% limits around the practice mean that allow for chance and for the usual "
+        "spread between therapists.",
     )
     icc = _float(funnel["icc"])
-    caseload_min, caseload_max = _float(funnel["caseload_min"]), _float(funnel["caseload_max"])
+    icc_lo, icc_hi = _float(funnel["icc_ci_lower"]), _float(funnel["icc_ci_upper"])
+    caseload_min, caseload_max = _float(funnel["patients_min"]), _float(funnel["patients_max"])
     body = _render(
         "therapists.html.j2",
         chart=svg,
@@ -482,6 +488,12 @@ def _funnel(r: _Reader) -> Section:
         below=int(funnel["therapists_below_outer"]),
         icc=f"{icc:.2f}" if icc is not None else None,
         icc_percent=f"{100 * icc:.0f}" if icc is not None else None,
+        icc_ci=(
+            f"{icc_lo:.2f} to {icc_hi:.2f}"
+            if icc is not None and icc_lo is not None and icc_hi is not None
+            else None
+        ),
+        ci_percent=ci_percent,
         drawn=int(funnel["therapists_drawn"]),
         caseload_min=f"{caseload_min:g}" if caseload_min is not None and points else None,
         caseload_max=f"{caseload_max:g}" if caseload_max is not None else None,
@@ -694,7 +706,7 @@ def render_report(
         lambda: _monthly(reader, overview),
         lambda: _trajectories(reader, ci_percent),
         lambda: _early_alliance(reader, ci_percent),
-        lambda: _funnel(reader),
+        lambda: _funnel(reader, ci_percent),
         lambda: _adherence(reader, ci_percent),
         lambda: _data_quality(reader, with_quality),
     ]

@@ -390,8 +390,11 @@ def model_statistics(pub: Published, truth: Published, min_cell: int) -> list[Le
         grand, z = row.get("grand_mean"), row.get("funnel_z_outer")
         upper = row.get("funnel_outer_upper")
         if upper is not None and grand is not None and sigma2 and z and upper != grand:
-            n = round((z * math.sqrt(sigma2) / (upper - grand)) ** 2, 6)
-            recovered.append((cell, n, "funnel limit"))
+            # the limits are grand + z * sqrt(sigma2 / n + funnel_tau2) (overdispersed, Spiegelhalter
+            # 2005): n = sigma2 / (((upper - grand) / z)^2 - funnel_tau2)
+            excess = ((upper - grand) / z) ** 2 - float(row.get("funnel_tau2") or 0.0)
+            if excess > 0:
+                recovered.append((cell, round(sigma2 / excess, 6), "funnel limit"))
     for members in periods.values():
         total = next(
             (r["patients_in_model"] for r in members if r.get("patients_in_model") is not None), None
@@ -483,6 +486,7 @@ def primary_only(suppressed: Published, truth: Published, min_cell: int) -> Publ
         "funnel_outer_upper",
         "mean_alliance",
         "shrunken_alliance",
+        "funnel_tau2",
     )
     tables: dict[str, list[Row]] = {}
     for table, rows in suppressed.tables.items():

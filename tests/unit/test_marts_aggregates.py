@@ -34,12 +34,21 @@ def test_therapist_alliance_by_hand():
     assert t1["shrunken_alliance"] == pytest.approx(3.75)
     half = 1.959964 * math.sqrt(0.5 * 0.5 / 2)
     assert t1["shrunken_ci_upper"] == pytest.approx(3.75 + half, abs=1e-5)
-    # funnel: sigma / sqrt(n) = sqrt(0.5) / sqrt(2) = 0.5
-    assert (t1["funnel_inner_lower"], t1["funnel_inner_upper"]) == (pytest.approx(3.02), pytest.approx(4.98))
-    assert (t1["funnel_outer_lower"], t1["funnel_outer_upper"]) == (
-        pytest.approx(2.455),
-        pytest.approx(5.545),
+    # funnel (Spiegelhalter 2005): sigma2 / n = 0.5 / 2 = 0.25, z-scores (3.5 - 4) / 0.5 = -1 and +1,
+    # Winsorised at their 10% / 90% quantiles to -0.8, 0.8: phi = 0.64; w = 2 / 0.5 = 4 each,
+    # funnel_tau2 = (2 * 0.64 - 1) / (8 - 32 / 8) = 0.07; half-width z * sqrt(0.25 + 0.07)
+    assert t1["funnel_tau2"] == pytest.approx(0.07)
+    half = math.sqrt(0.32)
+    assert (t1["funnel_inner_lower"], t1["funnel_inner_upper"]) == (
+        pytest.approx(4 - 1.96 * half),
+        pytest.approx(4 + 1.96 * half),
     )
+    assert (t1["funnel_outer_lower"], t1["funnel_outer_upper"]) == (
+        pytest.approx(4 - 3.09 * half),
+        pytest.approx(4 + 3.09 * half),
+    )
+    # two therapists: too few clusters for the ICC's bootstrap interval
+    assert (t1["icc_ci_lower"], t1["icc_ci_upper"]) == (None, None)
     assert t1["funnel_position"] == "within"
     assert t1["mean_alliance_clinician"] == pytest.approx(2.0)
     assert t2["shrunken_alliance"] == pytest.approx(4.25)

@@ -19,9 +19,11 @@ from marts.stats import (
     funnel_limits,
     mean_ci,
     mean_difference_ci,
+    overdispersed_funnel_limits,
     pearson_r,
     spearman_rho,
     variance_components,
+    winsorised_tau2,
     z_for,
     zou_difference,
 )
@@ -92,6 +94,37 @@ def test_funnel_limits_at_two_z_values():
         "below_inner",
         "below_outer",
     ]
+
+
+def test_winsorised_tau2_by_hand():
+    # sigma2 1, n 4 each: se 0.5; means -1, -0.5, 0.5, 1 around 0 -> z = -2, -1, 1, 2.
+    # 10% / 90% quantiles (linear): -2 + 0.3 * 1 = -1.7 and 1 + 0.7 * 1 = 1.7 -> z_w = -1.7, -1, 1, 1.7
+    # phi = (2.89 + 1 + 1 + 2.89) / 4 = 1.945; w = 4 each: sum w - sum w^2 / sum w = 16 - 64 / 16 = 12
+    # tau2 = (4 * 1.945 - 3) / 12 = 4.78 / 12
+    means, ns = [-1.0, -0.5, 0.5, 1.0], [4, 4, 4, 4]
+    assert winsorised_tau2(means, ns, 0.0, 1.0, 0.1) == pytest.approx(4.78 / 12)
+    # without Winsorising: phi = (4 + 1 + 1 + 4) / 4 = 2.5 -> tau2 = (10 - 3) / 12
+    assert winsorised_tau2(means, ns, 0.0, 1.0, 0.0) == pytest.approx(7 / 12)
+    # means closer together than chance allows: no overdispersion, tau2 truncated at 0
+    assert winsorised_tau2([-0.1, 0.0, 0.1], [4, 4, 4], 0.0, 1.0) == 0.0
+    # one unit, or no within-unit variance: nothing to estimate
+    assert winsorised_tau2([1.0], [4], 0.0, 1.0) == 0.0
+    assert winsorised_tau2(means, ns, 0.0, 0.0) == 0.0
+    with pytest.raises(ValueError):
+        winsorised_tau2([1.0, 2.0], [4], 0.0, 1.0)
+
+
+def test_overdispersed_funnel_limits_by_hand():
+    # sigma2 1, n 4, tau2 4.78 / 12: sqrt(0.25 + 0.398333) = 0.805191
+    half = 0.805191
+    lower, upper = overdispersed_funnel_limits(0.0, 1.0, 4, 4.78 / 12, 1.96)
+    assert (lower, upper) == (pytest.approx(-1.96 * half, abs=1e-5), pytest.approx(1.96 * half, abs=1e-5))
+    # tau2 = 0: the plain limits grand -+ z sigma / sqrt(n)
+    assert overdispersed_funnel_limits(3.5, 0.36, 9, 0.0, 3.09) == funnel_limits(3.5, 0.6, 9, 3.09)
+    # tau2 keeps the limits apart however large n grows (sigma2 / n -> 0)
+    assert overdispersed_funnel_limits(0.0, 1.0, 10**9, 0.04, 1.96)[1] == pytest.approx(0.392, abs=1e-6)
+    with pytest.raises(ValueError):
+        overdispersed_funnel_limits(0.0, 1.0, 0, 0.1, 1.96)
 
 
 def test_pearson_and_spearman_by_hand():

@@ -172,7 +172,16 @@ def test_early_alliance_fit_is_least_squares_and_suppressed_under_min_cell():
 
 
 def _therapists() -> pd.DataFrame:
-    base = {"grand_mean": 3.8, "sigma2": 0.3, "icc": 0.2, "funnel_z_inner": 1.96, "funnel_z_outer": 3.09}
+    base = {
+        "grand_mean": 3.8,
+        "sigma2": 0.3,
+        "icc": 0.2,
+        "funnel_z_inner": 1.96,
+        "funnel_z_outer": 3.09,
+        "funnel_tau2": 0.05,
+        "icc_ci_lower": 0.1,
+        "icc_ci_upper": 0.35,
+    }
     rows = [
         # the 'all' period: three shown, one suppressed
         ("all", date(2026, 1, 1), "t1", False, 20, 4.6, "above_outer"),
@@ -191,6 +200,8 @@ def _therapists() -> pd.DataFrame:
                 "therapist_key": t,
                 "suppressed": sup,
                 "caseload": n,
+                # fewer patients rated the alliance than were seen: the funnel's n is this one
+                "patients_with_alliance": n - 2 if n is not None else None,
                 "mean_alliance": m,
                 "funnel_position": pos,
                 **base,
@@ -209,7 +220,9 @@ def test_therapist_funnel_summarises_the_period_it_shows():
     assert (f["therapists_drawn"], f["therapists_hidden"]) == (3, 1)
     assert (f["therapists_above_outer"], f["therapists_below_outer"]) == (1, 1)
     assert (f["caseload_min"], f["caseload_max"]) == (15, 30)
+    assert (f["patients_min"], f["patients_max"]) == (13, 28)
     assert (f["funnel_z_inner"], f["funnel_z_outer"], f["icc"]) == (1.96, 3.09, 0.2)
+    assert (f["funnel_tau2"], f["icc_ci_lower"], f["icc_ci_upper"]) == (0.05, 0.1, 0.35)
 
 
 def test_therapist_funnel_has_its_row_without_therapists():

@@ -197,7 +197,8 @@ def _association(r: _Reader, question_id: str, method: str = "pearson") -> Assoc
         return None
     row = rows[0]
     est, lo, hi, n = row["estimate"], row["ci_lower"], row["ci_upper"], row["n"]
-    if row["suppressed"] or est is None or n is None or int(n) < r.min_cell:
+    # no interval (fewer than 3 therapists to resample): the estimate is not quoted alone
+    if row["suppressed"] or est is None or lo is None or hi is None or n is None or int(n) < r.min_cell:
         return None
     return float(est), float(lo), float(hi), int(n)
 

@@ -98,6 +98,29 @@ def test_associations_recover_the_built_in_effects(warehouse, clinic):
     # raters agree only modestly (generator: ~0.36)
     agree = _assoc(warehouse, "patient_vs_clinician_alliance")
     assert abs(agree[0] - truth["r_patient_vs_clinician_alliance"]) < 0.15
+    # outcome questions use closed episodes only, with therapist-clustered intervals
+    (n_closed,) = warehouse.execute(
+        "SELECT count(*) FROM marts.episode_outcomes WHERE episode_closed AND early_alliance IS NOT NULL "
+        "AND phq9_baseline IS NOT NULL AND phq9_last IS NOT NULL"
+    ).fetchall()[0]
+    assert n == n_closed
+    (clusters, p_value, population) = warehouse.execute(
+        "SELECT clusters, p_value, population FROM marts.alliance_associations "
+        "WHERE question_id = 'early_alliance_vs_phq9_improvement' AND method LIKE 'pearson%'"
+    ).fetchall()[0]
+    assert (clusters, p_value, population) == (12, None, "closed episodes")
+    # adjusted for baseline PHQ-9 the association stays (the generator has no baseline confound)
+    adj = _assoc(warehouse, "early_alliance_vs_phq9_improvement_baseline_adjusted", "partial pearson")
+    assert abs(adj[0] - truth["r_early_alliance_vs_phq9_drop"]) < 0.2 and adj[1] > 0.2
+    # prospective: early patient-rated alliance predicts adherence in the year after, clinician-rated
+    # alliance barely does
+    for stem in ("pdc", "mars", "dai10"):
+        pat = _assoc(warehouse, f"early_patient_alliance_predicts_{stem}")
+        cli = _assoc(warehouse, f"early_clinician_alliance_predicts_{stem}")
+        assert pat[1] > 0.2 and cli[0] < 0.3 and pat[3] > 50, stem
+        assert (
+            _assoc(warehouse, f"early_patient_minus_clinician_alliance_predicts_{stem}", "difference")[1] > 0
+        )
     # therapist effects exist (effect SD ~0.34 against patient SD ~0.45)
     icc = _assoc(warehouse, "therapist_icc", "one-way")
     assert 0.1 < icc[0] < 0.6 and icc[1] > 0.05

@@ -246,8 +246,9 @@ _KPI_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("low_alliance_share", "Low alliance", "pct"),
     ("rupture_rate", "Rupture rate", "pct"),
     ("episodes_ended", "Episodes ended", "count"),
-    ("recovery_rate", "Recovery", "pct"),
-    ("reliable_improvement_rate", "Reliable improvement", "pct"),
+    # outcome rates per calendar quarter (on the quarter's last month): a month's few endings are noise
+    ("quarter_recovery_rate", "Recovery (quarter)", "pct"),
+    ("quarter_reliable_improvement_rate", "Reliable improvement (quarter)", "pct"),
     ("pdc_adherence_rate", "PDC adherent", "pct"),
     ("attendance_rate", "Attendance", "pct"),
     ("data_quality_pass_rate", "Data quality pass", "pct"),
@@ -319,10 +320,12 @@ def _monthly(r: _Reader, overview: dict[str, Any]) -> Section:
 
 
 def _trajectories(r: _Reader, ci_percent: str) -> Section:
+    """Within-episode change of the alliance by session number (each rated session minus the same
+    episode's session-1 rating), not the cross-sectional mean: the episodes still running at a late
+    session are not those that started, so a cross-sectional rise is partly who stays in treatment."""
     rows = r.rows("report_alliance_trajectory.sql")
     by_number = [row for row in rows if row["level"] == "session"]
     total = next((row for row in rows if row["level"] == "all"), None)
-    threshold = _float(total["low_alliance_threshold"]) if total else None
     patient: list[tuple[float, float | None]] = []
     clinician: list[tuple[float, float | None]] = []
     p_notes: list[str] = []
@@ -330,14 +333,18 @@ def _trajectories(r: _Reader, ci_percent: str) -> Section:
     band: list[tuple[float, float, float]] = []
     for row in by_number:
         k = float(row["session_number"])
-        n_p, n_c = row["sessions_patient_rated"], row["sessions_clinician_rated"]
-        p = _float(row["mean_alliance_patient"]) if r.enough(n_p) else None
-        c = _float(row["mean_alliance_clinician"]) if r.enough(n_c) else None
+        n_p, n_c = row["sessions_change_patient"], row["sessions_change_clinician"]
+        p = _float(row["mean_change_patient"]) if r.enough(n_p) else None
+        c = _float(row["mean_change_clinician"]) if r.enough(n_c) else None
         patient.append((k, p))
         clinician.append((k, c))
-        p_notes.append(f"session {int(k)}: patient-rated mean {_num_text(p)} (n = {r.count_text(n_p)})")
-        c_notes.append(f"session {int(k)}: clinician-rated mean {_num_text(c)} (n = {r.count_text(n_c)})")
-        lo, hi = _float(row["ci_lower_patient"]), _float(row["ci_upper_patient"])
+        p_notes.append(
+            f"session {int(k)}: patient-rated change since session 1 {_signed(p)} (n = {r.count_text(n_p)})"
+        )
+        c_notes.append(
+            f"session {int(k)}: clinician-rated change since session 1 {_signed(c)} (n = {r.count_text(n_c)})"
+        )
+        lo, hi = _float(row["ci_lower_change_patient"]), _float(row["ci_upper_change_patient"])
         if p is not None and lo is not None and hi is not None:
             band.append((k, lo, hi))
     # keep the x axis to the session numbers with something to show
@@ -357,33 +364,34 @@ def _trajectories(r: _Reader, ci_percent: str) -> Section:
             notes=c_notes[:last],
         ),
     ]
-    refs = [(threshold, f"low alliance below {threshold:g}")] if threshold is not None else []
     svg = charts.line_chart(
         "alliance_trajectories",
-        "Mean alliance (1-5) by session number, patient- vs clinician-rated",
+        "Change in alliance since session 1 within the same episodes, by session number, patient- vs "
+        "clinician-rated",
         series,
         x_label="session number in the treatment episode",
-        y_label="mean WAI score (1-5)",
-        references=refs,
-        y_format=lambda v: f"{v:.1f}",
-        description="Line chart of the mean patient-rated and clinician-rated alliance at each session "
-        f"number, with a shaded {ci_percent}% interval around the patient-rated mean.",
+        y_label="change in mean WAI score since session 1",
+        references=[(0.0, "no change since session 1")],
+        y_format=lambda v: f"{v:+.2f}",
+        description="Line chart of the mean within-episode change in patient-rated and clinician-rated "
+        "alliance since session 1 at each session number, with a shaded "
+        f"{ci_percent}% interval around the patient-rated change.",
     )
     drawn = [
         row
         for row in by_number
-        if row["mean_alliance_patient"] is not None and r.enough(row["sessions_patient_rated"])
+        if row["mean_change_patient"] is not None and r.enough(row["sessions_change_patient"])
     ]
     last_row = drawn[-1] if drawn else None
     body = _render(
         "trajectories.html.j2",
         chart=svg,
         ci_percent=ci_percent,
-        total=r.count(total["sessions_patient_rated"] if total else 0),
-        first_n=r.count(drawn[0]["sessions_patient_rated"]) if drawn else DASH,
+        total=r.count(total["sessions_change_patient"] if total else 0),
+        first_n=r.count(drawn[0]["sessions_change_patient"]) if drawn else DASH,
         last=(
             {
-                "n": r.count(last_row["sessions_patient_rated"]),
+                "n": r.count(last_row["sessions_change_patient"]),
                 "session_number": int(last_row["session_number"]),
             }
             if last_row
@@ -392,6 +400,10 @@ def _trajectories(r: _Reader, ci_percent: str) -> Section:
         min_cell=r.min_cell,
     )
     return Section("trajectories", "Alliance over the course of treatment", body, ("alliance_trajectories",))
+
+
+def _signed(v: float | None) -> str:
+    return DASH if v is None else f"{v:+.2f}"
 
 
 def _early_alliance(r: _Reader, ci_percent: str) -> Section:
@@ -604,13 +616,31 @@ def _adherence(r: _Reader, ci_percent: str) -> Section:
             ),
         }
 
+    def prospective(stem: str) -> dict[str, str]:
+        """Early alliance (sessions 1-3) against adherence in the year after it: the alliance is
+        measured before the adherence, unlike the bars."""
+        return {
+            "patient": _r_text(
+                _association(r, f"early_patient_alliance_predicts_{stem}"), "episodes", ci_percent
+            ),
+            "clinician": _r_text(
+                _association(r, f"early_clinician_alliance_predicts_{stem}"), "episodes", ci_percent
+            ),
+            "difference": diff_text(
+                _association(r, f"early_patient_minus_clinician_alliance_predicts_{stem}", "difference")
+            ),
+        }
+
     body = _render(
         "adherence.html.j2",
         charts=svgs,
         pdc_threshold=f"{100 * pdc_threshold:.0f}" if pdc_threshold is not None else None,
+        ci_percent=ci_percent,
         group_ns=ns,
         pdc=by_rater("pdc"),
         mars=by_rater("mars"),
+        pdc_prospective=prospective("pdc"),
+        mars_prospective=prospective("mars"),
     )
     ids = tuple(c[0] for c in _ADHERENCE_CHARTS)
     return Section("adherence", "Medication adherence by patient- vs clinician-rated alliance", body, ids)

@@ -140,3 +140,45 @@ def test_registry_thresholds_default_and_site_override(tmp_path):
     from fhir_mappings.registry import load_registry
 
     assert thresholds_from_registry(load_registry(tmp_path)).srs_concern_below == 37
+
+
+def test_qi_quarter_outcome_counts_sum_their_months_and_are_suppressed_with_them():
+    from marts.qi import add_quarters, suppress_qi_rows
+
+    # (month, outcome complete, case complete, recovered, reliably improved)
+    months = [(1, 20, 15, 12, 10), (2, 25, 20, 15, 12), (3, 30, 22, 15, 14), (4, 40, 30, 20, 18)]
+    rows = [
+        {
+            "level": "practice",
+            "clinic_key": None,
+            "month": date(2026, m, 1),
+            "episodes_outcome_complete": oc,
+            "episodes_case_complete": cc,
+            "episodes_recovered": rec,
+            "episodes_reliably_improved": ri,
+        }
+        for m, oc, cc, rec, ri in months
+    ]
+    add_quarters(rows)
+    jan, feb, mar, apr = rows
+    # Q1 sits on March (its last month): 20 + 25 + 30, 15 + 20 + 22, 12 + 15 + 15, 10 + 12 + 14
+    assert mar["quarter_start"] == date(2026, 1, 1)
+    assert (
+        mar["quarter_episodes_outcome_complete"],
+        mar["quarter_episodes_case_complete"],
+        mar["quarter_episodes_recovered"],
+        mar["quarter_episodes_reliably_improved"],
+    ) == (75, 57, 42, 36)
+    assert mar["quarter_recovery_rate"] == pytest.approx(42 / 57)
+    assert mar["quarter_reliable_improvement_rate"] == pytest.approx(36 / 75)
+    assert jan["quarter_start"] is None and feb["quarter_episodes_recovered"] is None
+    # Q2 has only April in the data so far
+    assert (apr["quarter_start"], apr["quarter_episodes_recovered"]) == (date(2026, 4, 1), 20)
+    suppress_qi_rows(rows, 11, linked_periods=())
+    # January's 10 reliably improved is small; Q1 = Jan + Feb + Mar would give it back from the
+    # others, so February's 12 goes too, and the quarter total stays (two unknown months in it)
+    assert jan["episodes_reliably_improved"] is None and feb["episodes_reliably_improved"] is None
+    assert mar["episodes_reliably_improved"] == 14 and mar["quarter_episodes_reliably_improved"] == 36
+    assert "episodes_reliably_improved" in (jan["suppressed_columns"] or "")
+    # Q1 cases not recovered = 57 - 42 = 15: not small, the quarter's recovery rate is shown
+    assert mar["quarter_recovery_rate"] == pytest.approx(42 / 57)

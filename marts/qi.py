@@ -193,7 +193,8 @@ def quarter_members(rows: list[dict[str, Any]]) -> dict[int, list[int]]:
     """Practice rows by quarter: the index of the quarter's last month in the data -> all its months."""
     by_quarter: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
-        if row.get("level") == "practice" and row.get("month") is not None:
+        # a month that is not a date (hand-built rows) has no quarter
+        if row.get("level") == "practice" and hasattr(row.get("month"), "year"):
             by_quarter[_quarter_of(row["month"])].append(i)
     return {max(members, key=lambda i: rows[i]["month"]): members for members in by_quarter.values()}
 

@@ -381,6 +381,7 @@ class _Therapist:
     clinic: int
     effect: float  # true alliance effect, felt by the patient
     bias: float  # how generously this therapist rates alliance on the clinician form
+    outlier: str | None = None  # 'high' / 'low' when planted as a clear outlier (the funnel's truth)
 
 
 @dataclass
@@ -506,10 +507,11 @@ class _Clinic:
         for k in range(n_out):
             effects[order[k]] = 0.45 + 0.1 * rng.random()
             effects[order[n_out + k]] = -0.45 - 0.1 * rng.random()
+        planted = {order[k]: "high" for k in range(n_out)} | {order[n_out + k]: "low" for k in range(n_out)}
         for t in range(cfg.therapists):
             clinic = t % cfg.clinics
             tid = f"prac-{t + 1:03d}"
-            th = _Therapist(t + 1, tid, clinic, effects[t], rng.gauss(0, 0.25))
+            th = _Therapist(t + 1, tid, clinic, effects[t], rng.gauss(0, 0.25), planted.get(t))
             self.therapists.append(th)
             self._practitioner(tid, f"role-{t + 1:03d}", clinic, "Psychotherapist", t + 1)
         for c in range(cfg.clinics):
@@ -1491,6 +1493,7 @@ class _Clinic:
                         "clinic": self.clinic_ids[t.clinic],
                         "alliance_effect": round(t.effect, 4),
                         "rating_bias": round(t.bias, 4),
+                        "outlier": t.outlier,
                     }
                     for t in self.therapists
                 },
@@ -1601,3 +1604,9 @@ def _rate(eps: Any) -> float | None:
     sessions = sum(e["sessions_attended"] for e in eps)
     ruptures = sum(len(e["ruptures"]) for e in eps)
     return ruptures / sessions if sessions else None
+
+
+def planted_outlier_therapists(data: GeneratedData) -> dict[str, str]:
+    """The therapists planted as clear alliance outliers (practitioner id -> 'high' or 'low'): the truth
+    a funnel plot should find, against the rest drawn from N(0, 0.15) around the practice."""
+    return {tid: t["outlier"] for tid, t in data.manifest["truth"]["therapists"].items() if t.get("outlier")}

@@ -1,47 +1,65 @@
 """`marts.alliance_associations`: the clinic's answers to its questions about the alliance (docs/domain.md).
 
-One row per question x method, each with estimate, confidence interval, n and method:
+One row per question x method, each with estimate, confidence interval, n, method and population:
 - does alliance (mean, and early = sessions 1-3) go with better outcomes (PHQ-9, GAD-7 improvement,
-  ORS change)?
-- does patient-rated alliance predict adherence attitudes (MARS, DAI-10) and refills (PDC), and does
-  clinician-rated alliance not? (both correlations, and their difference with Zou's interval);
+  ORS change)? Closed episodes only (an open episode's last score is interim), as raw improvement and
+  adjusted for the baseline score (partial correlation given baseline: change from a high baseline
+  has more room and regresses to the mean);
+- does patient-rated alliance predict adherence (PDC, MARS, DAI-10), and does clinician-rated alliance
+  not? Prospectively: the early alliance (sessions 1..early_sessions) against adherence in the
+  `prospective_adherence_days` after it (both correlations, and their difference); and, as before, the
+  concurrent association over the same adherence period (not a prediction);
 - how far do patient and clinician agree (correlation, mean discrepancy)?
 - how much of the alliance lies with the therapist (ICC, cluster-bootstrap interval)?
-- do episodes whose ruptures were all repaired improve more than episodes with an unrepaired one?
+- among closed episodes with a rupture, do those whose ruptures were all repaired improve more than
+  those with an unrepaired one (raw and adjusted for baseline)?
 
-The unit is the treatment episode for outcomes, the patient x adherence period (marts.adherence) for
-adherence, and the patient for the therapist ICC (fitted over therapists with at least min_cell
-patients, as marts.therapist_alliance shows them). Rows resting on fewer than min_cell cases (either
-group, for differences) are suppressed.
+Intervals: episodes and patients are nested in therapists, so every interval except the ICC's own is a
+therapist-clustered percentile bootstrap (`marts.stats.cluster_bootstrap`: whole therapists resampled,
+`bootstrap_samples` times, seed `bootstrap_seed`), with the therapists resampled in `clusters` and no
+p-value (the Fisher-z p-value assumes independent cases). Cases without a therapist form one cluster.
+The unit is the treatment episode for outcomes and prospective adherence, the patient x adherence
+period (marts.adherence) for concurrent adherence, and the patient for the therapist ICC (fitted over
+therapists with at least min_cell patients, as marts.therapist_alliance shows them). Rows resting on
+fewer than min_cell cases (either group, for differences) are suppressed.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
+from marts.adherence import compute_pdc
 from marts.frames import query_dicts, query_frame, write_table
 from marts.moderation import skill_use_model_rows
 from marts.settings import MartSettings
 from marts.stats import (
+    ClusterInterval,
+    adjusted_difference,
+    average_ranks,
     bootstrap_icc,
-    correlate,
-    mean_ci,
-    mean_difference_ci,
+    cluster_bootstrap_arrays,
+    fast_pearson,
+    partial_correlation,
     variance_components,
-    zou_difference,
 )
 from marts.suppression import is_small
+from pipelines.sqlfiles import run_sql
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 EPISODES_SQL = SQL_DIR / "alliance_associations.sql"  # episodes, from episode_outcomes
 ADHERENCE_SQL = SQL_DIR / "alliance_associations_adherence.sql"  # patient x period, from adherence
 PATIENT_ALLIANCE_SQL = SQL_DIR / "alliance_associations_patient_alliance.sql"  # therapist x patient
+# episode x the adherence window after its early sessions (work table, then PDC, then the query)
+PROSPECTIVE_WINDOWS_SQL = SQL_DIR / "alliance_associations_prospective_windows.sql"
+PROSPECTIVE_SQL = SQL_DIR / "alliance_associations_prospective.sql"
 
 COLUMNS: list[tuple[str, str]] = [
     ("question_id", "VARCHAR"),
@@ -59,17 +77,23 @@ COLUMNS: list[tuple[str, str]] = [
     ("detail", "VARCHAR"),
     ("suppressed", "BOOLEAN"),
     ("min_cell", "INTEGER"),
+    # appended (a contract: add, don't rename; NULL on rows that do not set them)
+    ("clusters", "INTEGER"),  # therapists resampled by the clustered bootstrap
+    ("population", "VARCHAR"),  # which cases: closed episodes, all episodes, patient x period, ...
+    ("adjusted_for", "VARCHAR"),  # the covariate an adjusted estimate is adjusted for
 ]
 
 
 @dataclass(frozen=True)
 class Question:
-    """A correlation question: x vs y over episodes where both are known."""
+    """A correlation question: x vs y over episodes where both are known. An outcome question (with a
+    `baseline`) uses closed episodes only and gets a second, baseline-adjusted row."""
 
     id: str
     question: str
     x: str
     y: str
+    baseline: str | None = None
 
 
 CORRELATIONS: tuple[Question, ...] = (
@@ -78,30 +102,35 @@ CORRELATIONS: tuple[Question, ...] = (
         "Is higher patient-rated alliance (episode mean WAI-SR) associated with more PHQ-9 improvement?",
         "mean_alliance_patient",
         "phq9_improvement",
+        "phq9_baseline",
     ),
     Question(
         "early_alliance_vs_phq9_improvement",
         "Does early patient-rated alliance (WAI-SR mean, sessions 1-3) predict PHQ-9 improvement?",
         "early_alliance",
         "phq9_improvement",
+        "phq9_baseline",
     ),
     Question(
         "early_alliance_vs_gad7_improvement",
         "Does early patient-rated alliance predict GAD-7 improvement?",
         "early_alliance",
         "gad7_improvement",
+        "gad7_baseline",
     ),
     Question(
         "early_alliance_vs_ors_change",
         "Does early patient-rated alliance predict ORS improvement?",
         "early_alliance",
         "ors_change",
+        "ors_baseline",
     ),
     Question(
         "early_clinician_alliance_vs_phq9_improvement",
         "Does early clinician-rated alliance predict PHQ-9 improvement?",
         "early_alliance_clinician",
         "phq9_improvement",
+        "phq9_baseline",
     ),
     Question(
         "patient_vs_clinician_alliance",
@@ -113,19 +142,95 @@ CORRELATIONS: tuple[Question, ...] = (
 
 # (id stem, outcome column, outcome label): patient- vs clinician-rated alliance against adherence.
 ADHERENCE_OUTCOMES: tuple[tuple[str, str, str], ...] = (
-    ("mars", "mars_mean", "medication adherence behaviour (MARS, mean over the period)"),
-    ("dai10", "dai10_mean", "drug attitudes (DAI-10, mean over the period)"),
-    ("pdc", "pdc", "refill adherence (PDC, PQA method, over the period)"),
+    ("mars", "mars_mean", "medication adherence behaviour (MARS, mean)"),
+    ("dai10", "dai10_mean", "drug attitudes (DAI-10, mean)"),
+    ("pdc", "pdc", "refill adherence (PDC, PQA method)"),
+)
+# Early alliance by rater in the prospective frame (alliance_associations_prospective.sql).
+PROSPECTIVE_RATERS: tuple[tuple[str, str], ...] = (
+    ("patient", "early_alliance_patient"),
+    ("clinician", "early_alliance_clinician"),
+)
+CONCURRENT_RATERS: tuple[tuple[str, str], ...] = (
+    ("patient", "mean_alliance_patient"),
+    ("clinician", "mean_alliance_clinician"),
+)
+PROSPECTIVE_COLUMNS = (
+    "episode_key",
+    "therapist_key",
+    *(c for _, c in PROSPECTIVE_RATERS),
+    "pdc",
+    "mars_mean",
+    "dai10_mean",
 )
 
+CLUSTER = "therapist_key"
+NO_THERAPIST = "(no therapist)"  # cases without a therapist are resampled together, as one cluster
+
 METHOD_LABEL = {
-    "pearson": "pearson (Fisher-z CI)",
-    "spearman": "spearman (Fisher-z CI, SE factor 1.06)",
+    "pearson": "pearson (therapist-clustered bootstrap CI)",
+    "spearman": "spearman (therapist-clustered bootstrap CI)",
 }
+PARTIAL_LABEL = {
+    "pearson": "partial pearson given baseline (therapist-clustered bootstrap CI)",
+    "spearman": "partial spearman given baseline (therapist-clustered bootstrap CI)",
+}
+DIFFERENCE_LABEL = "difference of dependent correlations (pearson, therapist-clustered bootstrap CI)"
 
 
 def _pairs(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
-    return df[list(cols)].dropna().astype(float)
+    """The rows of `df` with every column in `cols` known, as floats, with their therapist (the
+    bootstrap's cluster; NO_THERAPIST where unknown)."""
+    if df.empty or not set(cols) <= set(df.columns):
+        return pd.DataFrame({**{c: pd.Series(dtype=float) for c in cols}, CLUSTER: pd.Series(dtype=str)})
+    clusters = df[CLUSTER] if CLUSTER in df.columns else pd.Series(NO_THERAPIST, index=df.index)
+    frame = df[list(cols)].assign(**{CLUSTER: clusters.fillna(NO_THERAPIST).astype(str)})
+    frame = frame.dropna(subset=list(cols))
+    return frame.astype(dict.fromkeys(cols, float))
+
+
+Arrays = Mapping[str, np.ndarray]
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, method: str) -> float | None:
+    """Pearson's r, or Spearman's rho (Pearson's r of average ranks), on arrays (bootstrap loops)."""
+    if method == "spearman":
+        return fast_pearson(average_ranks(x), average_ranks(y))
+    return fast_pearson(x, y)
+
+
+def _correlation_statistic(x: str, y: str, method: str) -> Callable[[Arrays], float | None]:
+    return lambda a: _correlation(a[x], a[y], method)
+
+
+def _partial_statistic(x: str, y: str, baseline: str, method: str) -> Callable[[Arrays], float | None]:
+    return lambda a: partial_correlation(a[x], a[y], a[baseline], method)
+
+
+def _difference_statistic(y: str, x1: str, x2: str) -> Callable[[Arrays], float | None]:
+    """r(y, x1) - r(y, x2) (Pearson): the two raters' correlations with the same outcome."""
+
+    def stat(a: Arrays) -> float | None:
+        r1, r2 = fast_pearson(a[y], a[x1]), fast_pearson(a[y], a[x2])
+        return None if r1 is None or r2 is None else r1 - r2
+
+    return stat
+
+
+def _group_difference(y: str) -> Callable[[Arrays], float | None]:
+    """mean(y | group) - mean(y | not group), None unless each group has 2 cases."""
+
+    def stat(a: Arrays) -> float | None:
+        g = a["group"] > 0
+        if g.sum() < 2 or (~g).sum() < 2:
+            return None
+        return float(a[y][g].mean() - a[y][~g].mean())
+
+    return stat
+
+
+def _adjusted_group_difference(y: str, baseline: str) -> Callable[[Arrays], float | None]:
+    return lambda a: adjusted_difference(a[y], a["group"] > 0, a[baseline])
 
 
 def _row(qid: str, question: str, x: str, y: str, method: str, **values: Any) -> dict[str, Any]:
@@ -145,88 +250,163 @@ def association_rows(
     adherence: pd.DataFrame,
     patient_alliance: dict[str, list[float]],
     settings: MartSettings,
+    prospective: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
     """Every association row, before suppression: `episodes` (episode_outcomes columns), `adherence`
-    (patient x period rows) and `patient_alliance` (therapist -> patient mean WAI-SR)."""
+    (patient x period rows), `patient_alliance` (therapist -> patient mean WAI-SR) and `prospective`
+    (episode rows of early alliance and the adherence after it; none: those questions get n = 0)."""
     level = settings.ci_level
+    samples = settings.bootstrap_samples
     rows: list[dict[str, Any]] = []
+    if prospective is None:
+        prospective = pd.DataFrame(columns=list(PROSPECTIVE_COLUMNS))
 
-    def corr_rows(qid: str, question: str, x: str, y: str, frame: pd.DataFrame, unit: str) -> None:
+    def add(
+        qid: str,
+        question: str,
+        x: str,
+        y: str,
+        method: str,
+        frame: pd.DataFrame,
+        statistic: Callable[[Arrays], float | None],
+        population: str,
+        unit: str,
+        **extra: Any,
+    ) -> None:
+        columns = {c: frame[c].to_numpy(dtype=float) for c in frame.columns if c != CLUSTER}
+        ci: ClusterInterval = cluster_bootstrap_arrays(
+            columns, frame[CLUSTER].to_numpy(dtype=object), statistic, samples, settings.bootstrap_seed, level
+        )
+        detail = extra.pop("detail", "")
+        rows.append(
+            _row(
+                qid,
+                question,
+                x,
+                y,
+                method,
+                estimate=ci.estimate,
+                ci_lower=ci.ci_lower,
+                ci_upper=ci.ci_upper,
+                n=ci.n,
+                clusters=ci.clusters,
+                population=population,
+                unit=unit,
+                detail=f"{detail}{population}; percentile interval over {samples} resamples of "
+                f"{ci.clusters} therapists",
+                **extra,
+            )
+        )
+
+    def corr_rows(
+        qid: str, question: str, x: str, y: str, frame: pd.DataFrame, unit: str, population: str
+    ) -> None:
         d = _pairs(frame, x, y)
         for method in ("pearson", "spearman"):
-            c = correlate(list(d[x]), list(d[y]), method, level)
-            rows.append(
-                _row(
-                    qid,
-                    question,
-                    x,
-                    y,
-                    METHOD_LABEL[method],
-                    estimate=c.estimate,
-                    ci_lower=c.ci_lower,
-                    ci_upper=c.ci_upper,
-                    n=c.n,
-                    p_value=c.p_value,
-                    unit=unit,
-                )
+            add(
+                qid,
+                question,
+                x,
+                y,
+                METHOD_LABEL[method],
+                d,
+                _correlation_statistic(x, y, method),
+                population,
+                unit,
             )
 
+    closed = (
+        episodes[episodes.episode_closed.fillna(False).astype(bool)]
+        if "episode_closed" in episodes
+        else episodes
+    )
     for q in CORRELATIONS:
-        corr_rows(q.id, q.question, q.x, q.y, episodes, "episode")
+        if q.baseline is None:
+            corr_rows(q.id, q.question, q.x, q.y, episodes, "episode", "all episodes")
+            continue
+        corr_rows(q.id, q.question, q.x, q.y, closed, "episode", "closed episodes")
+        d = _pairs(closed, q.x, q.y, q.baseline)
+        for method in ("pearson", "spearman"):
+            add(
+                f"{q.id}_baseline_adjusted",
+                f"{q.question} Adjusted for the baseline score (partial correlation given {q.baseline}).",
+                q.x,
+                q.y,
+                PARTIAL_LABEL[method],
+                d,
+                _partial_statistic(q.x, q.y, q.baseline, method),
+                "closed episodes",
+                "episode",
+                adjusted_for=q.baseline,
+            )
 
     period_unit = f"patient x {settings.adherence_period}"
-
+    early, days = settings.early_sessions, settings.prospective_adherence_days
+    prospective_population = (
+        f"episodes: alliance at sessions 1-{early}, adherence in the {days} days after the last of them"
+    )
     for stem, col, label in ADHERENCE_OUTCOMES:
-        for rater, x in (("patient", "mean_alliance_patient"), ("clinician", "mean_alliance_clinician")):
+        for rater, x in PROSPECTIVE_RATERS:
+            corr_rows(
+                f"early_{rater}_alliance_predicts_{stem}",
+                f"Does early {rater}-rated alliance (sessions 1-{early}) predict {label} in the {days} days "
+                "after it (prospective: the alliance is measured before the adherence)?",
+                x,
+                col,
+                prospective,
+                "episode",
+                prospective_population,
+            )
+        d = _pairs(prospective, col, *(x for _, x in PROSPECTIVE_RATERS))
+        add(
+            f"early_patient_minus_clinician_alliance_predicts_{stem}",
+            f"Does early patient-rated alliance predict {label} in the {days} days after it better than "
+            "early clinician-rated alliance (difference of the two Pearson correlations)?",
+            "early_alliance_patient - early_alliance_clinician",
+            col,
+            DIFFERENCE_LABEL,
+            d,
+            _difference_statistic(col, "early_alliance_patient", "early_alliance_clinician"),
+            prospective_population,
+            "episode",
+        )
+        for rater, x in CONCURRENT_RATERS:
             corr_rows(
                 f"{rater}_alliance_vs_{stem}",
-                f"Does {rater}-rated alliance (mean over the period) predict {label}?",
+                f"Does {rater}-rated alliance (mean over the period) go with {label} over the same period "
+                "(concurrent: an association, not a prediction)?",
                 x,
                 col,
                 adherence,
                 period_unit,
+                f"patient x {settings.adherence_period} periods",
             )
-        d = _pairs(adherence, col, "mean_alliance_patient", "mean_alliance_clinician")
-        n = len(d)
-        r_p = correlate(list(d[col]), list(d.mean_alliance_patient), "pearson", level).estimate
-        r_c = correlate(list(d[col]), list(d.mean_alliance_clinician), "pearson", level).estimate
-        r_pc = correlate(
-            list(d.mean_alliance_patient), list(d.mean_alliance_clinician), "pearson", level
-        ).estimate
-        diff = None
-        if r_p is not None and r_c is not None and r_pc is not None:
-            diff = zou_difference(r_p, r_c, r_pc, n, level)
-        rows.append(
-            _row(
-                f"patient_minus_clinician_alliance_vs_{stem}",
-                f"Does patient-rated alliance predict {label} better than clinician-rated alliance "
-                "(difference of the two Pearson correlations)?",
-                "mean_alliance_patient - mean_alliance_clinician",
-                col,
-                "difference of dependent correlations (Zou 2007 CI)",
-                unit=period_unit,
-                estimate=diff[0] if diff else None,
-                ci_lower=diff[1] if diff else None,
-                ci_upper=diff[2] if diff else None,
-                n=n,
-            )
+        d = _pairs(adherence, col, *(x for _, x in CONCURRENT_RATERS))
+        add(
+            f"patient_minus_clinician_alliance_vs_{stem}",
+            f"Does patient-rated alliance go with {label} more closely than clinician-rated alliance "
+            "over the same period (difference of the two Pearson correlations)?",
+            "mean_alliance_patient - mean_alliance_clinician",
+            col,
+            DIFFERENCE_LABEL,
+            d,
+            _difference_statistic(col, "mean_alliance_patient", "mean_alliance_clinician"),
+            f"patient x {settings.adherence_period} periods",
+            period_unit,
         )
 
-    disc = list(episodes.mean_rater_discrepancy.dropna().astype(float))
-    m = mean_ci(disc, level)
-    rows.append(
-        _row(
-            "rater_discrepancy",
-            "On average, how much higher do patients rate the alliance than their clinicians (WAI mean, "
-            "patient minus clinician)?",
-            "mean_rater_discrepancy",
-            "",
-            "mean (normal CI)",
-            estimate=m[0] if m else None,
-            ci_lower=m[1] if m else None,
-            ci_upper=m[2] if m else None,
-            n=len(disc),
-        )
+    disc = _pairs(episodes, "mean_rater_discrepancy")
+    add(
+        "rater_discrepancy",
+        "On average, how much higher do patients rate the alliance than their clinicians (WAI mean, "
+        "patient minus clinician)?",
+        "mean_rater_discrepancy",
+        "",
+        "mean (therapist-clustered bootstrap CI)",
+        disc,
+        lambda a: float(a["mean_rater_discrepancy"].mean()) if len(a["mean_rater_discrepancy"]) else None,
+        "all episodes",
+        "episode",
     )
 
     # Over the therapists therapist_alliance can show (at least min_cell patients): with a hidden
@@ -246,6 +426,8 @@ def association_rows(
             ci_lower=ci[0] if ci else None,
             ci_upper=ci[1] if ci else None,
             n=vc.observations if vc else 0,
+            clusters=vc.groups if vc else 0,
+            population=f"patients of therapists with at least {settings.min_cell} patients",
             detail=(
                 f"{vc.groups if vc else 0} therapists with at least {settings.min_cell} patients; "
                 f"{settings.bootstrap_samples} bootstrap samples"
@@ -253,29 +435,46 @@ def association_rows(
         )
     )
 
-    repaired_eps, unrepaired_eps, pending_eps = rupture_repair_groups(episodes)
-    repaired = repaired_eps.phq9_improvement.dropna()
-    unrepaired = unrepaired_eps.phq9_improvement.dropna()
-    md = mean_difference_ci(list(repaired.astype(float)), list(unrepaired.astype(float)), level)
-    rows.append(
-        _row(
+    # Closed episodes only: an open episode's improvement is interim, and its ruptures may be pending.
+    repaired_eps, unrepaired_eps, pending_eps = rupture_repair_groups(closed)
+    grouped = pd.concat([repaired_eps.assign(group=1), unrepaired_eps.assign(group=0)], ignore_index=True)
+    for qid, cols, method, adjusted, statistic in (
+        (
             "rupture_repair_vs_phq9_improvement",
-            "Among episodes with a rupture, do those whose ruptures were all repaired improve more on "
-            "PHQ-9 than those with an unrepaired rupture?",
+            ("phq9_improvement", "group"),
+            "difference in means (therapist-clustered bootstrap CI)",
+            None,
+            _group_difference("phq9_improvement"),
+        ),
+        (
+            "rupture_repair_vs_phq9_improvement_baseline_adjusted",
+            ("phq9_improvement", "group", "phq9_baseline"),
+            "difference adjusted for baseline (ANCOVA, therapist-clustered bootstrap CI)",
+            "phq9_baseline",
+            _adjusted_group_difference("phq9_improvement", "phq9_baseline"),
+        ),
+    ):
+        d = _pairs(grouped, *cols) if len(grouped) else _pairs(pd.DataFrame(), *cols)
+        n_repaired, n_unrepaired = int((d.group > 0).sum()), int((d.group <= 0).sum())
+        add(
+            qid,
+            "Among closed episodes with a rupture, do those whose ruptures were all repaired improve more on "
+            "PHQ-9 than those with an unrepaired rupture?"
+            + (" Adjusted for baseline PHQ-9." if adjusted else ""),
             "all ruptures repaired",
             "phq9_improvement",
-            "difference in means (Welch normal CI)",
-            estimate=md[0] if md else None,
-            ci_lower=md[1] if md else None,
-            ci_upper=md[2] if md else None,
-            n=len(repaired) + len(unrepaired),
+            method,
+            d,
+            statistic,
+            "closed episodes with a rupture",
+            "episode",
+            adjusted_for=adjusted,
             detail=(
-                f"groups: {len(repaired)} repaired, {len(unrepaired)} not repaired; "
-                f"{len(pending_eps)} episodes with a pending rupture left out"
+                f"groups: {n_repaired} repaired, {n_unrepaired} not repaired; "
+                f"{len(pending_eps)} episodes with a pending rupture left out; "
             ),
-            _groups=(len(repaired), len(unrepaired)),
+            _groups=(n_repaired, n_unrepaired),
         )
-    )
     for row in rows:
         row.setdefault("ci_level", level)
         row.setdefault("min_cell", settings.min_cell)
@@ -309,14 +508,24 @@ def suppress_association_rows(rows: list[dict[str, Any]], min_cell: int) -> None
                 row[col] = None
 
 
+def prospective_frame(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> pd.DataFrame:
+    """One row per episode: early alliance by rater, therapist, and PDC / MARS / DAI-10 in the window
+    after the early sessions (alliance_associations_prospective*.sql, PDC by marts/sql/pdc.sql)."""
+    run_sql(con, PROSPECTIVE_WINDOWS_SQL, params={"window_days": settings.prospective_adherence_days})
+    compute_pdc(con, "_prospective_windows", "_prospective_pdc")
+    return query_frame(con, PROSPECTIVE_SQL)
+
+
 def build_alliance_associations(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int:
-    """(Re)build marts.alliance_associations (needs episode_outcomes, adherence, alliance_sessions)."""
+    """(Re)build marts.alliance_associations (needs episode_outcomes, adherence, alliance_sessions, and
+    staging sessions, session measures and dispenses for the prospective adherence window)."""
     episodes = query_frame(con, EPISODES_SQL)
     adherence = query_frame(con, ADHERENCE_SQL)
     groups: dict[str, list[float]] = defaultdict(list)
     for row in query_dicts(con, PATIENT_ALLIANCE_SQL):
         groups[row["therapist_key"]].append(float(row["alliance"]))
-    rows = association_rows(episodes, adherence, dict(groups), settings)
+    prospective = prospective_frame(con, settings)
+    rows = association_rows(episodes, adherence, dict(groups), settings, prospective)
     rows += skill_use_model_rows(con, settings)  # skill use x alliance models (marts/moderation.py)
     suppress_association_rows(rows, settings.min_cell)
     return write_table(con, "marts.alliance_associations", COLUMNS, rows)

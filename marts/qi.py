@@ -6,12 +6,19 @@ episodes their episode's clinic, in the month they ended; appointments their epi
 questionnaire responses their session's clinic). Sessions with no known clinic form a row with a NULL
 clinic_key. Small cells (1 to min_cell - 1) are suppressed with complementary suppression across
 each row's nested counts and across the clinics of each month (marts.suppression).
+
+Outcome rates rest on the few episodes that end in a month, so the practice rows also carry calendar-
+quarter outcome counts and rates (`quarter_*`), on the row of the quarter's last month in the data
+(one cell per quarter: overlapping rolling windows would give a hidden month away by differencing two
+windows, which cell suppression cannot block). A quarter count is the sum of its practice months and is
+suppressed with them; the quarters of a year (and of the whole span) add up to its period total.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +71,39 @@ COLUMNS: list[tuple[str, str]] = [
     ("pdc_threshold", "DOUBLE"),
     ("pdc_window_days", "INTEGER"),
     ("min_cell", "INTEGER"),
+    # appended: calendar-quarter outcome counts and rates on the practice row of the quarter's last month
+    ("quarter_start", "DATE"),
+    ("quarter_episodes_outcome_complete", "INTEGER"),
+    ("quarter_episodes_case_complete", "INTEGER"),
+    ("quarter_episodes_recovered", "INTEGER"),
+    ("quarter_recovery_rate", "DOUBLE"),
+    ("quarter_episodes_reliably_improved", "INTEGER"),
+    ("quarter_reliable_improvement_rate", "DOUBLE"),
 ]
+# quarter column -> the monthly column it sums over the quarter's practice months
+QUARTER_SOURCES: dict[str, str] = {
+    "quarter_episodes_outcome_complete": "episodes_outcome_complete",
+    "quarter_episodes_case_complete": "episodes_case_complete",
+    "quarter_episodes_recovered": "episodes_recovered",
+    "quarter_episodes_reliably_improved": "episodes_reliably_improved",
+}
+QUARTER_RATES: dict[str, tuple[str, str]] = {
+    "quarter_recovery_rate": ("quarter_episodes_recovered", "quarter_episodes_case_complete"),
+    "quarter_reliable_improvement_rate": (
+        "quarter_episodes_reliably_improved",
+        "quarter_episodes_outcome_complete",
+    ),
+}
+QUARTER_ROW_RELATIONS: tuple[tuple[str, str], ...] = (
+    ("quarter_episodes_outcome_complete", "quarter_episodes_case_complete"),
+    ("quarter_episodes_outcome_complete", "quarter_episodes_reliably_improved"),
+    ("quarter_episodes_case_complete", "quarter_episodes_recovered"),
+)
 
 COUNT_COLUMNS: tuple[str, ...] = tuple(
-    c for c, t in COLUMNS if t == "INTEGER" and c not in ("pdc_window_days", "min_cell")
+    c
+    for c, t in COLUMNS
+    if t == "INTEGER" and c not in ("pdc_window_days", "min_cell") and c not in QUARTER_SOURCES
 )
 ROW_RELATIONS: tuple[tuple[str, str], ...] = (
     ("sessions_attended", "sessions_alliance_measured"),
@@ -145,7 +181,38 @@ def qi_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
             row[col] = int(row.get(col) or 0)
         for rate, (num, den) in RATES.items():
             row[rate] = row[num] / row[den] if row[den] else None
+    add_quarters(rows)
     return rows
+
+
+def _quarter_of(month: Any) -> tuple[int, int]:
+    return month.year, (month.month - 1) // 3
+
+
+def quarter_members(rows: list[dict[str, Any]]) -> dict[int, list[int]]:
+    """Practice rows by quarter: the index of the quarter's last month in the data -> all its months."""
+    by_quarter: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        # a month that is not a date (hand-built rows) has no quarter
+        if row.get("level") == "practice" and hasattr(row.get("month"), "year"):
+            by_quarter[_quarter_of(row["month"])].append(i)
+    return {max(members, key=lambda i: rows[i]["month"]): members for members in by_quarter.values()}
+
+
+def add_quarters(rows: list[dict[str, Any]]) -> None:
+    """Fill the quarter columns on the practice row of each quarter's last month (sums of the
+    quarter's practice months, and their rates); NULL on every other row. In place."""
+    for row in rows:
+        for col in (*QUARTER_SOURCES, *QUARTER_RATES, "quarter_start"):
+            row[col] = None
+    for last, members in quarter_members(rows).items():
+        row = rows[last]
+        year, q = _quarter_of(row["month"])
+        row["quarter_start"] = date(year, 3 * q + 1, 1)
+        for col, source in QUARTER_SOURCES.items():
+            row[col] = sum(int(rows[i].get(source) or 0) for i in members)
+        for rate, (num, den) in QUARTER_RATES.items():
+            row[rate] = row[num] / row[den] if row[den] else None
 
 
 def suppress_qi_rows(
@@ -187,10 +254,30 @@ def suppress_qi_rows(
             values[period_total] = sum(int(rows[i].get(col) or 0) for i in members)
             fixed.append(period_total)
             relations.append(Relation(period_total, tuple((i, col) for i in members)))
+    # the quarter cells: each the sum of its practice months, nested like the monthly counts, and the
+    # quarters inside a period adding up to the period's (fixed) total
+    quarters = quarter_members(rows)
+    for last, members in quarters.items():
+        for col, source in QUARTER_SOURCES.items():
+            values[(last, col)] = rows[last].get(col)
+            relations.append(Relation((last, col), tuple((i, source) for i in members)))
+        for total, part in QUARTER_ROW_RELATIONS:
+            relations.append(Relation((last, total), ((last, part),), hidden_remainder=True))
+    for period, members in periods.items():
+        inside = [last for last in quarters if last in members]
+        for col, source in QUARTER_SOURCES.items():
+            if source in PERIOD_LINKED:
+                relations.append(Relation((("period", period), source), tuple((q, col) for q in inside)))
     result = suppress(values, relations, min_cell, fixed=fixed)
-    blanked = result.suppressed | apply_rates(result.suppressed, RATES, range(len(rows)))
+    blanked = (
+        result.suppressed
+        | apply_rates(result.suppressed, RATES, range(len(rows)))
+        | apply_rates(result.suppressed, QUARTER_RATES, quarters)
+    )
     for i, row in enumerate(rows):
-        gone = [col for col in (*COUNT_COLUMNS, *RATES) if (i, col) in blanked]
+        gone = [
+            col for col in (*COUNT_COLUMNS, *RATES, *QUARTER_SOURCES, *QUARTER_RATES) if (i, col) in blanked
+        ]
         for mean, n_col in MEANS.items():
             if is_small(row.get(n_col), min_cell):
                 gone.append(mean)

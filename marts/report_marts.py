@@ -110,7 +110,20 @@ TRAJECTORY_MEANS: dict[str, tuple[str, ...]] = {
         "ci_upper_patient",
     ),
     "sessions_clinician_rated": ("mean_alliance_clinician",),
+    "sessions_change_patient": (
+        "mean_change_patient",
+        "sd_change_patient",
+        "ci_lower_change_patient",
+        "ci_upper_change_patient",
+    ),
+    "sessions_change_clinician": ("mean_change_clinician",),
 }
+# (rated, with a change): the sessions rated in an episode without a session-1 rating are the
+# remainder, not shown but following from the row, so a small one is protected too
+TRAJECTORY_NESTED: tuple[tuple[str, str], ...] = (
+    ("sessions_patient_rated", "sessions_change_patient"),
+    ("sessions_clinician_rated", "sessions_change_clinician"),
+)
 
 
 def build_report_alliance_trajectory(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int:
@@ -130,6 +143,11 @@ def build_report_alliance_trajectory(con: duckdb.DuckDBPyConnection, settings: M
     parts = [i for i, r in enumerate(rows) if r["level"] == "session"]
     relations = [
         Relation((t, col), tuple((p, col) for p in parts)) for t in totals for col in TRAJECTORY_MEANS
+    ]
+    relations += [
+        Relation((i, rated), ((i, change),), hidden_remainder=True)
+        for i in range(len(rows))
+        for rated, change in TRAJECTORY_NESTED
     ]
     result = suppress(values, relations, settings.min_cell)
     extra = {

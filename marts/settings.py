@@ -103,6 +103,9 @@ class MartSettings(AreaSettings):
     ci_level: float = Field(default=0.95, gt=0, lt=1)
     bootstrap_samples: int = Field(default=500, ge=50)
     bootstrap_seed: int = 20260501
+    # Prospective adherence (alliance_associations): the window after the early sessions in which PDC,
+    # MARS and DAI-10 are measured, so the alliance is always measured before the adherence.
+    prospective_adherence_days: int = Field(default=365, ge=91)
     pseudonym_key_file: str | None = None
 
     @field_validator(

@@ -5,7 +5,8 @@
 - the difference between two dependent correlations that share a variable (Zou 2007), for
   "does patient-rated alliance predict adherence better than clinician-rated alliance";
 - one-way random-effects variance components for unbalanced groups (ANOVA estimator with n0),
-  the ICC, empirical-Bayes shrunken group means with intervals, and funnel-plot limits;
+  the ICC, empirical-Bayes shrunken group means with intervals, and funnel-plot limits, plain and
+  allowing for overdispersion (Spiegelhalter 2005: additive random effects, Winsorised tau2);
 - a deterministic cluster bootstrap interval for the ICC, and a generic therapist-clustered
   percentile bootstrap for any statistic of a frame (`cluster_bootstrap`).
 
@@ -107,6 +108,60 @@ def correlate(x: Sequence[float], y: Sequence[float], method: str, level: float 
     return Correlation(method, r, ci[0] if ci else None, ci[1] if ci else None, n, p)
 
 
+def _residuals(v: np.ndarray, covariate: np.ndarray) -> np.ndarray:
+    """v minus its least-squares fit on an intercept and `covariate`."""
+    design = np.column_stack([np.ones_like(covariate), covariate])
+    coef, *_ = np.linalg.lstsq(design, v, rcond=None)
+    return np.asarray(v - design @ coef)
+
+
+def partial_correlation(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    covariate: Sequence[float] | np.ndarray,
+    method: str = "pearson",
+) -> float | None:
+    """Correlation of x and y adjusted for one covariate: Pearson's r of the residuals of x and of y
+    after a least-squares fit on the covariate (with an intercept), i.e. the first-order partial
+    correlation (r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2)). `spearman` does the same on the
+    ranks (average ranks for ties). With y = change from baseline and covariate = baseline this is the
+    association with change adjusted for baseline (equivalently, with the endpoint given baseline).
+    None with fewer than 4 cases or when a residual has no variation."""
+    if not len(x) == len(y) == len(covariate):
+        raise ValueError("x, y and covariate differ in length")
+    if len(x) < 4:
+        return None
+    xa, ya, za = (np.asarray(v, dtype=float) for v in (x, y, covariate))
+    if method == "spearman":
+        xa, ya, za = (average_ranks(v) for v in (xa, ya, za))
+    elif method != "pearson":
+        raise ValueError(f"unknown correlation method {method!r}")
+    rx, ry = _residuals(xa, za), _residuals(ya, za)
+    if np.ptp(rx) < 1e-12 or np.ptp(ry) < 1e-12:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def adjusted_difference(
+    y: Sequence[float] | np.ndarray,
+    group: Sequence[bool] | np.ndarray,
+    covariate: Sequence[float] | np.ndarray,
+) -> float | None:
+    """The coefficient of a 0/1 group indicator in the least-squares fit y ~ 1 + group + covariate:
+    the difference in y between the groups adjusted for the covariate (ANCOVA). None unless each group
+    has at least 2 cases and the fit is of full rank."""
+    if not len(y) == len(group) == len(covariate):
+        raise ValueError("y, group and covariate differ in length")
+    g = np.asarray(group, dtype=float)
+    if g.sum() < 2 or (1 - g).sum() < 2:
+        return None
+    design = np.column_stack([np.ones_like(g), g, np.asarray(covariate, dtype=float)])
+    if np.linalg.matrix_rank(design) < 3:
+        return None
+    coef, *_ = np.linalg.lstsq(design, np.asarray(y, dtype=float), rcond=None)
+    return float(coef[1])
+
+
 def zou_difference(
     r12: float, r13: float, r23: float, n: int, level: float = 0.95
 ) -> tuple[float, float, float] | None:
@@ -199,6 +254,48 @@ def funnel_limits(grand: float, sigma: float, n: int, z: float) -> tuple[float, 
     return grand - half, grand + half
 
 
+def overdispersed_funnel_limits(
+    grand: float, sigma2: float, n: int, tau2: float, z: float
+) -> tuple[float, float]:
+    """Funnel limits allowing for overdispersion (Spiegelhalter 2005, additive random effects):
+    grand -+ z * sqrt(sigma2 / n + tau2). With tau2 = 0 they are the plain `funnel_limits`."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    half = z * math.sqrt(sigma2 / n + max(0.0, tau2))
+    return grand - half, grand + half
+
+
+def winsorised_tau2(
+    means: Sequence[float], ns: Sequence[int], grand: float, sigma2: float, winsor: float = 0.1
+) -> float:
+    """Between-unit variance for overdispersed funnel limits, estimated as in Spiegelhalter (2005),
+    "Funnel plots for comparing institutional performance", Stat Med 24:1185-1202: z-scores
+    z_i = (mean_i - grand) / sqrt(sigma2 / n_i) are Winsorised at the `winsor` and 1 - `winsor`
+    quantiles (so the outliers the plot looks for do not widen its own limits), phi = mean(z_w^2),
+    and with weights w_i = n_i / sigma2 the additive random-effects (DerSimonian-Laird type) estimate
+    tau2 = (k * phi - (k - 1)) / (sum w - sum w^2 / sum w), truncated at 0.
+
+    0 with fewer than 2 units or no within-unit variance (no overdispersion can be estimated).
+    Quantiles use numpy's default linear interpolation.
+    """
+    if len(means) != len(ns):
+        raise ValueError("means and ns differ in length")
+    k = len(means)
+    if k < 2 or sigma2 <= 0:
+        return 0.0
+    n = np.asarray(ns, dtype=float)
+    if np.any(n < 1):
+        raise ValueError("every unit needs n >= 1")
+    z = (np.asarray(means, dtype=float) - grand) / np.sqrt(sigma2 / n)
+    lo, hi = np.quantile(z, winsor), np.quantile(z, 1 - winsor)
+    phi = float(np.mean(np.clip(z, lo, hi) ** 2))
+    w = n / sigma2
+    denom = float(w.sum() - (w**2).sum() / w.sum())
+    if denom <= 0:
+        return 0.0
+    return max(0.0, (k * phi - (k - 1)) / denom)
+
+
 def bootstrap_icc(
     groups: Mapping[str, Sequence[float]], samples: int, seed: int, level: float = 0.95
 ) -> tuple[float, float] | None:
@@ -257,8 +354,12 @@ def cluster_bootstrap(
     n = len(frame)
     if n == 0:
         return ClusterInterval(None, None, None, 0, 0, 0)
-    groups = {k: g for k, g in frame.groupby(cluster, sort=True)}
-    keys = list(groups)
+    # each cluster's row positions: a resample takes them in the drawn order (the same rows, in the
+    # same order, as concatenating the clusters' frames, without building a frame per cluster)
+    positions = {
+        k: np.asarray(idx, dtype=np.int64) for k, idx in frame.groupby(cluster, sort=True).indices.items()
+    }
+    keys = sorted(positions)  # the order groupby(sort=True) gives
     estimate = statistic(frame)
     if estimate is not None and not math.isfinite(estimate):
         estimate = None
@@ -268,7 +369,7 @@ def cluster_bootstrap(
     values: list[float] = []
     for _ in range(samples):
         pick = rng.integers(0, len(keys), size=len(keys))
-        resample = pd.concat([groups[keys[j]] for j in pick], ignore_index=True)
+        resample = frame.take(np.concatenate([positions[keys[j]] for j in pick])).reset_index(drop=True)
         v = statistic(resample)
         if v is not None and math.isfinite(v):
             values.append(float(v))
@@ -283,6 +384,70 @@ def cluster_bootstrap(
         len(keys),
         len(values),
     )
+
+
+def cluster_bootstrap_arrays(
+    columns: Mapping[str, Sequence[float] | np.ndarray],
+    clusters: Sequence[object] | np.ndarray,
+    statistic: Callable[[Mapping[str, np.ndarray]], float | None],
+    samples: int,
+    seed: int,
+    level: float = 0.95,
+) -> ClusterInterval:
+    """`cluster_bootstrap` on plain arrays: the same resampling (clusters in sorted order, the same
+    draws for a seed, rows of each drawn cluster in their original order) and the same interval, with
+    `statistic` given a dict of column arrays instead of a DataFrame. The marts' associations bootstrap
+    dozens of statistics; building a DataFrame per resample costs far more than the statistic.
+    """
+    arrays = {name: np.asarray(values, dtype=float) for name, values in columns.items()}
+    labels = np.asarray(clusters, dtype=object)
+    n = len(labels)
+    if any(len(a) != n for a in arrays.values()):
+        raise ValueError("every column needs one value per cluster label")
+    if n == 0:
+        return ClusterInterval(None, None, None, 0, 0, 0)
+    keys = sorted(set(labels.tolist()))
+    positions = [np.flatnonzero(labels == k) for k in keys]
+    estimate = statistic(arrays)
+    if estimate is not None and not math.isfinite(estimate):
+        estimate = None
+    if len(keys) < 3 or estimate is None:
+        return ClusterInterval(estimate, None, None, n, len(keys), 0)
+    rng = np.random.default_rng(seed)
+    values: list[float] = []
+    for _ in range(samples):
+        pick = rng.integers(0, len(keys), size=len(keys))
+        rows = np.concatenate([positions[j] for j in pick])
+        v = statistic({name: a[rows] for name, a in arrays.items()})
+        if v is not None and math.isfinite(v):
+            values.append(float(v))
+    if len(values) < samples / 2:
+        return ClusterInterval(float(estimate), None, None, n, len(keys), len(values))
+    alpha = (1 - level) / 2
+    return ClusterInterval(
+        float(estimate),
+        float(np.quantile(values, alpha)),
+        float(np.quantile(values, 1 - alpha)),
+        n,
+        len(keys),
+        len(values),
+    )
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties given their average rank (what scipy.stats.rankdata does by default)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return np.asarray((ends - (counts - 1) / 2.0)[inverse], dtype=float)
+
+
+def fast_pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson's r of two float arrays (numpy, for bootstrap loops); None with fewer than 3 pairs or
+    either side constant. Equal to `pearson_r` up to rounding."""
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    xc, yc = x - x.mean(), y - y.mean()
+    return float((xc @ yc) / math.sqrt(float(xc @ xc) * float(yc @ yc)))
 
 
 def mean_difference_ci(

@@ -21,6 +21,8 @@ from marts.alliance import ALLIANCE_SESSIONS_SQL, build_alliance_sessions
 from marts.associations import ADHERENCE_SQL as ASSOCIATIONS_ADHERENCE_SQL
 from marts.associations import EPISODES_SQL as ASSOCIATIONS_EPISODES_SQL
 from marts.associations import PATIENT_ALLIANCE_SQL, build_alliance_associations
+from marts.associations import PROSPECTIVE_SQL as ASSOCIATIONS_PROSPECTIVE_SQL
+from marts.associations import PROSPECTIVE_WINDOWS_SQL as ASSOCIATIONS_PROSPECTIVE_WINDOWS_SQL
 from marts.context import MartBuild, fingerprint_text, make_context
 from marts.frames import WRITE_ROWS_SQL
 from marts.moderation import SKILL_EPISODES_SQL
@@ -221,11 +223,28 @@ STEPS: tuple[StepSpec, ...] = (
     ),
     _mart_step(
         ALLIANCE_ASSOCIATIONS,
-        ("marts.episode_outcomes", "marts.adherence", "marts.alliance_sessions", "staging.session_measures"),
+        (
+            "marts.episode_outcomes",
+            "marts.adherence",
+            "marts.alliance_sessions",
+            # the prospective adherence window: early sessions, MARS / DAI-10 and fills after them
+            "staging.sessions",
+            "staging.session_measures",
+            "staging.dispenses",
+            *AS_OF_INPUTS,  # the prospective PDC reads mart_params' as-of date
+        ),
         MartBuild(
             ALLIANCE_ASSOCIATIONS.name, lambda con, ctx: build_alliance_associations(con, ctx.settings)
         ),
-        sql_files=(ASSOCIATIONS_ADHERENCE_SQL, PATIENT_ALLIANCE_SQL, SKILL_EPISODES_SQL, WRITE_ROWS_SQL),
+        sql_files=(
+            ASSOCIATIONS_ADHERENCE_SQL,
+            PATIENT_ALLIANCE_SQL,
+            SKILL_EPISODES_SQL,
+            WRITE_ROWS_SQL,
+            ASSOCIATIONS_PROSPECTIVE_WINDOWS_SQL,
+            PDC_SQL,
+            ASSOCIATIONS_PROSPECTIVE_SQL,
+        ),
     ),
 )
 

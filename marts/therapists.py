@@ -5,7 +5,12 @@ mean scores in the period's sessions are averaged; the therapist's mean alliance
 patient means. Variance components (one-way random effects, patients nested in therapists) are
 estimated per period over every therapist with data, then each therapist gets the empirical-Bayes
 shrunken mean `grand + tau2 / (tau2 + sigma2 / n) * (mean - grand)` with its interval, and funnel
-limits `grand -+ z * sigma / sqrt(n)` (sigma = within-therapist SD, n = the therapist's patients).
+limits allowing for overdispersion, `grand -+ z * sqrt(sigma2 / n + funnel_tau2)` (Spiegelhalter 2005:
+sigma2 = within-therapist variance of patient means, n = patients_with_alliance, the same n the
+report's funnel chart draws; funnel_tau2 = the Winsorised between-therapist variance, so the limits
+say where a therapist's mean falls if therapists differ as much as they usually do, and a point
+outside them is unusual even allowing for that). The ICC carries a cluster-bootstrap interval
+(therapists resampled).
 Outcome rates count episodes that ended in the period, attributed to the episode's therapist.
 
 Rows with a caseload of 1 to min_cell - 1 patients are suppressed whole; other counts of 1 to
@@ -22,7 +27,6 @@ the hidden count and mean.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from datetime import date
@@ -34,7 +38,13 @@ import pandas as pd
 
 from marts.frames import query_frame, write_table
 from marts.settings import MartSettings
-from marts.stats import eb_shrink, funnel_limits, variance_components
+from marts.stats import (
+    bootstrap_icc,
+    eb_shrink,
+    overdispersed_funnel_limits,
+    variance_components,
+    winsorised_tau2,
+)
 from marts.suppression import Relation, apply_rates, is_small, suppress
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
@@ -81,7 +91,14 @@ COLUMNS: list[tuple[str, str]] = [
     ("funnel_z_inner", "DOUBLE"),
     ("funnel_z_outer", "DOUBLE"),
     ("ci_level", "DOUBLE"),
+    # appended (a contract: add, don't reorder): the funnel's overdispersion and the ICC's interval
+    ("funnel_tau2", "DOUBLE"),
+    ("icc_ci_lower", "DOUBLE"),
+    ("icc_ci_upper", "DOUBLE"),
 ]
+# Spiegelhalter (2005) Winsorises the 10% most extreme z-scores each side before estimating the
+# overdispersion, so that the outliers the funnel is looking for do not widen its own limits.
+FUNNEL_WINSOR = 0.1
 
 COUNT_COLUMNS = (
     "caseload",
@@ -224,7 +241,17 @@ ADDITIVE_COLUMNS = (
     "episodes_dropout",
 )
 PERIOD_ORDER: tuple[str, ...] = ("all", "year", "quarter", "month")
-MODEL_COLUMNS = ("grand_mean", "tau2", "sigma2", "icc", "therapists_in_model", "patients_in_model")
+MODEL_COLUMNS = (
+    "grand_mean",
+    "tau2",
+    "sigma2",
+    "icc",
+    "therapists_in_model",
+    "patients_in_model",
+    "funnel_tau2",
+    "icc_ci_lower",
+    "icc_ci_upper",
+)
 
 
 def _period_relations(rows: list[dict[str, Any]]) -> list[Relation]:
@@ -314,6 +341,19 @@ def fit_models(rows: list[dict[str, Any]], settings: MartSettings) -> None:
         vc = variance_components(groups)
         if vc is not None and vc.observations < settings.min_cell:
             vc = None
+        funnel_tau2 = 0.0
+        icc_ci: tuple[float, float] | None = None
+        if vc is not None:
+            funnel_tau2 = winsorised_tau2(
+                [sum(v) / len(v) for v in groups.values()],
+                [len(v) for v in groups.values()],
+                vc.grand_mean,
+                vc.sigma2,
+                FUNNEL_WINSOR,
+            )
+            icc_ci = bootstrap_icc(
+                groups, settings.bootstrap_samples, settings.bootstrap_seed, settings.ci_level
+            )
         for row in members:
             if id(row) not in shown_ids or vc is None:
                 for col in ALLIANCE_STATS:
@@ -329,16 +369,18 @@ def fit_models(rows: list[dict[str, Any]], settings: MartSettings) -> None:
                 icc=vc.icc,
                 therapists_in_model=vc.groups,
                 patients_in_model=vc.observations,
+                funnel_tau2=funnel_tau2,
+                icc_ci_lower=icc_ci[0] if icc_ci else None,
+                icc_ci_upper=icc_ci[1] if icc_ci else None,
             )
             if id(row) not in shown_ids:
                 continue
             values = row["_patient_means"]
             n = len(values)
             mean = sum(values) / n
-            sigma = math.sqrt(vc.sigma2)
             shr = eb_shrink(mean, n, vc.grand_mean, vc.tau2, vc.sigma2, settings.ci_level)
-            inner = funnel_limits(vc.grand_mean, sigma, n, z_inner)
-            outer = funnel_limits(vc.grand_mean, sigma, n, z_outer)
+            inner = overdispersed_funnel_limits(vc.grand_mean, vc.sigma2, n, funnel_tau2, z_inner)
+            outer = overdispersed_funnel_limits(vc.grand_mean, vc.sigma2, n, funnel_tau2, z_outer)
             row.update(
                 mean_alliance=mean,
                 shrunken_alliance=shr.estimate,

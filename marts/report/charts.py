@@ -412,8 +412,10 @@ def funnel_chart(
     x_label: str,
     y_label: str,
     description: str = "",
+    tau2: float = 0.0,
 ) -> Markup:
-    """Therapist means against caseload with funnel limits grand +- z * sigma / sqrt(n).
+    """Therapist means against their n with funnel limits grand +- z * sqrt(sigma^2 / n + tau2)
+    (tau2 = 0: the plain limits; tau2 > 0: allowing for overdispersion, Spiegelhalter 2005).
 
     Filled dots: raw means, coloured by position; hollow dots joined by a thin line: shrunken means.
     """
@@ -423,7 +425,7 @@ def funnel_chart(
     n_lo = max(1.0, min(ns) * 0.7) if ns else 1.0
     limits: list[float] = []
     if grand is not None and sigma:
-        limits = [grand + s * z_outer * sigma / math.sqrt(n_lo) for s in (-1, 1)]
+        limits = [grand + s * z_outer * math.sqrt(sigma**2 / n_lo + tau2) for s in (-1, 1)]
     y_lo, y_hi = padded_range([*values, *limits], 0.05)
     canvas = _Canvas(
         chart_id,
@@ -449,7 +451,7 @@ def funnel_chart(
         for z, dash, name in ((z_inner, "5 4", "95%"), (z_outer, "2 3", "99.8%")):
             for sign in (-1, 1):
                 d = "M" + " L".join(
-                    f"{_n(canvas.x(n))} {_n(canvas.y(grand + sign * z * sigma / math.sqrt(n)))}"
+                    f"{_n(canvas.x(n))} {_n(canvas.y(grand + sign * z * math.sqrt(sigma**2 / n + tau2)))}"
                     for n in steps
                 )
                 canvas.add(
@@ -474,7 +476,7 @@ def funnel_chart(
             )
         canvas.add(
             f'<circle class="mark point" cx="{_n(x)}" cy="{_n(y)}" r="5" fill="{color}">'
-            f"<title>therapist {escape(t.label)}: mean {t.value:.2f}, caseload {t.n:g}, "
+            f"<title>therapist {escape(t.label)}: mean {t.value:.2f}, {t.n:g} patients rated, "
             f"{escape(POSITION_LABELS.get(t.position, t.position))}</title></circle>",
             mark=True,
         )

@@ -198,7 +198,8 @@ def _association(r: _Reader, question_id: str, method: str = "pearson") -> Assoc
         return None
     row = rows[0]
     est, lo, hi, n = row["estimate"], row["ci_lower"], row["ci_upper"], row["n"]
-    if row["suppressed"] or est is None or n is None or int(n) < r.min_cell:
+    # no interval (fewer than 3 therapists to resample): the estimate is not quoted alone
+    if row["suppressed"] or est is None or lo is None or hi is None or n is None or int(n) < r.min_cell:
         return None
     return float(est), float(lo), float(hi), int(n)
 
@@ -246,8 +247,9 @@ _KPI_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("low_alliance_share", "Low alliance", "pct"),
     ("rupture_rate", "Rupture rate", "pct"),
     ("episodes_ended", "Episodes ended", "count"),
-    ("recovery_rate", "Recovery", "pct"),
-    ("reliable_improvement_rate", "Reliable improvement", "pct"),
+    # outcome rates per calendar quarter (on the quarter's last month): a month's few endings are noise
+    ("quarter_recovery_rate", "Recovery (quarter)", "pct"),
+    ("quarter_reliable_improvement_rate", "Reliable improvement (quarter)", "pct"),
     ("pdc_adherence_rate", "PDC adherent", "pct"),
     ("attendance_rate", "Attendance", "pct"),
     ("data_quality_pass_rate", "Data quality pass", "pct"),
@@ -319,10 +321,12 @@ def _monthly(r: _Reader, overview: dict[str, Any]) -> Section:
 
 
 def _trajectories(r: _Reader, ci_percent: str) -> Section:
+    """Within-episode change of the alliance by session number (each rated session minus the same
+    episode's session-1 rating), not the cross-sectional mean: the episodes still running at a late
+    session are not those that started, so a cross-sectional rise is partly who stays in treatment."""
     rows = r.rows("report_alliance_trajectory.sql")
     by_number = [row for row in rows if row["level"] == "session"]
     total = next((row for row in rows if row["level"] == "all"), None)
-    threshold = _float(total["low_alliance_threshold"]) if total else None
     patient: list[tuple[float, float | None]] = []
     clinician: list[tuple[float, float | None]] = []
     p_notes: list[str] = []
@@ -330,14 +334,18 @@ def _trajectories(r: _Reader, ci_percent: str) -> Section:
     band: list[tuple[float, float, float]] = []
     for row in by_number:
         k = float(row["session_number"])
-        n_p, n_c = row["sessions_patient_rated"], row["sessions_clinician_rated"]
-        p = _float(row["mean_alliance_patient"]) if r.enough(n_p) else None
-        c = _float(row["mean_alliance_clinician"]) if r.enough(n_c) else None
+        n_p, n_c = row["sessions_change_patient"], row["sessions_change_clinician"]
+        p = _float(row["mean_change_patient"]) if r.enough(n_p) else None
+        c = _float(row["mean_change_clinician"]) if r.enough(n_c) else None
         patient.append((k, p))
         clinician.append((k, c))
-        p_notes.append(f"session {int(k)}: patient-rated mean {_num_text(p)} (n = {r.count_text(n_p)})")
-        c_notes.append(f"session {int(k)}: clinician-rated mean {_num_text(c)} (n = {r.count_text(n_c)})")
-        lo, hi = _float(row["ci_lower_patient"]), _float(row["ci_upper_patient"])
+        p_notes.append(
+            f"session {int(k)}: patient-rated change since session 1 {_signed(p)} (n = {r.count_text(n_p)})"
+        )
+        c_notes.append(
+            f"session {int(k)}: clinician-rated change since session 1 {_signed(c)} (n = {r.count_text(n_c)})"
+        )
+        lo, hi = _float(row["ci_lower_change_patient"]), _float(row["ci_upper_change_patient"])
         if p is not None and lo is not None and hi is not None:
             band.append((k, lo, hi))
     # keep the x axis to the session numbers with something to show
@@ -357,33 +365,34 @@ def _trajectories(r: _Reader, ci_percent: str) -> Section:
             notes=c_notes[:last],
         ),
     ]
-    refs = [(threshold, f"low alliance below {threshold:g}")] if threshold is not None else []
     svg = charts.line_chart(
         "alliance_trajectories",
-        "Mean alliance (1-5) by session number, patient- vs clinician-rated",
+        "Change in alliance since session 1 within the same episodes, by session number, patient- vs "
+        "clinician-rated",
         series,
         x_label="session number in the treatment episode",
-        y_label="mean WAI score (1-5)",
-        references=refs,
-        y_format=lambda v: f"{v:.1f}",
-        description="Line chart of the mean patient-rated and clinician-rated alliance at each session "
-        f"number, with a shaded {ci_percent}% interval around the patient-rated mean.",
+        y_label="change in mean WAI score since session 1",
+        references=[(0.0, "no change since session 1")],
+        y_format=lambda v: f"{v:+.2f}",
+        description="Line chart of the mean within-episode change in patient-rated and clinician-rated "
+        "alliance since session 1 at each session number, with a shaded "
+        f"{ci_percent}% interval around the patient-rated change.",
     )
     drawn = [
         row
         for row in by_number
-        if row["mean_alliance_patient"] is not None and r.enough(row["sessions_patient_rated"])
+        if row["mean_change_patient"] is not None and r.enough(row["sessions_change_patient"])
     ]
     last_row = drawn[-1] if drawn else None
     body = _render(
         "trajectories.html.j2",
         chart=svg,
         ci_percent=ci_percent,
-        total=r.count(total["sessions_patient_rated"] if total else 0),
-        first_n=r.count(drawn[0]["sessions_patient_rated"]) if drawn else DASH,
+        total=r.count(total["sessions_change_patient"] if total else 0),
+        first_n=r.count(drawn[0]["sessions_change_patient"]) if drawn else DASH,
         last=(
             {
-                "n": r.count(last_row["sessions_patient_rated"]),
+                "n": r.count(last_row["sessions_change_patient"]),
                 "session_number": int(last_row["session_number"]),
             }
             if last_row
@@ -392,6 +401,10 @@ def _trajectories(r: _Reader, ci_percent: str) -> Section:
         min_cell=r.min_cell,
     )
     return Section("trajectories", "Alliance over the course of treatment", body, ("alliance_trajectories",))
+
+
+def _signed(v: float | None) -> str:
+    return DASH if v is None else f"{v:+.2f}"
 
 
 def _early_alliance(r: _Reader, ci_percent: str) -> Section:
@@ -539,7 +552,7 @@ def _skill_use(r: _Reader, ci_percent: str, early_sessions: int) -> Section:
     return Section("skill-use", "CBT skill use, alliance and depression outcome", body)
 
 
-def _funnel(r: _Reader) -> Section:
+def _funnel(r: _Reader, ci_percent: str) -> Section:
     funnel = r.one("report_therapist_funnel.sql")
     dots = r.rows(
         "therapist_alliance_funnel_dots.sql",
@@ -548,7 +561,7 @@ def _funnel(r: _Reader) -> Section:
     points = [
         charts.FunnelPoint(
             label=str(row["therapist_key"])[:8],
-            n=float(row["caseload"]),
+            n=float(row["patients_with_alliance"]),
             value=float(row["mean_alliance"]),
             shrunken=_float(row["shrunken_alliance"]),
             position=str(row["funnel_position"]),
@@ -556,22 +569,28 @@ def _funnel(r: _Reader) -> Section:
         for row in dots
     ]
     sigma2 = _float(funnel["sigma2"])
+    tau2 = _float(funnel["funnel_tau2"]) or 0.0
     z_inner, z_outer = float(funnel["funnel_z_inner"]), float(funnel["funnel_z_outer"])
     svg = charts.funnel_chart(
         "therapist_funnel",
-        "Therapists' mean patient-rated alliance against caseload, with funnel limits",
+        "Therapists' mean patient-rated alliance against patients rated, with funnel limits allowing for "
+        "the usual spread between therapists",
         points,
         grand=_float(funnel["grand_mean"]),
         sigma=math.sqrt(sigma2) if sigma2 is not None and sigma2 > 0 else None,
+        tau2=tau2,
         z_inner=z_inner,
         z_outer=z_outer,
-        x_label="caseload (patients)",
+        x_label="patients with a patient-rated alliance score",
         y_label="mean patient-rated WAI-SR (1-5)",
-        description="Funnel plot: one dot per therapist at their caseload and mean patient-rated alliance, "
-        f"with {_z_percent(z_inner)}% and {_z_percent(z_outer)}% control limits around the practice mean.",
+        description="Funnel plot: one dot per therapist at the number of their patients who rated the "
+        f"alliance and those patients' mean alliance, with {_z_percent(z_inner)}% and "
+        f"{_z_percent(z_outer)}% limits around the practice mean that allow for chance and for the usual "
+        "spread between therapists.",
     )
     icc = _float(funnel["icc"])
-    caseload_min, caseload_max = _float(funnel["caseload_min"]), _float(funnel["caseload_max"])
+    icc_lo, icc_hi = _float(funnel["icc_ci_lower"]), _float(funnel["icc_ci_upper"])
+    caseload_min, caseload_max = _float(funnel["patients_min"]), _float(funnel["patients_max"])
     body = _render(
         "therapists.html.j2",
         chart=svg,
@@ -581,6 +600,12 @@ def _funnel(r: _Reader) -> Section:
         below=int(funnel["therapists_below_outer"]),
         icc=f"{icc:.2f}" if icc is not None else None,
         icc_percent=f"{100 * icc:.0f}" if icc is not None else None,
+        icc_ci=(
+            f"{icc_lo:.2f} to {icc_hi:.2f}"
+            if icc is not None and icc_lo is not None and icc_hi is not None
+            else None
+        ),
+        ci_percent=ci_percent,
         drawn=int(funnel["therapists_drawn"]),
         caseload_min=f"{caseload_min:g}" if caseload_min is not None and points else None,
         caseload_max=f"{caseload_max:g}" if caseload_max is not None else None,
@@ -690,13 +715,31 @@ def _adherence(r: _Reader, ci_percent: str) -> Section:
             ),
         }
 
+    def prospective(stem: str) -> dict[str, str]:
+        """Early alliance (sessions 1-3) against adherence in the year after it: the alliance is
+        measured before the adherence, unlike the bars."""
+        return {
+            "patient": _r_text(
+                _association(r, f"early_patient_alliance_predicts_{stem}"), "episodes", ci_percent
+            ),
+            "clinician": _r_text(
+                _association(r, f"early_clinician_alliance_predicts_{stem}"), "episodes", ci_percent
+            ),
+            "difference": diff_text(
+                _association(r, f"early_patient_minus_clinician_alliance_predicts_{stem}", "difference")
+            ),
+        }
+
     body = _render(
         "adherence.html.j2",
         charts=svgs,
         pdc_threshold=f"{100 * pdc_threshold:.0f}" if pdc_threshold is not None else None,
+        ci_percent=ci_percent,
         group_ns=ns,
         pdc=by_rater("pdc"),
         mars=by_rater("mars"),
+        pdc_prospective=prospective("pdc"),
+        mars_prospective=prospective("mars"),
     )
     ids = tuple(c[0] for c in _ADHERENCE_CHARTS)
     return Section("adherence", "Medication adherence by patient- vs clinician-rated alliance", body, ids)
@@ -796,7 +839,7 @@ def render_report(
         lambda: _skill_use(
             reader, ci_percent, int(reader.one("report_early_alliance_fit.sql")["early_sessions"])
         ),
-        lambda: _funnel(reader),
+        lambda: _funnel(reader, ci_percent),
         lambda: _adherence(reader, ci_percent),
         lambda: _data_quality(reader, with_quality),
     ]

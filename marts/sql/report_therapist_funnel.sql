@@ -13,7 +13,8 @@ period_therapists AS (
     SELECT therapist_alliance.*,
            NOT therapist_alliance.suppressed
                AND therapist_alliance.mean_alliance IS NOT NULL
-               AND therapist_alliance.caseload IS NOT NULL AS drawn
+               AND therapist_alliance.caseload IS NOT NULL
+               AND therapist_alliance.patients_with_alliance IS NOT NULL AS drawn
     FROM marts.therapist_alliance
     JOIN shown_period USING (period_type, period_start)
 )
@@ -36,7 +37,13 @@ SELECT 'practice' AS level,
        max(period_therapists.icc) AS icc,
        coalesce(max(period_therapists.funnel_z_inner), any_value(mart_params.funnel_z_inner)) AS funnel_z_inner,
        coalesce(max(period_therapists.funnel_z_outer), any_value(mart_params.funnel_z_outer)) AS funnel_z_outer,
-       any_value(mart_params.min_cell) AS min_cell
+       any_value(mart_params.min_cell) AS min_cell,
+       -- the chart's x axis and the mart's limits use one n: patients_with_alliance
+       min(period_therapists.patients_with_alliance) FILTER (WHERE period_therapists.drawn) AS patients_min,
+       max(period_therapists.patients_with_alliance) FILTER (WHERE period_therapists.drawn) AS patients_max,
+       max(period_therapists.funnel_tau2) AS funnel_tau2,
+       max(period_therapists.icc_ci_lower) AS icc_ci_lower,
+       max(period_therapists.icc_ci_upper) AS icc_ci_upper
 FROM mart_params
 LEFT JOIN shown_period ON TRUE
 LEFT JOIN period_therapists ON TRUE

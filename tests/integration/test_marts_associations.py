@@ -14,7 +14,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from demo.generator import GeneratedData, GeneratorConfig, effect_summary, generate, rupture_truth
+from demo.generator import (
+    GeneratedData,
+    GeneratorConfig,
+    effect_summary,
+    generate,
+    planted_outlier_therapists,
+    rupture_truth,
+)
 from demo.loader import write_ndjson
 from fhir_mappings.flatten import build_questionnaire_answers
 from fhir_mappings.questionnaires import build_questionnaire_tables
@@ -91,9 +98,64 @@ def test_associations_recover_the_built_in_effects(warehouse, clinic):
     # raters agree only modestly (generator: ~0.36)
     agree = _assoc(warehouse, "patient_vs_clinician_alliance")
     assert abs(agree[0] - truth["r_patient_vs_clinician_alliance"]) < 0.15
+    # outcome questions use closed episodes only, with therapist-clustered intervals
+    (n_closed,) = warehouse.execute(
+        "SELECT count(*) FROM marts.episode_outcomes WHERE episode_closed AND early_alliance IS NOT NULL "
+        "AND phq9_baseline IS NOT NULL AND phq9_last IS NOT NULL"
+    ).fetchall()[0]
+    assert n == n_closed
+    (clusters, p_value, population) = warehouse.execute(
+        "SELECT clusters, p_value, population FROM marts.alliance_associations "
+        "WHERE question_id = 'early_alliance_vs_phq9_improvement' AND method LIKE 'pearson%'"
+    ).fetchall()[0]
+    assert (clusters, p_value, population) == (12, None, "closed episodes")
+    # adjusted for baseline PHQ-9 the association stays (the generator has no baseline confound)
+    adj = _assoc(warehouse, "early_alliance_vs_phq9_improvement_baseline_adjusted", "partial pearson")
+    assert abs(adj[0] - truth["r_early_alliance_vs_phq9_drop"]) < 0.2 and adj[1] > 0.2
+    # prospective: early patient-rated alliance predicts adherence in the year after, clinician-rated
+    # alliance barely does
+    for stem in ("pdc", "mars", "dai10"):
+        pat = _assoc(warehouse, f"early_patient_alliance_predicts_{stem}")
+        cli = _assoc(warehouse, f"early_clinician_alliance_predicts_{stem}")
+        assert pat[1] > 0.2 and cli[0] < 0.3 and pat[3] > 50, stem
+        assert (
+            _assoc(warehouse, f"early_patient_minus_clinician_alliance_predicts_{stem}", "difference")[1] > 0
+        )
     # therapist effects exist (effect SD ~0.34 against patient SD ~0.45)
     icc = _assoc(warehouse, "therapist_icc", "one-way")
     assert 0.1 < icc[0] < 0.6 and icc[1] > 0.05
+
+
+def test_the_funnel_flags_at_most_the_planted_outlier_therapists(warehouse, clinic):
+    planted = planted_outlier_therapists(clinic)  # 2 high and 2 low of 12 (effects +-0.45..0.55)
+    assert sorted(planted.values()) == ["high", "high", "low", "low"]
+    names = {
+        pseudonym(KEY, "practitioner", SOURCE, tid): tid for tid in clinic.manifest["truth"]["therapists"]
+    }
+    rows = warehouse.execute(
+        "SELECT therapist_key, mean_alliance, shrunken_alliance, funnel_position, grand_mean, icc, "
+        "icc_ci_lower, icc_ci_upper, funnel_tau2, patients_with_alliance FROM marts.therapist_alliance "
+        "WHERE period_type = 'all' AND mean_alliance IS NOT NULL ORDER BY shrunken_alliance"
+    ).fetchall()
+    assert len(rows) >= 8
+    shown = [names[r[0]] for r in rows]
+    # overdispersed limits (Spiegelhalter 2005): only a planted outlier may fall outside the outer ones
+    # (the plain limits grand +- z sigma / sqrt(n) put half of these therapists outside)
+    flagged = [names[r[0]] for r in rows if r[3] in ("above_outer", "below_outer")]
+    assert set(flagged) <= set(planted)
+    # the planted outliers that are shown sit at the ends of the ranking, on their planted side
+    grand = rows[0][4]
+    for tid, side in planted.items():
+        if tid in shown:
+            mean = rows[shown.index(tid)][1]
+            assert (mean > grand) if side == "high" else (mean < grand), tid
+    assert set(shown[:2]) <= {t for t, side in planted.items() if side == "low"}
+    assert set(shown[-2:]) <= {t for t, side in planted.items() if side == "high"}
+    # the ICC carries its cluster-bootstrap interval; the funnel's tau2 is positive and no larger than
+    # the whole spread of the therapists' means
+    icc, lo, hi, tau2 = rows[0][5], rows[0][6], rows[0][7], rows[0][8]
+    assert 0 < lo < icc < hi < 1
+    assert 0 < tau2 < max(r[1] for r in rows) - min(r[1] for r in rows)
 
 
 def test_pdc_equals_the_generators_own_pqa_computation(warehouse, clinic):

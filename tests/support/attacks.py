@@ -41,6 +41,7 @@ import duckdb
 
 from marts.build import BI_MARTS
 from marts.qi import COUNT_COLUMNS as QI_COUNTS
+from marts.qi import QUARTER_RATES, QUARTER_SOURCES
 from marts.qi import RATES as QI_RATES
 from marts.therapists import ADDITIVE_COLUMNS, PERIOD_ORDER
 from marts.therapists import COUNT_COLUMNS as THERAPIST_COUNTS
@@ -53,10 +54,15 @@ Relation = tuple[Cell, tuple[Cell, ...]]  # total, parts
 
 # Count columns of each BI mart (the attacks' targets).
 COUNTS: dict[str, tuple[str, ...]] = {
-    "qi_monthly": QI_COUNTS,
+    "qi_monthly": (*QI_COUNTS, *QUARTER_SOURCES),
     "therapist_alliance": THERAPIST_COUNTS,
     "report_overview": ("patients", "episodes", "sessions", "sessions_alliance_measured"),
-    "report_alliance_trajectory": ("sessions_patient_rated", "sessions_clinician_rated"),
+    "report_alliance_trajectory": (
+        "sessions_patient_rated",
+        "sessions_clinician_rated",
+        "sessions_change_patient",
+        "sessions_change_clinician",
+    ),
     "report_early_alliance_fit": ("episodes",),
     "report_early_alliance_bins": ("episodes",),
     "report_adherence_by_alliance_tertile": ("n_patient_periods", "n_patient_periods_total"),
@@ -64,7 +70,7 @@ COUNTS: dict[str, tuple[str, ...]] = {
     "alliance_associations": ("n",),
 }
 RATES: dict[str, dict[str, tuple[str, str]]] = {
-    "qi_monthly": QI_RATES,
+    "qi_monthly": {**QI_RATES, **QUARTER_RATES},
     "therapist_alliance": THERAPIST_RATES,
     "report_overview": {"measurement_completion_rate": ("sessions_alliance_measured", "sessions")},
 }
@@ -320,6 +326,16 @@ def _period_relations(pub: Published) -> list[Relation]:
                 rels.append(((t, pub.key(t, outer), col), tuple((t, pub.key(t, r), col) for r in parts)))
     overview = pub.rows("report_overview")
     months = [r for r in pub.rows("qi_monthly") if r["level"] == "practice"]
+    # a quarter's counts (on its last month's row) = the sum of its practice months
+    for q in (m for m in months if m.get("quarter_start") is not None):
+        inside = [m for m in months if q["quarter_start"] <= m["month"] <= q["month"]]
+        for col, source in QUARTER_SOURCES.items():
+            rels.append(
+                (
+                    ("qi_monthly", pub.key("qi_monthly", q), col),
+                    tuple(("qi_monthly", pub.key("qi_monthly", m), source) for m in inside),
+                )
+            )
     for o in overview:
         for total, col in (
             ("sessions", "sessions_attended"),
@@ -391,8 +407,11 @@ def model_statistics(pub: Published, truth: Published, min_cell: int) -> list[Le
         grand, z = row.get("grand_mean"), row.get("funnel_z_outer")
         upper = row.get("funnel_outer_upper")
         if upper is not None and grand is not None and sigma2 and z and upper != grand:
-            n = round((z * math.sqrt(sigma2) / (upper - grand)) ** 2, 6)
-            recovered.append((cell, n, "funnel limit"))
+            # the limits are grand + z * sqrt(sigma2 / n + funnel_tau2) (overdispersed, Spiegelhalter
+            # 2005): n = sigma2 / (((upper - grand) / z)^2 - funnel_tau2)
+            excess = ((upper - grand) / z) ** 2 - float(row.get("funnel_tau2") or 0.0)
+            if excess > 0:
+                recovered.append((cell, round(sigma2 / excess, 6), "funnel limit"))
     for members in periods.values():
         total = next(
             (r["patients_in_model"] for r in members if r.get("patients_in_model") is not None), None
@@ -426,7 +445,8 @@ def model_statistics(pub: Published, truth: Published, min_cell: int) -> list[Le
 
 # "n = <count>" of patients, sessions, episodes ... (not of therapists, who are staff, nor of checks)
 _N = re.compile(r"\bn\s*=\s*(\d[\d,]*)(?![\d,])(?!\s+(?:therapists|checks)\b)")
-_SESSION_N = re.compile(r"session (\d+): patient-rated mean [^(]*\(n = ([^)]*)\)")
+# the trajectory's tooltips: the cross-sectional mean or (now drawn) the change since session 1
+_SESSION_N = re.compile(r"session (\d+): patient-rated (?:mean|change since session 1) [^(]*\(n = ([^)]*)\)")
 _TOTAL_N = re.compile(r"n = (\d[\d,]*) patient-rated sessions")
 
 
@@ -524,6 +544,7 @@ def primary_only(suppressed: Published, truth: Published, min_cell: int) -> Publ
         "funnel_outer_upper",
         "mean_alliance",
         "shrunken_alliance",
+        "funnel_tau2",
     )
     tables: dict[str, list[Row]] = {}
     for table, rows in suppressed.tables.items():

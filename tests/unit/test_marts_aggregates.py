@@ -34,12 +34,21 @@ def test_therapist_alliance_by_hand():
     assert t1["shrunken_alliance"] == pytest.approx(3.75)
     half = 1.959964 * math.sqrt(0.5 * 0.5 / 2)
     assert t1["shrunken_ci_upper"] == pytest.approx(3.75 + half, abs=1e-5)
-    # funnel: sigma / sqrt(n) = sqrt(0.5) / sqrt(2) = 0.5
-    assert (t1["funnel_inner_lower"], t1["funnel_inner_upper"]) == (pytest.approx(3.02), pytest.approx(4.98))
-    assert (t1["funnel_outer_lower"], t1["funnel_outer_upper"]) == (
-        pytest.approx(2.455),
-        pytest.approx(5.545),
+    # funnel (Spiegelhalter 2005): sigma2 / n = 0.5 / 2 = 0.25, z-scores (3.5 - 4) / 0.5 = -1 and +1,
+    # Winsorised at their 10% / 90% quantiles to -0.8, 0.8: phi = 0.64; w = 2 / 0.5 = 4 each,
+    # funnel_tau2 = (2 * 0.64 - 1) / (8 - 32 / 8) = 0.07; half-width z * sqrt(0.25 + 0.07)
+    assert t1["funnel_tau2"] == pytest.approx(0.07)
+    half = math.sqrt(0.32)
+    assert (t1["funnel_inner_lower"], t1["funnel_inner_upper"]) == (
+        pytest.approx(4 - 1.96 * half),
+        pytest.approx(4 + 1.96 * half),
     )
+    assert (t1["funnel_outer_lower"], t1["funnel_outer_upper"]) == (
+        pytest.approx(4 - 3.09 * half),
+        pytest.approx(4 + 3.09 * half),
+    )
+    # two therapists: too few clusters for the ICC's bootstrap interval
+    assert (t1["icc_ci_lower"], t1["icc_ci_upper"]) == (None, None)
     assert t1["funnel_position"] == "within"
     assert t1["mean_alliance_clinician"] == pytest.approx(2.0)
     assert t2["shrunken_alliance"] == pytest.approx(4.25)
@@ -131,3 +140,45 @@ def test_registry_thresholds_default_and_site_override(tmp_path):
     from fhir_mappings.registry import load_registry
 
     assert thresholds_from_registry(load_registry(tmp_path)).srs_concern_below == 37
+
+
+def test_qi_quarter_outcome_counts_sum_their_months_and_are_suppressed_with_them():
+    from marts.qi import add_quarters, suppress_qi_rows
+
+    # (month, outcome complete, case complete, recovered, reliably improved)
+    months = [(1, 20, 15, 12, 10), (2, 25, 20, 15, 12), (3, 30, 22, 15, 14), (4, 40, 30, 20, 18)]
+    rows = [
+        {
+            "level": "practice",
+            "clinic_key": None,
+            "month": date(2026, m, 1),
+            "episodes_outcome_complete": oc,
+            "episodes_case_complete": cc,
+            "episodes_recovered": rec,
+            "episodes_reliably_improved": ri,
+        }
+        for m, oc, cc, rec, ri in months
+    ]
+    add_quarters(rows)
+    jan, feb, mar, apr = rows
+    # Q1 sits on March (its last month): 20 + 25 + 30, 15 + 20 + 22, 12 + 15 + 15, 10 + 12 + 14
+    assert mar["quarter_start"] == date(2026, 1, 1)
+    assert (
+        mar["quarter_episodes_outcome_complete"],
+        mar["quarter_episodes_case_complete"],
+        mar["quarter_episodes_recovered"],
+        mar["quarter_episodes_reliably_improved"],
+    ) == (75, 57, 42, 36)
+    assert mar["quarter_recovery_rate"] == pytest.approx(42 / 57)
+    assert mar["quarter_reliable_improvement_rate"] == pytest.approx(36 / 75)
+    assert jan["quarter_start"] is None and feb["quarter_episodes_recovered"] is None
+    # Q2 has only April in the data so far
+    assert (apr["quarter_start"], apr["quarter_episodes_recovered"]) == (date(2026, 4, 1), 20)
+    suppress_qi_rows(rows, 11, linked_periods=())
+    # January's 10 reliably improved is small; Q1 = Jan + Feb + Mar would give it back from the
+    # others, so February's 12 goes too, and the quarter total stays (two unknown months in it)
+    assert jan["episodes_reliably_improved"] is None and feb["episodes_reliably_improved"] is None
+    assert mar["episodes_reliably_improved"] == 14 and mar["quarter_episodes_reliably_improved"] == 36
+    assert "episodes_reliably_improved" in (jan["suppressed_columns"] or "")
+    # Q1 cases not recovered = 57 - 42 = 15: not small, the quarter's recovery rate is shown
+    assert mar["quarter_recovery_rate"] == pytest.approx(42 / 57)

@@ -12,16 +12,24 @@ from scipy import stats as scipy_stats
 from scipy.stats import rankdata
 
 from marts.stats import (
+    adjusted_difference,
+    average_ranks,
     bootstrap_icc,
+    cluster_bootstrap,
+    cluster_bootstrap_arrays,
     correlate,
     eb_shrink,
+    fast_pearson,
     fisher_ci,
     funnel_limits,
     mean_ci,
     mean_difference_ci,
+    overdispersed_funnel_limits,
+    partial_correlation,
     pearson_r,
     spearman_rho,
     variance_components,
+    winsorised_tau2,
     z_for,
     zou_difference,
 )
@@ -92,6 +100,37 @@ def test_funnel_limits_at_two_z_values():
         "below_inner",
         "below_outer",
     ]
+
+
+def test_winsorised_tau2_by_hand():
+    # sigma2 1, n 4 each: se 0.5; means -1, -0.5, 0.5, 1 around 0 -> z = -2, -1, 1, 2.
+    # 10% / 90% quantiles (linear): -2 + 0.3 * 1 = -1.7 and 1 + 0.7 * 1 = 1.7 -> z_w = -1.7, -1, 1, 1.7
+    # phi = (2.89 + 1 + 1 + 2.89) / 4 = 1.945; w = 4 each: sum w - sum w^2 / sum w = 16 - 64 / 16 = 12
+    # tau2 = (4 * 1.945 - 3) / 12 = 4.78 / 12
+    means, ns = [-1.0, -0.5, 0.5, 1.0], [4, 4, 4, 4]
+    assert winsorised_tau2(means, ns, 0.0, 1.0, 0.1) == pytest.approx(4.78 / 12)
+    # without Winsorising: phi = (4 + 1 + 1 + 4) / 4 = 2.5 -> tau2 = (10 - 3) / 12
+    assert winsorised_tau2(means, ns, 0.0, 1.0, 0.0) == pytest.approx(7 / 12)
+    # means closer together than chance allows: no overdispersion, tau2 truncated at 0
+    assert winsorised_tau2([-0.1, 0.0, 0.1], [4, 4, 4], 0.0, 1.0) == 0.0
+    # one unit, or no within-unit variance: nothing to estimate
+    assert winsorised_tau2([1.0], [4], 0.0, 1.0) == 0.0
+    assert winsorised_tau2(means, ns, 0.0, 0.0) == 0.0
+    with pytest.raises(ValueError):
+        winsorised_tau2([1.0, 2.0], [4], 0.0, 1.0)
+
+
+def test_overdispersed_funnel_limits_by_hand():
+    # sigma2 1, n 4, tau2 4.78 / 12: sqrt(0.25 + 0.398333) = 0.805191
+    half = 0.805191
+    lower, upper = overdispersed_funnel_limits(0.0, 1.0, 4, 4.78 / 12, 1.96)
+    assert (lower, upper) == (pytest.approx(-1.96 * half, abs=1e-5), pytest.approx(1.96 * half, abs=1e-5))
+    # tau2 = 0: the plain limits grand -+ z sigma / sqrt(n)
+    assert overdispersed_funnel_limits(3.5, 0.36, 9, 0.0, 3.09) == funnel_limits(3.5, 0.6, 9, 3.09)
+    # tau2 keeps the limits apart however large n grows (sigma2 / n -> 0)
+    assert overdispersed_funnel_limits(0.0, 1.0, 10**9, 0.04, 1.96)[1] == pytest.approx(0.392, abs=1e-6)
+    with pytest.raises(ValueError):
+        overdispersed_funnel_limits(0.0, 1.0, 0, 0.1, 1.96)
 
 
 def test_pearson_and_spearman_by_hand():
@@ -240,3 +279,63 @@ def test_cluster_bootstrap_resamples_whole_clusters_and_is_deterministic():
     few = cluster_bootstrap(frame[frame["t"] < 2], "t", mean_x, 100, seed=1)
     assert few.ci_lower is None and few.estimate == 0.5
     assert cluster_bootstrap(frame.iloc[0:0], "t", mean_x, 10, seed=1).n == 0
+
+
+def test_partial_correlation_by_hand():
+    # covariate z splits the cases in two: residuals are deviations from each half's mean
+    # x: [-1, 0, 1, -1, 0, 1]; y (half means 2 and 5): [-1, 1, 0, 0, -1, 1]
+    # r = (1 + 0 + 0 + 0 + 0 + 1) / sqrt(4 * 4) = 0.5
+    x, y, z = [1, 2, 3, 1, 2, 3], [1, 3, 2, 5, 4, 6], [0, 0, 0, 1, 1, 1]
+    assert partial_correlation(x, y, z) == pytest.approx(0.5)
+    # Spearman: ranks x [1.5, 3.5, 5.5] twice -> residuals [-2, 0, 2] twice; y ranks [1, 3, 2, 5, 4, 6]
+    # -> [-1, 1, 0, 0, -1, 1]; r = (2 + 2) / sqrt(16 * 4) = 0.5
+    assert partial_correlation(x, y, z, "spearman") == pytest.approx(0.5)
+    # the first-order partial correlation formula agrees on random data
+    rng = np.random.default_rng(3)
+    a, b, c = rng.normal(size=(3, 40))
+    b = b + a + c
+    rab, rac, rbc = (float(np.corrcoef(u, v)[0, 1]) for u, v in ((a, b), (a, c), (b, c)))
+    expected = (rab - rac * rbc) / math.sqrt((1 - rac**2) * (1 - rbc**2))
+    assert partial_correlation(list(a), list(b), list(c)) == pytest.approx(expected)
+    # too few cases, or a residual with no variation (x fully explained by z)
+    assert partial_correlation([1, 2, 3], [1, 2, 3], [0, 1, 2]) is None
+    assert partial_correlation([0, 0, 1, 1], [1, 2, 3, 5], [0, 0, 1, 1]) is None
+
+
+def test_adjusted_difference_by_hand():
+    # y = 1 + 2 * group + 0.5 * z exactly: the adjusted difference is 2, the raw one 3.5 - 2 = 1.5
+    y, g, z = [3.0, 4.0, 1.5, 2.5], [True, True, False, False], [0.0, 2.0, 1.0, 3.0]
+    assert adjusted_difference(y, g, z) == pytest.approx(2.0)
+    assert adjusted_difference(y, [True, False, False, False], z) is None  # a group of 1
+
+
+def test_average_ranks_and_fast_pearson_agree_with_scipy():
+    assert list(average_ranks(np.array([10.0, 20.0, 20.0, 5.0]))) == [2.0, 3.5, 3.5, 1.0]
+    rng = np.random.default_rng(11)
+    x, y = rng.integers(0, 5, 50).astype(float), rng.normal(size=50)
+    assert list(average_ranks(x)) == list(rankdata(x))
+    assert fast_pearson(x, y) == pytest.approx(pearson_r(list(x), list(y)))
+    assert fast_pearson(np.ones(5), y[:5]) is None and fast_pearson(x[:2], y[:2]) is None
+
+
+def test_cluster_bootstrap_arrays_resamples_as_cluster_bootstrap_does():
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"t": [f"t{i % 6}" for i in range(60)], "x": rng.normal(size=60)})
+    frame["y"] = frame.x + rng.normal(size=60)
+    by_frame = cluster_bootstrap(frame, "t", lambda f: pearson_r(list(f.x), list(f.y)), 300, 9)
+    by_arrays = cluster_bootstrap_arrays(
+        {"x": frame.x.to_numpy(), "y": frame.y.to_numpy()},
+        frame.t.to_numpy(),
+        lambda a: fast_pearson(a["x"], a["y"]),
+        300,
+        9,
+    )
+    assert (by_arrays.n, by_arrays.clusters, by_arrays.samples_used) == (60, 6, 300)
+    assert by_arrays.estimate == pytest.approx(by_frame.estimate)
+    assert by_arrays.ci_lower == pytest.approx(by_frame.ci_lower)
+    assert by_arrays.ci_upper == pytest.approx(by_frame.ci_upper)
+    # fewer than 3 clusters: an estimate, no interval
+    two = cluster_bootstrap_arrays(
+        {"x": [1.0, 2.0, 3.0, 4.0]}, ["a", "a", "b", "b"], lambda a: float(a["x"].mean()), 50, 1
+    )
+    assert (two.estimate, two.ci_lower, two.clusters) == (2.5, None, 2)

@@ -112,14 +112,16 @@ def test_adherence_thirds_exist_without_data():
 
 
 def _sessions(counts: dict[int, int]) -> pd.DataFrame:
-    """`counts[k]` patient-rated sessions at session number k (clinician-rated at every other)."""
+    """`counts[k]` patient-rated sessions at session number k (clinician-rated at every other), episode i
+    rated at session k while i < counts[k]; each episode's patient rating rises 0.1 per session."""
     rows = []
     for k, n in counts.items():
         for i in range(n):
             rows.append(
                 {
+                    "episode_key": f"e{i}",
                     "session_number": k,
-                    "wai_sr_mean": 3.0 + (i % 5) / 2,
+                    "wai_sr_mean": 3.0 + (i % 5) / 2 + 0.1 * (k - 1),
                     "wai_clinician_mean": 3.5 if i % 2 == 0 else None,
                 }
             )
@@ -142,9 +144,18 @@ def test_trajectory_suppresses_a_small_session_number_and_its_complement():
     assert rows[3]["sessions_patient_rated"] is None and rows[3]["mean_alliance_patient"] is not None
     assert rows[2]["sessions_patient_rated"] == 30
     assert rows[4]["suppressed_columns"] == (
-        "ci_lower_patient,ci_upper_patient,mean_alliance_clinician,mean_alliance_patient,"
-        "sd_alliance_patient,sessions_clinician_rated,sessions_patient_rated"
+        "ci_lower_change_patient,ci_lower_patient,ci_upper_change_patient,ci_upper_patient,"
+        "mean_alliance_clinician,mean_alliance_patient,mean_change_clinician,mean_change_patient,"
+        "sd_alliance_patient,sd_change_patient,sessions_change_clinician,sessions_change_patient,"
+        "sessions_clinician_rated,sessions_patient_rated"
     )
+    # within-episode change: each episode's rating minus its own session-1 rating, +0.1 per session,
+    # whatever the mix of episodes still running (the cross-sectional mean mixes in who stays)
+    assert rows[2]["sessions_change_patient"] == 30
+    assert rows[2]["mean_change_patient"] == pytest.approx(0.1)
+    assert rows[1]["mean_change_patient"] == pytest.approx(0.0)
+    assert rows[2]["mean_change_clinician"] == pytest.approx(0.0)  # the clinician's rating is flat
+    assert total["sessions_change_patient"] == 95
     # the interval uses z for ci_level, not a literal 1.96
     values = [3.0 + (i % 5) / 2 for i in range(40)]
     half = z_for(0.95) * float(np.std(values, ddof=1)) / np.sqrt(40)
@@ -172,7 +183,16 @@ def test_early_alliance_fit_is_least_squares_and_suppressed_under_min_cell():
 
 
 def _therapists() -> pd.DataFrame:
-    base = {"grand_mean": 3.8, "sigma2": 0.3, "icc": 0.2, "funnel_z_inner": 1.96, "funnel_z_outer": 3.09}
+    base = {
+        "grand_mean": 3.8,
+        "sigma2": 0.3,
+        "icc": 0.2,
+        "funnel_z_inner": 1.96,
+        "funnel_z_outer": 3.09,
+        "funnel_tau2": 0.05,
+        "icc_ci_lower": 0.1,
+        "icc_ci_upper": 0.35,
+    }
     rows = [
         # the 'all' period: three shown, one suppressed
         ("all", date(2026, 1, 1), "t1", False, 20, 4.6, "above_outer"),
@@ -191,6 +211,8 @@ def _therapists() -> pd.DataFrame:
                 "therapist_key": t,
                 "suppressed": sup,
                 "caseload": n,
+                # fewer patients rated the alliance than were seen: the funnel's n is this one
+                "patients_with_alliance": n - 2 if n is not None else None,
                 "mean_alliance": m,
                 "funnel_position": pos,
                 **base,
@@ -209,7 +231,9 @@ def test_therapist_funnel_summarises_the_period_it_shows():
     assert (f["therapists_drawn"], f["therapists_hidden"]) == (3, 1)
     assert (f["therapists_above_outer"], f["therapists_below_outer"]) == (1, 1)
     assert (f["caseload_min"], f["caseload_max"]) == (15, 30)
+    assert (f["patients_min"], f["patients_max"]) == (13, 28)
     assert (f["funnel_z_inner"], f["funnel_z_outer"], f["icc"]) == (1.96, 3.09, 0.2)
+    assert (f["funnel_tau2"], f["icc_ci_lower"], f["icc_ci_upper"]) == (0.05, 0.1, 0.35)
 
 
 def test_therapist_funnel_has_its_row_without_therapists():

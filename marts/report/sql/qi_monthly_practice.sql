@@ -1,5 +1,6 @@
 -- The QI report's monthly KPI table and chart: the practice-level rows of qi_monthly, one per month,
--- oldest first, with the KPIs the report shows and the columns the marts suppressed in each row.
+-- oldest first, with the KPIs the report shows and the columns the marts suppressed in each row; the
+-- outcome rates per calendar quarter sit on the row of the quarter's last month.
 SELECT
     month,
     patients_seen,
@@ -14,7 +15,10 @@ SELECT
     pdc_adherence_rate,
     attendance_rate,
     data_quality_pass_rate,
-    suppressed_columns
+    suppressed_columns,
+    quarter_start,
+    quarter_recovery_rate,
+    quarter_reliable_improvement_rate
 FROM {{ schema }}.qi_monthly
 WHERE level = 'practice'
 ORDER BY month;

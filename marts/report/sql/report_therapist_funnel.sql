@@ -13,5 +13,10 @@ SELECT
     sigma2,
     icc,
     funnel_z_inner,
-    funnel_z_outer
+    funnel_z_outer,
+    patients_min,
+    patients_max,
+    funnel_tau2,
+    icc_ci_lower,
+    icc_ci_upper
 FROM {{ schema }}.report_therapist_funnel;

@@ -104,8 +104,13 @@ def compile_view(view: dict[str, Any], *, source_relation: str) -> str:
     return build_view(view, source_relation=source_relation).sql
 
 
-def build_view(view: dict[str, Any], *, source_relation: str) -> CompiledView:
-    """Like `compile_view`, also returning the output columns and the resource type."""
+def build_view(view: dict[str, Any], *, source_relation: str, carry: tuple[str, ...] = ()) -> CompiledView:
+    """Like `compile_view`, also returning the output columns and the resource type.
+
+    `carry` names columns of `source_relation` copied unchanged in front of the view's columns (the
+    pipeline carries `source`, so a view over several FHIR sources keeps each row's origin); they are
+    not in `columns`, and a view column of the same name is an error.
+    """
     if not isinstance(view, dict):
         raise ViewDefinitionError("a ViewDefinition must be a JSON object")
     if not isinstance(source_relation, str) or not _RELATION_NAME.fullmatch(source_relation):
@@ -134,18 +139,26 @@ def build_view(view: dict[str, Any], *, source_relation: str) -> CompiledView:
         expr = gen.compile(_parse(where["path"], f"where[{i}]"), scope)
         conditions.append(f"coalesce({gen.to_bool(expr, f'where[{i}] path', strict=True)}, FALSE)")
 
+    for name in carry:
+        if not isinstance(name, str) or not _COLUMN_NAME.fullmatch(name):
+            raise ViewDefinitionError(f"invalid carried column name {name!r}")
+        if name in names:
+            raise ViewDefinitionError(f"column {name!r} is reserved: the pipeline adds it to every row")
     source = ".".join(quote_identifier(p) for p in source_relation.split("."))
     where_sql = " AND ".join(conditions)
+    carried = [f"_src.{quote_identifier(n)} AS {quote_identifier(n)}" for n in carry]
     if root.exprs is not None:
         select_list = ", ".join(
-            f"{e} AS {quote_identifier(c.name)}" for c, e in zip(root.columns, root.exprs, strict=True)
+            carried
+            + [f"{e} AS {quote_identifier(c.name)}" for c, e in zip(root.columns, root.exprs, strict=True)]
         )
         sql = _query(select_list, f"{source} AS _src", where_sql)
     else:
         select_list = ", ".join(
-            f"_row.{quote_identifier(c.name)} AS {quote_identifier(c.name)}" for c in root.columns
+            [f"_rows.{quote_identifier(n)} AS {quote_identifier(n)}" for n in carry]
+            + [f"_row.{quote_identifier(c.name)} AS {quote_identifier(c.name)}" for c in root.columns]
         )
-        rows = _query(f"unnest({root.rows}) AS _row", f"{source} AS _src", where_sql)
+        rows = _query(", ".join([*carried, f"unnest({root.rows}) AS _row"]), f"{source} AS _src", where_sql)
         sql = _query(select_list, f"({rows}) AS _rows", "TRUE")
     return CompiledView(sql=sql, columns=root.columns, resource=resource)
 

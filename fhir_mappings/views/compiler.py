@@ -27,6 +27,12 @@ from fhir_mappings.views.sql import quote_identifier, sql_literal
 # The deepest `repeat` nesting followed; a deeper resource stops the query with an error rather than
 # losing rows (questionnaires in practice nest a handful of levels).
 REPEAT_MAX_DEPTH = 64
+# Levels of `repeat` written out as nested list expressions (pre-order directly, no sort); a subtree
+# deeper than this falls back to the breadth-first expansion with a sort, which is slower.
+REPEAT_UNROLLED_DEPTH = 8
+# This compiler's extension on a `repeat` select: extra columns for each node's place in the tree
+# (docs/views.md). Other engines ignore an extension they do not know and give the same rows.
+REPEAT_TRAIL_URL = "https://alliance-qi.org/fhir/StructureDefinition/repeat-trail"
 
 _COLUMN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _RESOURCE_NAME = re.compile(r"[A-Z][A-Za-z]+")
@@ -146,6 +152,9 @@ def build_view(view: dict[str, Any], *, source_relation: str, carry: tuple[str, 
             raise ViewDefinitionError(f"column {name!r} is reserved: the pipeline adds it to every row")
     source = ".".join(quote_identifier(p) for p in source_relation.split("."))
     where_sql = " AND ".join(conditions)
+    walked = _walk_query(gen, selects, source, where_sql, carry, root.columns)
+    if walked is not None:
+        return CompiledView(sql=walked, columns=root.columns, resource=resource)
     carried = [f"_src.{quote_identifier(n)} AS {quote_identifier(n)}" for n in carry]
     if root.exprs is not None:
         select_list = ", ".join(
@@ -161,6 +170,139 @@ def build_view(view: dict[str, Any], *, source_relation: str, carry: tuple[str, 
         rows = _query(", ".join([*carried, f"unnest({root.rows}) AS _row"]), f"{source} AS _src", where_sql)
         sql = _query(select_list, f"({rows}) AS _rows", "TRUE")
     return CompiledView(sql=sql, columns=root.columns, resource=resource)
+
+
+def _walk_query(
+    gen: Generator,
+    selects: list[Any],
+    source: str,
+    where_sql: str,
+    carry: tuple[str, ...],
+    columns: tuple[ViewColumn, ...],
+) -> str | None:
+    """The query for a view whose one `repeat` is at the top level, as a recursive CTE; else None.
+
+    The list form of `repeat` (below) works anywhere but walks the tree inside one expression per
+    resource, which is several times slower than a set-based walk. When the repeat select is a direct
+    child of the view and every other top-level select gives exactly one row per resource (the
+    QuestionnaireResponse answers view), the tree is walked by a recursive CTE instead: one row per
+    node carrying its positions, labels and JSON, and the repeat body runs once per node. The other
+    selects' columns are computed once per resource. Same rows, same columns.
+    """
+    repeats = [i for i, s in enumerate(selects) if isinstance(s, dict) and "repeat" in s]
+    if len(repeats) != 1:
+        return None
+    j = repeats[0]
+    node = selects[j]
+    where = f"view.select[{j}]"
+    position, label, label_path = _trail(node.get("extension"), where)
+    paths = node["repeat"]
+    # the walk does not carry the resource, so %resource and %rowIndex in the walked paths stay with
+    # the list form
+    if any("%" in p for p in [*paths, label_path or ""]):
+        return None
+    comp = _Compiler(gen)
+    res_scope = Scope(this="_src.resource", resource="_src.resource", row_index="CAST(0 AS BIGINT)")
+    others: dict[int, _Part] = {}
+    for k, sel in enumerate(selects):
+        if k != j:
+            part = comp.node(sel, res_scope, f"view.select[{k}]")
+            if part.exprs is None:
+                return None
+            others[k] = part
+    asts = [_parse(p, f"{where}.repeat[{i}]") for i, p in enumerate(paths)]
+    label_ast = _parse(label_path, f"{where}.extension labelPath") if label_path is not None else None
+
+    def children(node_sql: str) -> str:
+        """`STRUCT(v JSON, i BIGINT, l VARCHAR)[]`: the children of one node, with position and label."""
+        inner = Scope(this=node_sql, resource="NULL::JSON", row_index="CAST(0 AS BIGINT)")
+        lists = [gen.to_coll(gen.compile(ast, inner)) for ast in asts]
+        kids = f"list_concat({', '.join(lists)})" if len(lists) > 1 else lists[0]
+        c, i = gen.fresh(), gen.fresh()
+        text = "NULL::VARCHAR"
+        if label_ast is not None:
+            label_scope = Scope(this=c, resource="NULL::JSON", row_index="CAST(0 AS BIGINT)")
+            text = gen.to_scalar(gen.compile(label_ast, label_scope), "str", f"{where} labelPath")
+        row = f"struct_pack(v := {c}, i := CAST({i} AS BIGINT), l := CAST({text} AS VARCHAR))"
+        return f"list_transform({kids}, lambda {c}, {i}: {row})"
+
+    body_scope = Scope(this="_n._v", resource="_res.resource", row_index="_n._ri")
+    body = comp.body(node, body_scope, where)
+    trail_cols: list[ViewColumn] = []
+    trail_exprs: list[str] = []
+    if position is not None:
+        trail_cols.append(ViewColumn(position, "BIGINT[]", "integer", True))
+        trail_exprs.append("_n._k")
+    if label is not None:
+        trail_cols.append(ViewColumn(label, "VARCHAR[]", "string", True))
+        trail_exprs.append("_n._l")
+    if trail_cols:
+        body = comp.product(_Part(tuple(trail_cols), exprs=tuple(trail_exprs)), body)
+
+    q = quote_identifier
+    res_cols = [f"_src.{q(n)} AS {q(n)}" for n in carry]
+    outs: dict[str, str] = {}
+    for part in others.values():
+        for c, e in zip(part.columns, part.exprs or (), strict=True):
+            alias = f"_o{len(outs)}"
+            res_cols.append(f"{e} AS {alias}")
+            outs[c.name] = f"_res.{alias}"
+    res = _query(
+        ", ".join(["row_number() OVER () AS _rid", "_src.resource AS resource", *res_cols]),
+        f"{source} AS _src",
+        where_sql,
+    )
+    first = _query(
+        "_res._rid, [_u._c.i], [_u._c.l], _u._c.v",
+        f"_res, unnest({children('_res.resource')}) AS _u(_c)",
+        "TRUE",
+    )
+    step = _query(
+        "_p._rid, list_append(_p._k, _u._c.i), list_append(_p._l, _u._c.l), _u._c.v",
+        f"_walk AS _p, unnest({children('_p._v')}) AS _u(_c)",
+        f"len(_p._k) <= {REPEAT_MAX_DEPTH}",
+    )
+    uses_index = "_n._ri" in (body.rows or " ".join(body.exprs or ()))
+    index = "row_number() OVER (PARTITION BY _rid ORDER BY _k) - 1" if uses_index else "CAST(0 AS BIGINT)"
+    msg = sql_literal(f"repeat: nesting deeper than {REPEAT_MAX_DEPTH} levels")
+    too_deep = f"CASE WHEN len(_n._k) > {REPEAT_MAX_DEPTH} THEN error({msg}) ELSE TRUE END"
+    # assembled from compiled parts only (names through quote_identifier, values through sql_literal)
+    ctes = " ".join(
+        (
+            "WITH RECURSIVE _res AS (",
+            res,
+            "), _walk(_rid, _k, _l, _v) AS (",
+            first,
+            "UNION ALL",
+            step,
+            "), _nodes AS (",
+            _query(f"_walk.*, {index} AS _ri", "_walk", "TRUE"),
+            ")",
+        )
+    )
+    joined = "_nodes AS _n JOIN _res ON _n._rid = _res._rid"
+    head = [f"_res.{q(n)}" for n in carry]
+    repeat_names = {c.name for c in body.columns}
+    if body.exprs is not None:
+        exprs = dict(zip((c.name for c in body.columns), body.exprs, strict=True))
+        select_list = [*head, *(f"{exprs.get(c.name) or outs[c.name]} AS {q(c.name)}" for c in columns)]
+        return f"{ctes} " + _query(", ".join(select_list), joined, too_deep)
+    inner_list = [
+        *(f"_res.{q(n)} AS {q(n)}" for n in carry),
+        *(f"{outs[c.name]} AS {q(c.name)}" for c in columns if c.name not in repeat_names),
+        f"unnest({body.rows}) AS _row",
+    ]
+    outer = [
+        *(f"_rows.{q(n)} AS {q(n)}" for n in carry),
+        *(
+            f"_row.{q(c.name)} AS {q(c.name)}"
+            if c.name in repeat_names
+            else f"_rows.{q(c.name)} AS {q(c.name)}"
+            for c in columns
+        ),
+    ]
+    inner = _query(", ".join(inner_list), joined, too_deep)
+    return f"{ctes} " + _query(", ".join(outer), f"({inner}) AS _rows", "TRUE")
 
 
 def _query(select_list: str, from_clause: str, where: str) -> str:
@@ -249,7 +391,7 @@ class _Compiler:
             paths = node["repeat"]
             if not isinstance(paths, list) or not paths:
                 raise ViewDefinitionError(f"{where}: repeat must be a non-empty list of paths")
-            focus = self.repeat(paths, scope, where)
+            return self.repeat_node(node, paths, scope, where)
         else:
             expr = self.gen.compile(_parse(node[key], f"{where}.{key}"), scope)
             focus = self.gen.to_coll(expr)
@@ -361,37 +503,121 @@ class _Compiler:
         both = f"struct_pack(l := {self.as_rows(left)}, r := {self.as_rows(right)})"
         return _Part(columns, rows=self.gen.let(both, body, p))
 
-    def repeat(self, paths: list[Any], scope: Scope, where: str) -> str:
-        """JSON[] of every node reachable from the focus by repeatedly following `paths`, in pre-order.
+    def repeat_node(self, node: dict[str, Any], paths: list[Any], scope: Scope, where: str) -> _Part:
+        """A `repeat` select: its body for every node reached, with the trail columns if asked for."""
+        position, label, label_path = _trail(node.get("extension"), where)
+        label_ast = _parse(label_path, f"{where}.extension labelPath") if label_path is not None else None
+        focus = self.repeat(paths, scope, where, label_ast)
+        s, i = self.gen.fresh(), self.gen.fresh()
+        inner = Scope(this=f"{s}.v", resource=scope.resource, row_index=f"({i} - 1)")
+        body = self.body(node, inner, where)
+        trail_cols: list[ViewColumn] = []
+        trail_exprs: list[str] = []
+        if position is not None:
+            trail_cols.append(ViewColumn(position, "BIGINT[]", "integer", True))
+            trail_exprs.append(f"{s}.k")
+        if label is not None:
+            trail_cols.append(ViewColumn(label, "VARCHAR[]", "string", True))
+            trail_exprs.append(f"{s}.l")
+        if trail_cols:
+            body = self.product(_Part(tuple(trail_cols), exprs=tuple(trail_exprs)), body)
+        per_focus = self.as_rows(body)
+        return _Part(body.columns, rows=f"flatten(list_transform({focus}, lambda {s}, {i}: {per_focus}))")
 
-        Each node carries a sort key (its parent's key plus the path number and position), so one
-        `list_sort` at the end restores depth-first document order after a breadth-first expansion.
+    def repeat(self, paths: list[Any], scope: Scope, where: str, label: Any = None) -> str:
+        """Every node reachable from the focus by repeatedly following `paths`, in pre-order.
+
+        A list of `STRUCT(k BIGINT[], v JSON[, l VARCHAR[]])`: `v` the node, `k` its 1-based position
+        among its parent's children (all paths' results, in path order) at every level from the top,
+        and `l` the `label` expression of every node from the top (only with a label).
+
+        The first `REPEAT_UNROLLED_DEPTH` levels are nested list expressions that emit each node
+        followed by its subtree, so the list is in pre-order as built: no per-level copying and no
+        sort. A node at that depth with children continues breadth-first with `list_reduce`, each
+        node carrying its key, and one `list_sort` by key restores pre-order for that subtree.
         """
         gen = self.gen
         asts = [_parse(p, f"{where}.repeat[{i}]") for i, p in enumerate(paths)]
-        entry_type = "STRUCT(k BIGINT[], v JSON)"
+        fields = "k BIGINT[], v JSON" + (", l VARCHAR[]" if label is not None else "")
+        entry_type = f"STRUCT({fields})"
 
-        def entries(key_sql: str, node_sql: str) -> str:
-            lists = []
-            for n, ast in enumerate(asts):
-                inner = Scope(this=node_sql, resource=scope.resource, row_index=scope.row_index)
-                c, i = gen.fresh(), gen.fresh()
-                coll = gen.to_coll(gen.compile(ast, inner))
-                key = f"list_concat({key_sql}, [CAST({n} AS BIGINT), CAST({i} AS BIGINT)])"
-                lists.append(f"list_transform({coll}, lambda {c}, {i}: struct_pack(k := {key}, v := {c}))")
-            return f"list_concat({', '.join(lists)})" if len(lists) > 1 else lists[0]
+        def entries(parent: str | None) -> str:
+            """The children of `parent` (an entry variable; None for the focus) as entries."""
+            node_sql = scope.this if parent is None else f"{parent}.v"
+            inner = Scope(this=node_sql, resource=scope.resource, row_index=scope.row_index)
+            lists = [gen.to_coll(gen.compile(ast, inner)) for ast in asts]
+            children = f"list_concat({', '.join(lists)})" if len(lists) > 1 else lists[0]
+            c, i = gen.fresh(), gen.fresh()
+            key = "[]::BIGINT[]" if parent is None else f"{parent}.k"
+            parts = [f"k := list_concat({key}, [CAST({i} AS BIGINT)])", f"v := {c}"]
+            if label is not None:
+                text = gen.to_scalar(
+                    gen.compile(label, Scope(this=c, resource=scope.resource, row_index=scope.row_index)),
+                    "str",
+                    f"{where} labelPath",
+                )
+                labels = "[]::VARCHAR[]" if parent is None else f"{parent}.l"
+                parts.append(f"l := list_concat({labels}, [CAST({text} AS VARCHAR)])")
+            return f"list_transform({children}, lambda {c}, {i}: struct_pack({', '.join(parts)}))"
 
-        acc, e, d, r = gen.fresh(), gen.fresh(), gen.fresh(), gen.fresh()
-        start = f"struct_pack(done := []::{entry_type}[], frontier := {entries('[]::BIGINT[]', scope.this)})"
-        step = (
-            f"lambda {acc}, {d}: struct_pack(done := list_concat({acc}.done, {acc}.frontier), "
-            f"frontier := flatten(list_transform({acc}.frontier, lambda {e}: {entries(f'{e}.k', f'{e}.v')})))"
-        )
-        reduced = f"list_reduce(range({REPEAT_MAX_DEPTH}), {step}, {start})"
-        msg = sql_literal(f"repeat: nesting deeper than {REPEAT_MAX_DEPTH} levels")
-        s = gen.fresh()
-        body = (
-            f"CASE WHEN len({r}.frontier) > 0 THEN error({msg}) "
-            f"ELSE list_transform(list_sort({r}.done), lambda {s}: {s}.v) END"
-        )
-        return gen.let(reduced, body, r)
+        def deeper(e: str, levels: int) -> str:
+            """Pre-order entries strictly below entry `e`, at most `levels` levels (else an error)."""
+            acc, x, d, r = gen.fresh(), gen.fresh(), gen.fresh(), gen.fresh()
+            start = f"struct_pack(done := []::{entry_type}[], frontier := {entries(e)})"
+            step = (
+                f"lambda {acc}, {d}: struct_pack(done := list_concat({acc}.done, {acc}.frontier), "
+                f"frontier := flatten(list_transform({acc}.frontier, lambda {x}: {entries(x)})))"
+            )
+            reduced = f"list_reduce(range({levels}), {step}, {start})"
+            msg = sql_literal(f"repeat: nesting deeper than {REPEAT_MAX_DEPTH} levels")
+            body = f"CASE WHEN len({r}.frontier) > 0 THEN error({msg}) ELSE list_sort({r}.done) END"
+            return gen.let(reduced, body, r)
+
+        def subtree(e: str, depth: int) -> str:
+            """Entry `e` (at `depth`) followed by its descendants, in pre-order."""
+            if depth == REPEAT_UNROLLED_DEPTH:
+                kids = gen.fresh()
+                rest = deeper(e, REPEAT_MAX_DEPTH - depth)
+                check = gen.let(entries(e), f"len({kids}) = 0", kids)
+                return f"CASE WHEN {check} THEN [{e}] ELSE list_concat([{e}], {rest}) END"
+            c = gen.fresh()
+            below = f"flatten(list_transform({entries(e)}, lambda {c}: {subtree(c, depth + 1)}))"
+            return f"list_concat([{e}], {below})"
+
+        top = gen.fresh()
+        return f"flatten(list_transform({entries(None)}, lambda {top}: {subtree(top, 1)}))"
+
+
+def _trail(extensions: Any, where: str) -> tuple[str | None, str | None, str | None]:
+    """The repeat-trail extension of a `repeat` select: (position column, label column, label path)."""
+    if extensions is None:
+        return None, None, None
+    if not isinstance(extensions, list):
+        raise ViewDefinitionError(f"{where}.extension must be a list")
+    found = [e for e in extensions if isinstance(e, dict) and e.get("url") == REPEAT_TRAIL_URL]
+    if not found:
+        return None, None, None
+    if len(found) > 1:
+        raise ViewDefinitionError(f"{where}: the repeat-trail extension is given more than once")
+    values: dict[str, str] = {}
+    for sub in found[0].get("extension", []):
+        url = sub.get("url") if isinstance(sub, dict) else None
+        if url not in ("positionColumn", "labelColumn", "labelPath") or not isinstance(
+            sub.get("valueString"), str
+        ):
+            raise ViewDefinitionError(
+                f"{where}: repeat-trail entries are positionColumn, labelColumn and labelPath, "
+                f"each with a valueString; got {sub!r}"
+            )
+        values[url] = sub["valueString"]
+    for column in ("positionColumn", "labelColumn"):
+        name = values.get(column)
+        if name is not None and not _COLUMN_NAME.fullmatch(name):
+            raise ViewDefinitionError(
+                f"{where}: repeat-trail {column} {name!r} must match [A-Za-z][A-Za-z0-9_]*"
+            )
+    if ("labelColumn" in values) != ("labelPath" in values):
+        raise ViewDefinitionError(f"{where}: repeat-trail needs labelColumn and labelPath together")
+    if not values:
+        raise ViewDefinitionError(f"{where}: the repeat-trail extension names no column")
+    return values.get("positionColumn"), values.get("labelColumn"), values.get("labelPath")

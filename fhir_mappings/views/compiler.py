@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from fhir_mappings.views.errors import FhirPathError, ViewDefinitionError
-from fhir_mappings.views.fhirpath import DECIMAL_TYPE, Expr, Generator, Scope, parse
+from fhir_mappings.views.fhirpath import (
+    DECIMAL_TYPE,
+    Call,
+    Expr,
+    Generator,
+    Member,
+    Scope,
+    parse,
+    type_name_of,
+)
 from fhir_mappings.views.sql import quote_identifier, sql_literal
 
 # The deepest `repeat` nesting followed; a deeper resource stops the query with an error rather than
@@ -227,7 +236,7 @@ def _walk_query(
         return f"list_transform({kids}, lambda {c}, {i}: {row})"
 
     body_scope = Scope(this="_n._v", resource="_res.resource", row_index="_n._ri")
-    body = comp.body(node, body_scope, where)
+    parts: list[_Part] = []
     trail_cols: list[ViewColumn] = []
     trail_exprs: list[str] = []
     if position is not None:
@@ -237,7 +246,7 @@ def _walk_query(
         trail_cols.append(ViewColumn(label, "VARCHAR[]", "string", True))
         trail_exprs.append("_n._l")
     if trail_cols:
-        body = comp.product(_Part(tuple(trail_cols), exprs=tuple(trail_exprs)), body)
+        parts.insert(0, _Part(tuple(trail_cols), exprs=tuple(trail_exprs)))
 
     q = quote_identifier
     res_cols = [f"_src.{q(n)} AS {q(n)}" for n in carry]
@@ -262,8 +271,57 @@ def _walk_query(
         f"_walk AS _p, unnest({children('_p._v')}) AS _u(_c)",
         f"len(_p._k) <= {REPEAT_MAX_DEPTH}",
     )
-    uses_index = "_n._ri" in (body.rows or " ".join(body.exprs or ()))
-    index = "row_number() OVER (PARTITION BY _rid ORDER BY _k) - 1" if uses_index else "CAST(0 AS BIGINT)"
+    # The body's parts are combined by the join itself: column parts are expressions on the node
+    # row, and each part with rows (a nested forEach, unionAll) is one lateral unnest, so their
+    # cross product is the join's, with no nested lists built per node.
+    laterals: list[str] = []
+
+    def add_part(part: _Part) -> None:
+        if part.exprs is not None:
+            outs.update({c.name: e for c, e in zip(part.columns, part.exprs, strict=True)})
+            return
+        alias = f"_p{len(laterals)}"
+        laterals.append(f"unnest({part.rows}) AS {alias}(r)")
+        outs.update({c.name: f"{alias}.r.{q(c.name)}" for c in part.columns})
+
+    def add_body(sel: dict[str, Any], scope: Scope, at: str) -> None:
+        """A select's columns, nested selects and unionAll at `scope`, as join parts."""
+        if "column" in sel:
+            add_part(comp.body_parts({"column": sel["column"]}, scope, at)[0])
+        for i, child in enumerate(sel.get("select", [])):
+            add_select(child, scope, f"{at}.select[{i}]")
+        if "unionAll" in sel:
+            add_part(comp.body_parts({"unionAll": sel["unionAll"]}, scope, at)[0])
+
+    def add_select(sel: Any, scope: Scope, at: str) -> None:
+        """A nested select; a forEach / forEachOrNull becomes one lateral unnest of its elements, and
+        its body is computed on the unnested rows (expressions inside a lambda run element by element,
+        on the rows they run vectorised)."""
+        keys = [k for k in ("forEach", "forEachOrNull") if isinstance(sel, dict) and k in sel]
+        if len(keys) != 1 or "repeat" in sel:
+            add_part(comp.node(sel, scope, at))
+            return
+        key = keys[0]
+        focus = gen.to_coll(gen.compile(_parse(sel[key], f"{at}.{key}"), scope))
+        if key == "forEachOrNull":
+            f = gen.fresh()
+            focus = gen.let(focus, f"CASE WHEN len({f}) = 0 THEN [NULL::JSON] ELSE {f} END", f)
+        v, i = gen.fresh(), gen.fresh()
+        alias = f"_p{len(laterals)}"
+        element = f"struct_pack(v := {v}, i := CAST({i} AS BIGINT))"
+        laterals.append(f"unnest(list_transform({focus}, lambda {v}, {i}: {element})) AS {alias}(r)")
+        inner = Scope(this=f"{alias}.r.v", resource=scope.resource, row_index=f"({alias}.r.i - 1)")
+        add_body({k: val for k, val in sel.items() if k != key}, inner, at)
+
+    for part in parts:
+        add_part(part)
+    add_body(node, body_scope, where)
+    body_sql = " ".join([*outs.values(), *laterals])
+    index = (
+        "row_number() OVER (PARTITION BY _rid ORDER BY _k) - 1"
+        if "_n._ri" in body_sql
+        else "CAST(0 AS BIGINT)"
+    )
     msg = sql_literal(f"repeat: nesting deeper than {REPEAT_MAX_DEPTH} levels")
     too_deep = f"CASE WHEN len(_n._k) > {REPEAT_MAX_DEPTH} THEN error({msg}) ELSE TRUE END"
     # assembled from compiled parts only (names through quote_identifier, values through sql_literal)
@@ -280,29 +338,12 @@ def _walk_query(
             ")",
         )
     )
-    joined = "_nodes AS _n JOIN _res ON _n._rid = _res._rid"
-    head = [f"_res.{q(n)}" for n in carry]
-    repeat_names = {c.name for c in body.columns}
-    if body.exprs is not None:
-        exprs = dict(zip((c.name for c in body.columns), body.exprs, strict=True))
-        select_list = [*head, *(f"{exprs.get(c.name) or outs[c.name]} AS {q(c.name)}" for c in columns)]
-        return f"{ctes} " + _query(", ".join(select_list), joined, too_deep)
-    inner_list = [
+    joined = ", ".join(["_nodes AS _n JOIN _res ON _n._rid = _res._rid", *laterals])
+    select_list = [
         *(f"_res.{q(n)} AS {q(n)}" for n in carry),
-        *(f"{outs[c.name]} AS {q(c.name)}" for c in columns if c.name not in repeat_names),
-        f"unnest({body.rows}) AS _row",
+        *(f"{outs[c.name]} AS {q(c.name)}" for c in columns),
     ]
-    outer = [
-        *(f"_rows.{q(n)} AS {q(n)}" for n in carry),
-        *(
-            f"_row.{q(c.name)} AS {q(c.name)}"
-            if c.name in repeat_names
-            else f"_rows.{q(c.name)} AS {q(c.name)}"
-            for c in columns
-        ),
-    ]
-    inner = _query(", ".join(inner_list), joined, too_deep)
-    return f"{ctes} " + _query(", ".join(outer), f"({inner}) AS _rows", "TRUE")
+    return f"{ctes} " + _query(", ".join(select_list), joined, too_deep)
 
 
 def _query(select_list: str, from_clause: str, where: str) -> str:
@@ -401,11 +442,23 @@ class _Compiler:
         v, i = self.gen.fresh(), self.gen.fresh()
         inner = Scope(this=v, resource=scope.resource, row_index=f"({i} - 1)")
         body = self.body(node, inner, where)
+        if body.exprs is not None:
+            # exactly one row per element: the row itself, with no list to build and flatten
+            row = self.as_row(body)
+            return _Part(body.columns, rows=f"list_transform({focus}, lambda {v}, {i}: {row})")
         per_focus = self.as_rows(body)
         return _Part(body.columns, rows=f"flatten(list_transform({focus}, lambda {v}, {i}: {per_focus}))")
 
     def body(self, node: dict[str, Any], scope: Scope, where: str) -> _Part:
         """Columns x nested selects x unionAll of one node, for one focus."""
+        parts = self.body_parts(node, scope, where)
+        result = parts[0]
+        for part in parts[1:]:
+            result = self.product(result, part)
+        return result
+
+    def body_parts(self, node: dict[str, Any], scope: Scope, where: str) -> list[_Part]:
+        """The parts of one node whose cross product is its rows: columns, nested selects, unionAll."""
         parts: list[_Part] = []
         if "column" in node:
             columns = node["column"]
@@ -435,10 +488,7 @@ class _Compiler:
             parts.append(_Part(first, rows=f"list_concat({rows})" if len(branches) > 1 else rows))
         if not parts:
             raise ViewDefinitionError(f"{where} has no column, select or unionAll")
-        result = parts[0]
-        for part in parts[1:]:
-            result = self.product(result, part)
-        return result
+        return parts
 
     def column(self, col: Any, scope: Scope, where: str) -> tuple[ViewColumn, str]:
         """One column definition: its metadata and its SQL expression."""
@@ -456,7 +506,8 @@ class _Compiler:
         collection = col.get("collection", False)
         if not isinstance(collection, bool):
             raise ViewDefinitionError(f"{where}: collection must be true or false")
-        expr = self.gen.compile(_parse(col.get("path"), f"{where} ({name})"), scope)
+        ast = _parse(col.get("path"), f"{where} ({name})")
+        expr = self.gen.compile(ast, scope)
         base = _SQL_TYPES.get(fhir_type or "", "JSON")
         convert = (
             "({x} ->> '$')" if base == "VARCHAR" else "{x}" if base == "JSON" else f"CAST({{x}} AS {base})"
@@ -478,11 +529,15 @@ class _Compiler:
         """A part as a list of row structs."""
         if part.rows is not None:
             return part.rows
+        return f"[{self.as_row(part)}]"
+
+    def as_row(self, part: _Part) -> str:
+        """The one row struct of a part that has exactly one row (column expressions)."""
         assert part.exprs is not None  # noqa: S101 - a part has either exprs or rows
         fields = ", ".join(
             f"{quote_identifier(c.name)} := {e}" for c, e in zip(part.columns, part.exprs, strict=True)
         )
-        return f"[struct_pack({fields})]"
+        return f"struct_pack({fields})"
 
     def product(self, left: _Part, right: _Part) -> _Part:
         """Every row of `left` combined with every row of `right` (columns of `left` first).
@@ -586,6 +641,23 @@ class _Compiler:
 
         top = gen.fresh()
         return f"flatten(list_transform({entries(None)}, lambda {top}: {subtree(top, 1)}))"
+
+
+def _focus_member(ast: Any) -> str | None:
+    """The JSON member a path reads straight from the focus (`name`, or `name.ofType(T)` on a choice
+    element, which reads `nameT`), else None."""
+    if isinstance(ast, Member) and ast.target is None:
+        return ast.name
+    if (
+        isinstance(ast, Call)
+        and ast.name == "ofType"
+        and len(ast.args) == 1
+        and isinstance(ast.target, Member)
+        and ast.target.target is None
+    ):
+        type_name = type_name_of(ast.args[0])
+        return ast.target.name + type_name[:1].upper() + type_name[1:]
+    return None
 
 
 def _trail(extensions: Any, where: str) -> tuple[str | None, str | None, str | None]:

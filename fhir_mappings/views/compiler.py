@@ -235,7 +235,7 @@ def _walk_query(
         row = f"struct_pack(v := {c}, i := CAST({i} AS BIGINT), l := CAST({text} AS VARCHAR))"
         return f"list_transform({kids}, lambda {c}, {i}: {row})"
 
-    body_scope = Scope(this="_n._v", resource="_res.resource", row_index="_n._ri")
+    body_scope = Scope(this="_n._v", resource="_n._resource", row_index="_n._ri")
     parts: list[_Part] = []
     trail_cols: list[ViewColumn] = []
     trail_exprs: list[str] = []
@@ -249,28 +249,16 @@ def _walk_query(
         parts.insert(0, _Part(tuple(trail_cols), exprs=tuple(trail_exprs)))
 
     q = quote_identifier
+    # Per-resource values (carried columns, the other selects' columns) are computed once per resource
+    # and carried down the walk with each node, so the nodes need no join back to the resources.
     res_cols = [f"_src.{q(n)} AS {q(n)}" for n in carry]
     outs: dict[str, str] = {}
     for part in others.values():
         for c, e in zip(part.columns, part.exprs or (), strict=True):
             alias = f"_o{len(outs)}"
             res_cols.append(f"{e} AS {alias}")
-            outs[c.name] = f"_res.{alias}"
-    res = _query(
-        ", ".join(["row_number() OVER () AS _rid", "_src.resource AS resource", *res_cols]),
-        f"{source} AS _src",
-        where_sql,
-    )
-    first = _query(
-        "_res._rid, [_u._c.i], [_u._c.l], _u._c.v",
-        f"_res, unnest({children('_res.resource')}) AS _u(_c)",
-        "TRUE",
-    )
-    step = _query(
-        "_p._rid, list_append(_p._k, _u._c.i), list_append(_p._l, _u._c.l), _u._c.v",
-        f"_walk AS _p, unnest({children('_p._v')}) AS _u(_c)",
-        f"len(_p._k) <= {REPEAT_MAX_DEPTH}",
-    )
+            outs[c.name] = f"_n.{alias}"
+    res_names = [*(q(n) for n in carry), *(f"_o{k}" for k in range(len(outs)))]
     # The body's parts are combined by the join itself: column parts are expressions on the node
     # row, and each part with rows (a nested forEach, unionAll) is one lateral unnest, so their
     # cross product is the join's, with no nested lists built per node.
@@ -280,9 +268,9 @@ def _walk_query(
         if part.exprs is not None:
             outs.update({c.name: e for c, e in zip(part.columns, part.exprs, strict=True)})
             return
-        alias = f"_p{len(laterals)}"
-        laterals.append(f"unnest({part.rows}) AS {alias}(r)")
-        outs.update({c.name: f"{alias}.r.{q(c.name)}" for c in part.columns})
+        alias = f"_n._p{len(laterals)}"
+        laterals.append(part.rows)
+        outs.update({c.name: f"{alias}.{q(c.name)}" for c in part.columns})
 
     def add_body(sel: dict[str, Any], scope: Scope, at: str) -> None:
         """A select's columns, nested selects and unionAll at `scope`, as join parts."""
@@ -307,29 +295,49 @@ def _walk_query(
             f = gen.fresh()
             focus = gen.let(focus, f"CASE WHEN len({f}) = 0 THEN [NULL::JSON] ELSE {f} END", f)
         v, i = gen.fresh(), gen.fresh()
-        alias = f"_p{len(laterals)}"
+        alias = f"_n._p{len(laterals)}"
         element = f"struct_pack(v := {v}, i := CAST({i} AS BIGINT))"
-        laterals.append(f"unnest(list_transform({focus}, lambda {v}, {i}: {element})) AS {alias}(r)")
-        inner = Scope(this=f"{alias}.r.v", resource=scope.resource, row_index=f"({alias}.r.i - 1)")
+        laterals.append(f"list_transform({focus}, lambda {v}, {i}: {element})")
+        inner = Scope(this=f"{alias}.v", resource=scope.resource, row_index=f"({alias}.i - 1)")
         add_body({k: val for k, val in sel.items() if k != key}, inner, at)
 
     for part in parts:
         add_part(part)
     add_body(node, body_scope, where)
     body_sql = " ".join([*outs.values(), *laterals])
-    index = (
-        "row_number() OVER (PARTITION BY _rid ORDER BY _k) - 1"
-        if "_n._ri" in body_sql
-        else "CAST(0 AS BIGINT)"
+    # the resource and a resource number travel with the nodes only when the body needs them
+    if "_n._resource" in body_sql:
+        res_cols.append("_src.resource AS _resource")
+        res_names.append("_resource")
+    uses_index = "_n._ri" in body_sql
+    if uses_index:
+        res_cols.append("row_number() OVER () AS _rid")
+        res_names.append("_rid")
+    res = _query(", ".join(["_src.resource AS _root", *res_cols]), f"{source} AS _src", where_sql)
+    # Every unnest is in a select list, never a lateral join in FROM: DuckDB decorrelates a lateral
+    # join by grouping on the correlated values (whole resources) and joining back, which costs
+    # several times the unnest itself.
+    first = _query(
+        "[_x._c.i], [_x._c.l], _x._c.v" + "".join(f", _x.{n}" for n in res_names),
+        "(" + _query(f"_r.*, unnest({children('_r._root')}) AS _c", f"({res}) AS _r", "TRUE") + ") AS _x",
+        "TRUE",
     )
+    below = _query(
+        f"_p.*, unnest({children('_p._v')}) AS _c", "_walk AS _p", f"len(_p._k) <= {REPEAT_MAX_DEPTH}"
+    )
+    step = _query(
+        "list_append(_x._k, _x._c.i), list_append(_x._l, _x._c.l), _x._c.v"
+        + "".join(f", _x.{n}" for n in res_names),
+        f"({below}) AS _x",
+        "TRUE",
+    )
+    index = "row_number() OVER (PARTITION BY _rid ORDER BY _k) - 1" if uses_index else "CAST(0 AS BIGINT)"
     msg = sql_literal(f"repeat: nesting deeper than {REPEAT_MAX_DEPTH} levels")
     too_deep = f"CASE WHEN len(_n._k) > {REPEAT_MAX_DEPTH} THEN error({msg}) ELSE TRUE END"
     # assembled from compiled parts only (names through quote_identifier, values through sql_literal)
     ctes = " ".join(
         (
-            "WITH RECURSIVE _res AS (",
-            res,
-            "), _walk(_rid, _k, _l, _v) AS (",
+            f"WITH RECURSIVE _walk(_k, _l, _v{''.join(f', {n}' for n in res_names)}) AS (",
             first,
             "UNION ALL",
             step,
@@ -338,9 +346,12 @@ def _walk_query(
             ")",
         )
     )
-    joined = ", ".join(["_nodes AS _n JOIN _res ON _n._rid = _res._rid", *laterals])
+    # each nested forEach / rows part adds one level that unnests it next to the columns so far
+    joined = "_nodes AS _n"
+    for k, rows in enumerate(laterals):
+        joined = f"({_query(f'_n.*, unnest({rows}) AS _p{k}', joined, 'TRUE')}) AS _n"
     select_list = [
-        *(f"_res.{q(n)} AS {q(n)}" for n in carry),
+        *(f"_n.{q(n)} AS {q(n)}" for n in carry),
         *(f"{outs[c.name]} AS {q(c.name)}" for c in columns),
     ]
     return f"{ctes} " + _query(", ".join(select_list), joined, too_deep)

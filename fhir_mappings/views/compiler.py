@@ -269,13 +269,14 @@ def _walk_query(
             outs.update({c.name: e for c, e in zip(part.columns, part.exprs, strict=True)})
             return
         alias = f"_n._p{len(laterals)}"
-        laterals.append(part.rows)
+        laterals.append(f"unnest({part.rows}) AS _p{len(laterals)}")
         outs.update({c.name: f"{alias}.{q(c.name)}" for c in part.columns})
 
     def add_body(sel: dict[str, Any], scope: Scope, at: str) -> None:
         """A select's columns, nested selects and unionAll at `scope`, as join parts."""
         if "column" in sel:
-            add_part(comp.body_parts({"column": sel["column"]}, scope, at)[0])
+            part = comp.body_parts({"column": sel["column"]}, scope, at)[0]
+            add_part(_read_members_once(part, sel["column"], scope, laterals))
         for i, child in enumerate(sel.get("select", [])):
             add_select(child, scope, f"{at}.select[{i}]")
         if "unionAll" in sel:
@@ -297,7 +298,7 @@ def _walk_query(
         v, i = gen.fresh(), gen.fresh()
         alias = f"_n._p{len(laterals)}"
         element = f"struct_pack(v := {v}, i := CAST({i} AS BIGINT))"
-        laterals.append(f"list_transform({focus}, lambda {v}, {i}: {element})")
+        laterals.append(f"unnest(list_transform({focus}, lambda {v}, {i}: {element})) AS _p{len(laterals)}")
         inner = Scope(this=f"{alias}.v", resource=scope.resource, row_index=f"({alias}.i - 1)")
         add_body({k: val for k, val in sel.items() if k != key}, inner, at)
 
@@ -348,8 +349,8 @@ def _walk_query(
     )
     # each nested forEach / rows part adds one level that unnests it next to the columns so far
     joined = "_nodes AS _n"
-    for k, rows in enumerate(laterals):
-        joined = f"({_query(f'_n.*, unnest({rows}) AS _p{k}', joined, 'TRUE')}) AS _n"
+    for item in laterals:
+        joined = f"({_query(f'_n.*, {item}', joined, 'TRUE')}) AS _n"
     select_list = [
         *(f"_n.{q(n)} AS {q(n)}" for n in carry),
         *(f"{outs[c.name]} AS {q(c.name)}" for c in columns),
@@ -652,6 +653,46 @@ class _Compiler:
 
         top = gen.fresh()
         return f"flatten(list_transform({entries(None)}, lambda {top}: {subtree(top, 1)}))"
+
+
+def _read_members_once(part: _Part, defs: list[Any], scope: Scope, levels: list[str]) -> _Part:
+    """Columns that each read one member of the focus, read with one JSON parse for all of them.
+
+    A column's own SQL parses the focus once per column; here one `json_extract` with a list of
+    paths (one more select-list level, `_mK`) parses it once, and each such column takes its value
+    from that list. A member that holds an array still goes through the column's own SQL (which
+    keeps the several-values error). Only with two or more such columns.
+    """
+    assert part.exprs is not None  # noqa: S101 - a column list is one row per focus
+    members: dict[int, str] = {}
+    for k, (col, d) in enumerate(zip(part.columns, defs, strict=True)):
+        if col.collection or not isinstance(d.get("path"), str):
+            continue
+        name = _focus_member(parse(d["path"]))
+        if name is not None and re.fullmatch(r"[A-Za-z0-9_]+", name):
+            members[k] = name
+    if len(members) < 2:
+        return part
+    alias = f"_m{len(levels)}"
+    paths = ", ".join(sql_literal(f'$."{name}"') for name in members.values())
+    levels.append(f"json_extract({scope.this}, [{paths}]) AS {alias}")
+    exprs = list(part.exprs)
+    for j, (k, _name) in enumerate(members.items(), start=1):
+        col = part.columns[k]
+        value = f"_n.{alias}[{j}]"
+        base = col.sql_type
+        convert = (
+            f"({value} ->> '$')"
+            if base == "VARCHAR"
+            else value
+            if base == "JSON"
+            else f"CAST({value} AS {base})"
+        )
+        exprs[k] = (
+            f"CASE json_type({value}) WHEN 'ARRAY' THEN {exprs[k]} WHEN 'NULL' THEN NULL "
+            f"ELSE CAST({convert} AS {base}) END"
+        )
+    return _Part(part.columns, exprs=tuple(exprs))
 
 
 def _focus_member(ast: Any) -> str | None:

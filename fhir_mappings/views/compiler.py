@@ -223,17 +223,24 @@ def _walk_query(
     label_ast = _parse(label_path, f"{where}.extension labelPath") if label_path is not None else None
 
     def children(node_sql: str) -> str:
-        """`STRUCT(v JSON, i BIGINT, l VARCHAR)[]`: the children of one node, with position and label."""
+        """`STRUCT(v JSON, i BIGINT)[]`: the children of one node, with their 1-based position."""
         inner = Scope(this=node_sql, resource="NULL::JSON", row_index="CAST(0 AS BIGINT)")
         lists = [gen.to_coll(gen.compile(ast, inner)) for ast in asts]
         kids = f"list_concat({', '.join(lists)})" if len(lists) > 1 else lists[0]
         c, i = gen.fresh(), gen.fresh()
-        text = "NULL::VARCHAR"
-        if label_ast is not None:
-            label_scope = Scope(this=c, resource="NULL::JSON", row_index="CAST(0 AS BIGINT)")
-            text = gen.to_scalar(gen.compile(label_ast, label_scope), "str", f"{where} labelPath")
-        row = f"struct_pack(v := {c}, i := CAST({i} AS BIGINT), l := CAST({text} AS VARCHAR))"
-        return f"list_transform({kids}, lambda {c}, {i}: {row})"
+        return f"list_transform({kids}, lambda {c}, {i}: struct_pack(v := {c}, i := CAST({i} AS BIGINT)))"
+
+    def label_of(node_sql: str) -> str:
+        """The label of one node (NULL without a label), computed on the node's row, not in a lambda."""
+        if label_ast is None:
+            return "NULL::VARCHAR"
+        label_scope = Scope(this=node_sql, resource="NULL::JSON", row_index="CAST(0 AS BIGINT)")
+        text = gen.to_scalar(gen.compile(label_ast, label_scope), "str", f"{where} labelPath")
+        member = _focus_member(label_ast)
+        if member is not None and re.fullmatch(r"[A-Za-z0-9_]+", member):
+            # the common case (a member such as linkId): read without building a list
+            text = gen.member_singleton(node_sql, member, "({x} ->> '$')", text)
+        return f"CAST({text} AS VARCHAR)"
 
     body_scope = Scope(this="_n._v", resource="_n._resource", row_index="_n._ri")
     parts: list[_Part] = []
@@ -319,7 +326,7 @@ def _walk_query(
     # join by grouping on the correlated values (whole resources) and joining back, which costs
     # several times the unnest itself.
     first = _query(
-        "[_x._c.i], [_x._c.l], _x._c.v" + "".join(f", _x.{n}" for n in res_names),
+        f"[_x._c.i], [{label_of('_x._c.v')}], _x._c.v" + "".join(f", _x.{n}" for n in res_names),
         "(" + _query(f"_r.*, unnest({children('_r._root')}) AS _c", f"({res}) AS _r", "TRUE") + ") AS _x",
         "TRUE",
     )
@@ -327,7 +334,7 @@ def _walk_query(
         f"_p.*, unnest({children('_p._v')}) AS _c", "_walk AS _p", f"len(_p._k) <= {REPEAT_MAX_DEPTH}"
     )
     step = _query(
-        "list_append(_x._k, _x._c.i), list_append(_x._l, _x._c.l), _x._c.v"
+        f"list_append(_x._k, _x._c.i), list_append(_x._l, {label_of('_x._c.v')}), _x._c.v"
         + "".join(f", _x.{n}" for n in res_names),
         f"({below}) AS _x",
         "TRUE",

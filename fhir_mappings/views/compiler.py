@@ -266,9 +266,9 @@ def _walk_query(
             res_cols.append(f"{e} AS {alias}")
             outs[c.name] = f"_n.{alias}"
     res_names = [*(q(n) for n in carry), *(f"_o{k}" for k in range(len(outs)))]
-    # The body's parts are combined by the join itself: column parts are expressions on the node
-    # row, and each part with rows (a nested forEach, unionAll) is one lateral unnest, so their
-    # cross product is the join's, with no nested lists built per node.
+    # The body's parts are combined level by level: column parts are expressions on the node row, and
+    # each part with rows (a nested forEach, unionAll) is one more select-list level that unnests it,
+    # so their cross product is built by the unnests, with no nested lists built per node.
     laterals: list[str] = []
 
     def add_part(part: _Part) -> None:
@@ -341,7 +341,8 @@ def _walk_query(
     )
     index = "row_number() OVER (PARTITION BY _rid ORDER BY _k) - 1" if uses_index else "CAST(0 AS BIGINT)"
     msg = sql_literal(f"repeat: nesting deeper than {REPEAT_MAX_DEPTH} levels")
-    too_deep = f"CASE WHEN len(_n._k) > {REPEAT_MAX_DEPTH} THEN error({msg}) ELSE TRUE END"
+    # checked on every node before any unnest, so a too-deep node without rows still fails the query
+    too_deep = f"CASE WHEN len(_walk._k) > {REPEAT_MAX_DEPTH} THEN error({msg}) ELSE TRUE END"
     # assembled from compiled parts only (names through quote_identifier, values through sql_literal)
     ctes = " ".join(
         (
@@ -350,7 +351,7 @@ def _walk_query(
             "UNION ALL",
             step,
             "), _nodes AS (",
-            _query(f"_walk.*, {index} AS _ri", "_walk", "TRUE"),
+            _query(f"_walk.*, {index} AS _ri", "_walk", too_deep),
             ")",
         )
     )
@@ -362,7 +363,7 @@ def _walk_query(
         *(f"_n.{q(n)} AS {q(n)}" for n in carry),
         *(f"{outs[c.name]} AS {q(c.name)}" for c in columns),
     ]
-    return f"{ctes} " + _query(", ".join(select_list), joined, too_deep)
+    return f"{ctes} " + _query(", ".join(select_list), joined, "TRUE")
 
 
 def _query(select_list: str, from_clause: str, where: str) -> str:

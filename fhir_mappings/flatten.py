@@ -1,9 +1,13 @@
 """Flatten QuestionnaireResponses into one row per answer, set-based in DuckDB SQL.
 
-The SQL lives in `fhir_mappings/sql/answers/`: `current_responses.sql` picks the current version of
-every response (the shared `current_version` macro), `questionnaire_responses.sql` writes one row per
-response, and `questionnaire_answers.sql` walks the items of one chunk of responses into
-`staging.questionnaire_answers`. No Python loop per response: Python only counts the chunks.
+The answers are declared as a SQL-on-FHIR v2 ViewDefinition,
+`fhir_mappings/views/definitions/questionnaire_answers.json` (any depth through
+`repeat: [item, answer.item]`), compiled to DuckDB SQL at run time (`fhir_mappings/views/`). The
+SQL around it lives in `fhir_mappings/sql/answers/`: `current_responses.sql` picks the current version
+of every response (the shared `current_version` macro), `questionnaire_responses.sql` writes one row
+per response, `response_chunk.sql` takes one chunk of responses for the compiled view to read, and
+`questionnaire_answers.sql` types the view's columns into `staging.questionnaire_answers`. No Python
+loop per response: Python only counts the chunks.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from pathlib import Path
 
 import duckdb
 
+from fhir_mappings.views import build_view, load_view_definition
+from fhir_mappings.views.sql import quote_identifier
 from pipelines.sqlfiles import count_rows, install_shared_macros, run_sql
 
 SQL_DIR = Path(__file__).resolve().parent / "sql" / "answers"
+ANSWERS_VIEW = Path(__file__).resolve().parent / "views" / "definitions" / "questionnaire_answers.json"
+RESPONSE_CHUNK_SQL = SQL_DIR / "response_chunk.sql"
 CURRENT_RESPONSES_SQL = SQL_DIR / "current_responses.sql"
 RESPONSES_SQL = SQL_DIR / "questionnaire_responses.sql"
 CREATE_ANSWERS_SQL = SQL_DIR / "create_questionnaire_answers.sql"
@@ -35,6 +43,12 @@ def chunk_size() -> int:
     return value
 
 
+def answers_view_sql() -> str:
+    """The answers ViewDefinition compiled over `response_chunk`, carrying each response's key."""
+    view = load_view_definition(ANSWERS_VIEW)
+    return build_view(view, source_relation="response_chunk", carry=("source", "id", "version_id")).sql
+
+
 def build_questionnaire_answers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """(Re)build `staging.questionnaire_responses` and `staging.questionnaire_answers`.
 
@@ -48,8 +62,12 @@ def build_questionnaire_answers(con: duckdb.DuckDBPyConnection) -> dict[str, int
         chunks = max(1, -(-total // chunk_size()))
         run_sql(con, RESPONSES_SQL)
         run_sql(con, CREATE_ANSWERS_SQL)
+        view_sql = answers_view_sql()
         for chunk in range(chunks):
-            run_sql(con, ANSWERS_SQL, params={"chunks": chunks, "chunk": chunk})
+            run_sql(con, RESPONSE_CHUNK_SQL, params={"chunks": chunks, "chunk": chunk})
+            # SQL the compiler generated from the shipped view: names quoted, values as literals
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_identifier('answer_rows')} AS {view_sql}")
+            run_sql(con, ANSWERS_SQL)
     finally:
         run_sql(con, DROP_WORK_TABLES_SQL)
     return {

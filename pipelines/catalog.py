@@ -191,6 +191,7 @@ LAYER_MODULES = (
     "pipelines.raw_tables",
     "fhir_mappings.tables",
     "fhir_mappings.clinical.tables",
+    "fhir_mappings.views.tables",  # the site's ViewDefinition files (ALLIANCE_QI_VIEWS_DIR)
     "quality_checks.tables",
     "marts.tables",
 )

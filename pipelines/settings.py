@@ -196,6 +196,7 @@ TOP_ENV: dict[str, str] = {
     "ALLIANCE_QI_VALIDATION": "validation",
     "ALLIANCE_QI_LANDING_DIR": "landing_dir",
     "ALLIANCE_QI_LOCK_TIMEOUT_S": "lock_timeout_s",
+    "ALLIANCE_QI_VIEWS_DIR": "views_dir",
 }
 # Auth key -> the environment variable that holds the secret when the file names none.
 # These are variable *names*, not secrets.
@@ -276,6 +277,9 @@ class PipelineSettings(AreaSettings):
     landing_dir: str = ""
     # How long a step waits for the warehouse's single writer before failing.
     lock_timeout_s: float = Field(default=900.0, gt=0)
+    # The site's SQL-on-FHIR ViewDefinition folder: each `*.json` becomes a staging table and an asset
+    # (docs/views.md). "" means none; relative paths are taken from the repository root.
+    views_dir: str = ""
 
     @classmethod
     def settings_file(cls, ctx: LoadContext) -> Path | None:
@@ -340,6 +344,13 @@ class PipelineSettings(AreaSettings):
             known = ", ".join(sorted(self.sources)) or "none"
             raise SettingsError(f"unknown FHIR source {key!r}; the sources file defines: {known}")
         return self.sources[key]
+
+    def views_path(self) -> Path | None:
+        """The site views folder as an absolute path, or None when no folder is set."""
+        if not self.views_dir:
+            return None
+        p = Path(self.views_dir)
+        return p if p.is_absolute() else REPO_ROOT / p
 
     def warehouse_path(self) -> Path:
         """Absolute warehouse path; relative paths are taken from the repository root."""

@@ -498,6 +498,20 @@ class Generator:
         body = f"CASE WHEN len({c}) > 1 THEN error({msg}) ELSE {convert.replace('{x}', f'{c}[1]')} END"
         return self.let(e.sql, body, c)
 
+    def member_singleton(self, item_sql: str, name: str, convert: str, general: str) -> str:
+        """The single value of member `name` of one JSON item, converted: the common case of a column.
+
+        A member that is not an array is the value itself (JSON null is empty), read without building
+        a list; an array goes through `general` (the `singleton` SQL of the same member), which keeps
+        the several-values error and drops null elements.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise FhirPathError(f"unsupported member name {name!r}")
+        path = sql_literal(f'$."{name}"')
+        value = convert.replace("{x}", f"json_extract({item_sql}, {path})")
+        kind = f"json_type({item_sql}, {path})"
+        return f"CASE {kind} WHEN 'ARRAY' THEN {general} WHEN 'NULL' THEN NULL ELSE {value} END"
+
     def to_scalar(self, e: Expr, kind: Kind, what: str) -> str:
         """`e` as a nullable SQL scalar of `kind` (bool, str, int or dec)."""
         if e.kind == kind:

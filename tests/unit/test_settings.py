@@ -147,6 +147,17 @@ PRECEDENCE = [
         id="sources-lock-timeout",
     ),
     pytest.param(
+        _pipeline(lambda s: s.views_dir),
+        BASE_SOURCES,
+        BASE_SOURCES + "views_dir: site/views\n",
+        "ALLIANCE_QI_VIEWS_DIR",
+        "/srv/views",
+        "",
+        "site/views",
+        "/srv/views",
+        id="sources-views-dir",
+    ),
+    pytest.param(
         _marts("min_cell"),
         "marts: {}\n",
         "marts:\n  min_cell: 5\n",

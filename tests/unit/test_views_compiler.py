@@ -16,7 +16,7 @@ from fhir_mappings.views import (
     compile_view,
     load_view_definition,
 )
-from fhir_mappings.views.compiler import REPEAT_MAX_DEPTH
+from fhir_mappings.views.compiler import REPEAT_MAX_DEPTH, REPEAT_TRAIL_URL
 from fhir_mappings.views.fhirpath import Binary, Call, Lit, Member, parse
 from fhir_mappings.views.sql import quote_identifier, sql_literal
 
@@ -200,7 +200,8 @@ REPEAT_VIEW = {
 
 
 def test_repeat_follows_any_depth_up_to_the_limit_in_document_order():
-    rows = run(REPEAT_VIEW, [nested_items(REPEAT_MAX_DEPTH)])
+    # a table has no row order: %rowIndex is the document order
+    rows = sorted(run(REPEAT_VIEW, [nested_items(REPEAT_MAX_DEPTH)]), key=lambda r: r["i"])
     assert [r["linkId"] for r in rows] == [str(n) for n in range(1, REPEAT_MAX_DEPTH + 1)]
     assert [r["i"] for r in rows] == list(range(REPEAT_MAX_DEPTH))
 
@@ -208,6 +209,71 @@ def test_repeat_follows_any_depth_up_to_the_limit_in_document_order():
 def test_repeat_deeper_than_the_limit_is_an_error_not_lost_rows():
     with pytest.raises(duckdb.Error, match="deeper than"):
         run(REPEAT_VIEW, [nested_items(REPEAT_MAX_DEPTH + 1)])
+    # also when the too-deep item gives no row of its own (no answers for the nested forEach)
+    with_answers = {
+        "resource": "QuestionnaireResponse",
+        "select": [
+            {
+                "repeat": ["item"],
+                "select": [{"forEach": "answer", "column": [{"name": "a", "path": "value"}]}],
+            }
+        ],
+    }
+    with pytest.raises(duckdb.Error, match="deeper than"):
+        run(with_answers, [nested_items(REPEAT_MAX_DEPTH + 1)])
+
+
+def test_repeat_trail_gives_positions_and_labels_from_the_top():
+    view = {
+        "resource": "QuestionnaireResponse",
+        "select": [
+            {"column": [{"name": "id", "path": "getResourceKey()"}]},
+            {
+                "repeat": ["item", "answer.item"],
+                "extension": [
+                    {
+                        "url": REPEAT_TRAIL_URL,
+                        "extension": [
+                            {"url": "positionColumn", "valueString": "pos"},
+                            {"url": "labelColumn", "valueString": "links"},
+                            {"url": "labelPath", "valueString": "linkId"},
+                        ],
+                    }
+                ],
+                "column": [{"name": "link", "path": "linkId", "type": "string"}],
+            },
+        ],
+    }
+    qr = {
+        "resourceType": "QuestionnaireResponse",
+        "id": "qr",
+        "item": [
+            {"linkId": "a", "item": [{"linkId": "a1"}], "answer": [{"item": [{"linkId": "a2"}]}]},
+            {"item": [{"linkId": "b1"}]},
+        ],
+    }
+    rows = sorted(run(view, [qr]), key=lambda r: r["pos"])
+    assert [(r["pos"], r["links"], r["link"]) for r in rows] == [
+        ([1], ["a"], "a"),
+        ([1, 1], ["a", "a1"], "a1"),
+        ([1, 2], ["a", "a2"], "a2"),  # answer items follow the item's own items
+        ([2], [None], None),
+        ([2, 1], [None, "b1"], "b1"),
+    ]
+    # the list form (a repeat beside a forEach is not walked by the recursive CTE) gives the same trail
+    listed = json.loads(json.dumps(view))
+    listed["select"].append({"forEach": "item", "column": [{"name": "top", "path": "linkId"}]})
+    assert "RECURSIVE" not in build_view(listed, source_relation="src").sql
+    assert "RECURSIVE" in build_view(view, source_relation="src").sql
+    list_rows = run(listed, [qr])
+    assert len(list_rows) == 2 * len(rows)
+    assert {(tuple(r["pos"]), tuple(r["links"]), r["link"]) for r in list_rows} == {
+        (tuple(r["pos"]), tuple(r["links"]), r["link"]) for r in rows
+    }
+    with pytest.raises(ViewDefinitionError, match="labelColumn and labelPath together"):
+        bad = json.loads(json.dumps(view))
+        bad["select"][1]["extension"][0]["extension"].pop()
+        build_view(bad, source_relation="src")
 
 
 def test_column_types_and_collections():

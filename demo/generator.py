@@ -187,6 +187,9 @@ class GeneratorConfig:
     start: date = date(2026, 1, 5)
     end: date = date(2026, 10, 30)
     medication_rate: float = 0.6  # share of patients on an antidepressant
+    # Share of episodes planted as not on track (PHQ-9 stays flat or worsens whatever the alliance),
+    # drawn from their own random stream, so the rest of the clinic is the same at any rate.
+    not_on_track_rate: float = 0.12
     # Which form a PHQ-9 / GAD-7 response is recorded on (the same instrument as seen in the wild).
     phq9_shapes: tuple[tuple[str, float], ...] = (
         ("phq-9", 0.7),
@@ -397,6 +400,7 @@ class _Clinic:
         # Separate streams: planting mess must not shift the clinic's own random draws.
         self.rng = random.Random(f"{cfg.seed}:clinic")
         self.mess_rng = random.Random(f"{cfg.seed}:mess")
+        self.not_on_track_rng = random.Random(f"{cfg.seed}:not-on-track")
         self.res: dict[str, list[Resource]] = {t: [] for t in LOAD_ORDER}
         self.index: dict[tuple[str, str], Resource] = {}
         self.recorded: dict[tuple[str, str], datetime] = {}
@@ -617,6 +621,9 @@ class _Clinic:
         p_noshow = 0.05 + (0.05 if p_level < 3.3 else 0.0)
         p_cancel = 0.05
         hazard = _clamp(0.015 + 0.05 * (3.5 - p_level), 0.005, 0.08)
+        # A planted non-responder: its PHQ-9 drop is replaced (below) by one of -4..+1 points.
+        planted_not_on_track = self.not_on_track_rng.random() < cfg.not_on_track_rate
+        planted_drop = self.not_on_track_rng.uniform(-4, 1)
 
         attended = 0
         day = start
@@ -711,6 +718,8 @@ class _Clinic:
                         drop_total = _clamp(
                             0.3 * baseline + 3.6 * (early - 3.8) + rng.gauss(0, 3.2), -4, baseline
                         )
+                        if planted_not_on_track:
+                            drop_total = min(planted_drop, baseline)
                     frac = (1 - math.exp(-2.5 * (s - 1) / (planned - 1))) / (1 - math.exp(-2.5))
                     phq_total = _iclamp(baseline - drop_total * frac + rng.gauss(0, 1.3), 0, 27)
                     gad_total = _iclamp(
@@ -841,6 +850,7 @@ class _Clinic:
             "gad7": gad,
             "phq9_baseline": phq[0][1] if phq else None,
             "phq9_end": phq[-1][1] if phq else None,
+            "planted_not_on_track": planted_not_on_track,
             "mars": mars_scores,
             "dai10": dai_scores,
             "ruptures": ruptures,

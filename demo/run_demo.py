@@ -112,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         sys.stdout.write("\n" + summarize(warehouse) + "\n")
         sys.stdout.write("\n" + quality_summary(warehouse) + "\n")
+        import duckdb
+
+        from pipelines.writeback import writeback_summary
+
+        with duckdb.connect(str(warehouse)) as wcon:
+            sys.stdout.write("\n" + writeback_summary(wcon, result.run_id) + "\n")
         from marts.publish import publish_dir, restricted_dir
         from marts.report import report_path
 

@@ -112,7 +112,7 @@ class MartSettings(AreaSettings):
     # feedback_horizon_sessions (late responders exist: a later horizon flags fewer of them).
     feedback_min_cell_n: int = Field(default=20, ge=5)
     feedback_max_session: int = Field(default=12, ge=2)
-    not_on_track_quantile: float = Field(default=0.75, gt=0.5, lt=1)
+    not_on_track_quantile: float = Field(default=0.75, ge=0.5, lt=1)
     feedback_horizon_sessions: int = Field(default=4, ge=2)
 
     @field_validator(

@@ -35,7 +35,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ from marts.context import MartContext, prepare_marts
 from marts.feedback import NOT_ON_TRACK, OUTCOMES, feedback_rows
 from pipelines.resources.fhir import FhirClient, FhirError
 from pipelines.sqlfiles import query_records, run_sql
+from pipelines.writeback_scopes import WritebackError, check_scopes
 
 log = logging.getLogger("alliance_qi.writeback")
 
@@ -65,8 +66,6 @@ FLAG_KINDS: dict[str, str] = {
     "alliance-drop": "Alliance drop: a reliable drop in patient-rated alliance, not yet repaired",
 }
 DEVICE_IDENTIFIER = "alliance-qi-pipeline"
-# The writes each resource type needs, and the scopes that grant them (SMART v1 and v2 spellings).
-WRITTEN_TYPES: tuple[str, ...] = ("Device", "Observation", "Flag", "Task")
 LOG_COLUMNS: tuple[str, ...] = (
     "run_id",
     "source",
@@ -81,35 +80,6 @@ LOG_COLUMNS: tuple[str, ...] = (
     "detail",
 )
 _LOG_VIEW = "_writeback_attempts"
-
-
-class WritebackError(ValueError):
-    """The write-back is misconfigured (not enabled, scopes missing); the message says which."""
-
-
-def scope_grants_write(scope: str, resource_type: str) -> bool:
-    """Whether one SMART scope grants creating and updating `resource_type` (v1 `.write`/`.*`, v2 `.cu`)."""
-    try:
-        _, rest = scope.split("/", 1)
-        rtype, perms = rest.split(".", 1)
-    except ValueError:
-        return False
-    if rtype not in (resource_type, "*"):
-        return False
-    if perms in ("write", "*"):
-        return True
-    perms = perms.split("?", 1)[0]
-    return set("cu") <= set(perms) and set(perms) <= set("cruds")
-
-
-def check_scopes(scopes: Sequence[str], resource_types: Iterable[str] = WRITTEN_TYPES) -> None:
-    """Raise `WritebackError` unless every written type is granted by an explicit write scope."""
-    missing = [t for t in resource_types if not any(scope_grants_write(s, t) for s in scopes)]
-    if missing:
-        raise WritebackError(
-            f"write-back needs explicit write scopes for {', '.join(missing)} "
-            "(e.g. system/Observation.cu); none granted"
-        )
 
 
 @dataclass(frozen=True)
@@ -693,3 +663,14 @@ def write_back(
 ) -> WritebackResult:
     """Write one source's scores, Flags and Tasks back (or to `config.dry_run_file`); see the module doc."""
     return Writeback(con, config, run_id, client).run(mart_ctx)
+
+
+def writeback_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    """The run's write-back attempts as text lines (source, type, outcome counts), for the demo."""
+    run_sql(con, SQL_DIR / "log_table.sql")
+    rows = query_records(con, SQL_DIR / "summary.sql", {"run_id": run_id})
+    if not rows:
+        return "Write-back: nothing written (not enabled, or nothing new)."
+    lines = ["Write-back to the FHIR server (ops.writeback_log):"]
+    lines += [f"  {r['source']}: {r['resource_type']:<12} {r['outcome']:<10} {r['attempts']}" for r in rows]
+    return "\n".join(lines)

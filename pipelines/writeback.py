@@ -674,3 +674,9 @@ def writeback_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     lines = ["Write-back to the FHIR server (ops.writeback_log):"]
     lines += [f"  {r['source']}: {r['resource_type']:<12} {r['outcome']:<10} {r['attempts']}" for r in rows]
     return "\n".join(lines)
+
+
+def forget_written(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Drop `source`'s write-back log: for a server replaced by an empty one (the demo's fresh server)."""
+    run_sql(con, SQL_DIR / "log_table.sql")
+    run_sql(con, SQL_DIR / "forget_source.sql", {"source": source})

@@ -11,8 +11,9 @@ import pytest
 
 from marts.build import make_context
 from marts.settings import load_mart_settings
+from pipelines.resources.fhir import FhirClient
 from pipelines.settings import SettingsError, load_settings
-from pipelines.writeback import LOINC, WritebackConfig, escape_token, write_back
+from pipelines.writeback import LOINC, Writeback, WritebackConfig, escape_token, write_back
 from pipelines.writeback_scopes import WritebackError, check_scopes, scope_grants_write
 from tests.support.generated_warehouse import KEY, SOURCE, generated_warehouse_file
 
@@ -117,3 +118,36 @@ def test_dry_run_writes_one_transaction_bundle_and_no_log(
         assert (t["status"], t["intent"]) == ("requested", "proposal")
         assert t["focus"]["reference"] in urls and t["for"]["reference"].startswith("Patient/")
         assert t["owner"]["reference"].startswith(("PractitionerRole/", "Practitioner/"))
+
+
+def test_a_flag_back_on_track_is_set_inactive_and_its_task_cancelled_by_id() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA staging")
+    con.execute(
+        "CREATE TABLE staging.practitioner_roles (source VARCHAR, role_id VARCHAR, practitioner_id VARCHAR, "
+        "organization_id VARCHAR, active BOOLEAN, role_code VARCHAR)"
+    )
+    w = Writeback(con, WritebackConfig(SOURCE, NAMESPACE, SCOPES), "r", FhirClient("http://127.0.0.1:9/fhir"))
+    ident = "not-on-track.eoc-1"
+    flag = {"resourceType": "Flag", "id": "f1", "status": "active", "period": {"start": "2026-05-01"}}
+    task = {"resourceType": "Task", "id": "t1", "status": "requested", "focus": {"reference": "Flag/f1"}}
+    w.state[("Flag", ident)] = {
+        "resource_id": "f1",
+        "resource_status": "active",
+        "resource": json.dumps(flag),
+    }
+    w.state[("Task", ident)] = {
+        "resource_id": "t1",
+        "resource_status": "requested",
+        "resource": json.dumps(task),
+    }
+    # the episode is no longer among those not on track (no rows): its Flag goes inactive, by id
+    (planned,) = w.plan_flags([])
+    assert (planned.method, planned.url, planned.status) == ("PUT", "Flag/f1", "inactive")
+    assert planned.resource["period"]["start"] == "2026-05-01" and "end" in planned.resource["period"]
+    w.state[("Flag", ident)]["resource_status"] = "inactive"
+    (cancel,) = w.plan_tasks([])
+    assert (cancel.method, cancel.url, cancel.resource["status"]) == ("PUT", "Task/t1", "cancelled")
+    # nothing else is planned for an active Flag whose Task is open
+    w.state[("Flag", ident)]["resource_status"] = "active"
+    assert w.plan_tasks([]) == []

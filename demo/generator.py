@@ -734,9 +734,9 @@ class _Clinic:
                     natural_phq = _iclamp(baseline - drop_total * frac + phq_noise, 0, 27)
                     natural_gad = _iclamp(gad_base * (1 - drop_total / baseline * frac) + gad_noise, 0, 21)
                     # A planted non-responder: the same noise around its flat or worsening course.
-                    drop = min(planted_drop, baseline) if planted_not_on_track else drop_total
-                    phq_total = _iclamp(baseline - drop * frac + phq_noise, 0, 27)
-                    gad_total = _iclamp(gad_base * (1 - drop / baseline * frac) + gad_noise, 0, 21)
+                    course_drop = min(planted_drop, baseline) if planted_not_on_track else drop_total
+                    phq_total = _iclamp(baseline - course_drop * frac + phq_noise, 0, 27)
+                    gad_total = _iclamp(gad_base * (1 - course_drop / baseline * frac) + gad_noise, 0, 21)
                 ors_noise = rng.gauss(0, 2.5)
                 natural_ors = _iclamp(37.5 - 1.05 * natural_phq + ors_noise, 0, 40)
                 ors_total = _iclamp(37.5 - 1.05 * phq_total + ors_noise, 0, 40)

@@ -12,7 +12,7 @@ SEED ?= 42
 # How the demo pulls: system | group-bulk | patient-rest (docs/ehr-access.md).
 MODE ?= system
 
-.PHONY: install instance demo demo-distributed test test-fast dev lint typecheck lock clean server conformance
+.PHONY: install instance demo demo-distributed test test-fast dev lint typecheck lock clean server conformance medplum
 
 install: $(STAMP) instance
 
@@ -51,8 +51,16 @@ demo: install
 demo-distributed: install
 	$(PY) -m demo.distributed --patients $(shell expr $(PATIENTS) / 2) --seed $(SEED)
 
-test: install
+test: install medplum
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The second test FHIR server (tests/servers/medplum: @medplum/fhir-router 4.5.2 in memory behind a small
+# Node HTTP wrapper): its npm packages, exactly as package-lock.json pins them. Needs Node 20.19+ and npm.
+MEDPLUM_DIR := tests/servers/medplum
+medplum: $(MEDPLUM_DIR)/node_modules/.package-lock.json
+
+$(MEDPLUM_DIR)/node_modules/.package-lock.json: $(MEDPLUM_DIR)/package-lock.json $(MEDPLUM_DIR)/package.json
+	cd $(MEDPLUM_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider

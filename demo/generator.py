@@ -212,6 +212,9 @@ class GeneratorConfig:
     start: date = date(2026, 1, 5)
     end: date = date(2026, 10, 30)
     medication_rate: float = 0.6  # share of patients on an antidepressant
+    # Share of episodes planted as not on track (PHQ-9 stays flat or worsens whatever the alliance),
+    # drawn from their own random stream, so the rest of the clinic is the same at any rate.
+    not_on_track_rate: float = 0.12
     # Which form a PHQ-9 / GAD-7 response is recorded on (the same instrument as seen in the wild).
     phq9_shapes: tuple[tuple[str, float], ...] = (
         ("phq-9", 0.7),
@@ -423,6 +426,7 @@ class _Clinic:
         # Separate streams: planting mess must not shift the clinic's own random draws.
         self.rng = random.Random(f"{cfg.seed}:clinic")
         self.mess_rng = random.Random(f"{cfg.seed}:mess")
+        self.not_on_track_rng = random.Random(f"{cfg.seed}:not-on-track")
         self.res: dict[str, list[Resource]] = {t: [] for t in LOAD_ORDER}
         self.index: dict[tuple[str, str], Resource] = {}
         self.recorded: dict[tuple[str, str], datetime] = {}
@@ -650,6 +654,18 @@ class _Clinic:
         p_noshow = 0.05 + (0.05 if p_level < 3.3 else 0.0)
         p_cancel = 0.05
         hazard = _clamp(0.015 + 0.05 * (3.5 - p_level), 0.005, 0.08)
+        # A planted non-responder: its PHQ-9 drop is replaced (below) by one of -4..+1 points.
+        planted_not_on_track = self.not_on_track_rng.random() < cfg.not_on_track_rate
+        planted_drop = self.not_on_track_rng.uniform(-4, 1)
+
+        def items(n: int, lo: int, hi: int, natural: int, total: int, *shape: Any) -> list[int]:
+            """Item answers summing to `total`. How many draws `_spread` takes depends on the total, so
+            the clinic's stream always draws for the natural (unplanted) total: planting changes
+            nothing else in the clinic. A planted episode's own answers come from its own stream."""
+            out = _spread(rng, n, lo, hi, natural, *shape)
+            if planted_not_on_track:
+                out = _spread(self.not_on_track_rng, n, lo, hi, total, *shape)
+            return out
 
         attended = 0
         day = start
@@ -737,6 +753,7 @@ class _Clinic:
             if s in measure_at:
                 if s == 1:
                     phq_total, gad_total = baseline, gad_base
+                    natural_phq, natural_gad = baseline, gad_base
                 else:
                     if drop_total is None:
                         # Early alliance (sessions 1-3) sets how far this patient's depression will fall.
@@ -753,20 +770,27 @@ class _Clinic:
                             baseline,
                         )
                     frac = (1 - math.exp(-2.5 * (s - 1) / (planned - 1))) / (1 - math.exp(-2.5))
-                    phq_total = _iclamp(baseline - drop_total * frac + rng.gauss(0, 1.3), 0, 27)
-                    gad_total = _iclamp(
-                        gad_base * (1 - drop_total / baseline * frac) + rng.gauss(0, 1.0), 0, 21
-                    )
-                ors_total = _iclamp(37.5 - 1.05 * phq_total + rng.gauss(0, 2.5), 0, 40)
+                    phq_noise = rng.gauss(0, 1.3)
+                    gad_noise = rng.gauss(0, 1.0)
+                    natural_phq = _iclamp(baseline - drop_total * frac + phq_noise, 0, 27)
+                    natural_gad = _iclamp(gad_base * (1 - drop_total / baseline * frac) + gad_noise, 0, 21)
+                    # A planted non-responder: the same noise around its flat or worsening course.
+                    course_drop = min(planted_drop, baseline) if planted_not_on_track else drop_total
+                    phq_total = _iclamp(baseline - course_drop * frac + phq_noise, 0, 27)
+                    gad_total = _iclamp(gad_base * (1 - course_drop / baseline * frac) + gad_noise, 0, 21)
+                ors_noise = rng.gauss(0, 2.5)
+                natural_ors = _iclamp(37.5 - 1.05 * natural_phq + ors_noise, 0, 40)
+                ors_total = _iclamp(37.5 - 1.05 * phq_total + ors_noise, 0, 40)
                 phq.append((s, phq_total))
                 gad.append((s, gad_total))
                 at = begin - timedelta(minutes=rng.randint(5, 15))  # waiting-room tablet, before the session
-                self._qr(ctx, "ors", _spread(rng, 4, 0, 10, ors_total, None, 1.2), at, patient_rated=True)
-                phq_items = _spread(
-                    rng,
+                ors_items = items(4, 0, 10, natural_ors, ors_total, None, 1.2)
+                self._qr(ctx, "ors", ors_items, at, patient_rated=True)
+                phq_items = items(
                     9,
                     0,
                     3,
+                    natural_phq,
                     phq_total,
                     [0, 0.2, 0.3, 0.4, 0, 0, -0.1, -0.4, -1.3],
                     0.6,
@@ -785,7 +809,7 @@ class _Clinic:
                 self._qr(
                     ctx,
                     "gad-7",
-                    _spread(rng, 7, 0, 3, gad_total, None, 0.6),
+                    items(7, 0, 3, natural_gad, gad_total, None, 0.6),
                     at + timedelta(minutes=4),
                     patient_rated=True,
                     form_id=_pick(rng, cfg.gad7_shapes),
@@ -894,6 +918,7 @@ class _Clinic:
             "phq9_end": phq[-1][1] if phq else None,
             "skill_level": round(skill_level, 4),
             "cbtsq": cbtsq_totals,
+            "planted_not_on_track": planted_not_on_track,
             "mars": mars_scores,
             "dai10": dai_scores,
             "ruptures": ruptures,

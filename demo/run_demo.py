@@ -99,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
 
         from pipelines.definitions import defs, settings
 
+        if settings.warehouse_path().exists():
+            import duckdb
+
+            from pipelines.writeback import forget_written
+
+            # The server above is new and empty, the warehouse is not: its write-back log describes the
+            # previous run's server, so it is forgotten and this run writes everything again.
+            with duckdb.connect(str(settings.warehouse_path())) as wcon:
+                forget_written(wcon, settings.default_source)
+
         job = defs.resolve_job_def("clinic_pipeline_job")
         with dg.DagsterInstance.get() as instance:
             result = job.execute_in_process(
@@ -112,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         sys.stdout.write("\n" + summarize(warehouse) + "\n")
         sys.stdout.write("\n" + quality_summary(warehouse) + "\n")
+        import duckdb
+
+        from pipelines.writeback import writeback_summary
+
+        with duckdb.connect(str(warehouse)) as wcon:
+            sys.stdout.write("\n" + writeback_summary(wcon, result.run_id) + "\n")
         from marts.publish import publish_dir, restricted_dir
         from marts.report import report_path
 

@@ -107,6 +107,16 @@ class MartSettings(AreaSettings):
     # MARS and DAI-10 are measured, so the alliance is always measured before the adherence.
     prospective_adherence_days: int = Field(default=365, ge=91)
     pseudonym_key_file: str | None = None
+    # Feedback (marts.not_on_track, docs/feedback.md). Expected-response curves: a baseline band x
+    # session cell needs at least feedback_min_cell_n closed episodes, else the rule-based check
+    # decides; sessions past feedback_max_session share its cell. Not on track: worse than the
+    # not_on_track_quantile of the cell (0.75: worse than three in four similar closed episodes).
+    # The rule-based check, and the validation's early flag, look at sessions up to
+    # feedback_horizon_sessions (late responders exist: a later horizon flags fewer of them).
+    feedback_min_cell_n: int = Field(default=20, ge=5)
+    feedback_max_session: int = Field(default=12, ge=2)
+    not_on_track_quantile: float = Field(default=0.75, ge=0.5, lt=1)
+    feedback_horizon_sessions: int = Field(default=4, ge=2)
 
     @field_validator(
         "dispense_statuses",

@@ -24,6 +24,11 @@ from marts.associations import PATIENT_ALLIANCE_SQL, build_alliance_associations
 from marts.associations import PROSPECTIVE_SQL as ASSOCIATIONS_PROSPECTIVE_SQL
 from marts.associations import PROSPECTIVE_WINDOWS_SQL as ASSOCIATIONS_PROSPECTIVE_WINDOWS_SQL
 from marts.context import MartBuild, fingerprint_text, make_context
+from marts.feedback import ALLIANCE_SQL as FEEDBACK_ALLIANCE_SQL
+from marts.feedback import EPISODES_SQL as FEEDBACK_EPISODES_SQL
+from marts.feedback import REPORT_SQL as FEEDBACK_REPORT_SQL
+from marts.feedback import SCORES_SQL as FEEDBACK_SCORES_SQL
+from marts.feedback import build_expected_response, build_not_on_track, build_report_not_on_track
 from marts.frames import WRITE_ROWS_SQL
 from marts.moderation import SKILL_EPISODES_SQL
 from marts.outcomes import (
@@ -385,3 +390,64 @@ REPORT_STEPS: tuple[StepSpec, ...] = (
     ),
 )
 STEPS = (*STEPS, *REPORT_STEPS)
+
+
+# --- Feedback (marts/feedback.py, docs/feedback.md): expected response and who is not on track ---
+
+EXPECTED_RESPONSE = TableSpec(
+    # quantiles are order statistics (a real patient's score) of cells as small as feedback_min_cell_n
+    published_to="restricted",
+    name="marts.expected_response",
+    grain="One row per outcome measure x baseline band x session number with enough closed episodes",
+    key=("instrument", "baseline_band", "session_number"),
+    description=(
+        "expected-response curves from the clinic's closed episodes: episodes, 25th/50th/75th percentile "
+        "score and the not-on-track boundary, monotone over sessions within a band."
+    ),
+    sql=FEEDBACK_SCORES_SQL,
+)
+NOT_ON_TRACK = TableSpec(
+    published_to="restricted",
+    name="marts.not_on_track",
+    grain="One row per open treatment episode (its latest scores)",
+    key=("episode_key",),
+    description=(
+        "each outcome measure's latest score against its expected band, flag (not_on_track / on_track / "
+        "insufficient_data) and the method that produced it (empirical / rule_based), and alliance alerts "
+        "(unrepaired reliable drop, low early patient-rated alliance). Keyed pseudonyms only."
+    ),
+    sql=FEEDBACK_SCORES_SQL,
+)
+REPORT_NOT_ON_TRACK = TableSpec(
+    published_to="bi",
+    name="marts.report_not_on_track",
+    grain="One row per practice",
+    key=("level",),
+    description=(
+        "open episodes by flag (not on track, on track, insufficient data), flags by method and alliance "
+        "alerts (QI report panel); small counts suppressed with complements."
+    ),
+    sql=FEEDBACK_REPORT_SQL,
+)
+
+FEEDBACK_STEPS: tuple[StepSpec, ...] = (
+    _mart_step(
+        EXPECTED_RESPONSE,
+        ("staging.session_measures", "staging.treatment_episodes"),
+        MartBuild(EXPECTED_RESPONSE.name, build_expected_response),
+        sql_files=(FEEDBACK_EPISODES_SQL, WRITE_ROWS_SQL),
+    ),
+    _mart_step(
+        NOT_ON_TRACK,
+        ("staging.session_measures", "staging.treatment_episodes", "marts.alliance_sessions"),
+        MartBuild(NOT_ON_TRACK.name, build_not_on_track),
+        sql_files=(FEEDBACK_EPISODES_SQL, FEEDBACK_ALLIANCE_SQL, WRITE_ROWS_SQL),
+    ),
+    _mart_step(
+        REPORT_NOT_ON_TRACK,
+        ("marts.not_on_track",),
+        MartBuild(REPORT_NOT_ON_TRACK.name, build_report_not_on_track),
+        sql_files=(WRITE_ROWS_SQL,),
+    ),
+)
+STEPS = (*STEPS, *FEEDBACK_STEPS)

@@ -12,6 +12,7 @@ from assets.marts import mart_assets
 from assets.publish import publish_assets
 from assets.raw import raw_assets, raw_ledger_assets, source_partitions
 from assets.staging import staging_assets
+from assets.writeback import writeback_assets
 from pipelines.automation import (
     build_jobs,
     build_new_data_sensor,
@@ -30,7 +31,7 @@ freshness_checks, freshness_sensor = build_raw_freshness_checks(raw_assets)
 all_assets = [*raw_assets, *raw_ledger_assets, *staging_assets, *mart_assets]
 
 defs = dg.Definitions(
-    assets=[*all_assets, *publish_assets],
+    assets=[*all_assets, *publish_assets, *writeback_assets],
     # Great Expectations suites per layer (ERROR blocks downstream assets, WARN annotates), plus
     # Dagster's freshness checks on the raw assets.
     asset_checks=[*build_quality_checks(all_assets), *freshness_checks],

@@ -44,6 +44,7 @@ __all__ = [
     "SourceKind",
     "SourceSettings",
     "ValidationMode",
+    "WritebackSettings",
     "load_settings",
 ]
 
@@ -117,6 +118,30 @@ class BulkSettings(BaseModel):
     group_id: str = ""
 
 
+class WritebackSettings(BaseModel):
+    """Writing results back to this source's FHIR server (pipelines/writeback.py, docs/feedback.md).
+
+    Off by default. On only with explicit write scopes for every type written (Device, Observation,
+    Flag, Task): they are added to a SMART client's requested scope, and checked here for every mode.
+    """
+
+    enabled: bool = False
+    scopes: list[str] = Field(default_factory=list)
+    # The identifier system of everything written, and the base of the local CodeSystems: the site's own URL.
+    namespace: str = "https://alliance-qi.example.org/fhir"
+    batch_size: int = Field(default=50, ge=1, le=1000)  # entries per transaction Bundle
+    dry_run_file: str = ""  # set: write the Bundle to this file instead of the server
+    instruments: list[str] = Field(default_factory=list)  # totals written ([]: every scored instrument)
+
+    @model_validator(mode="after")
+    def _scopes_when_enabled(self) -> WritebackSettings:
+        if self.enabled:
+            from pipelines.writeback_scopes import check_scopes
+
+            check_scopes(self.scopes)
+        return self
+
+
 class SourceSettings(BaseModel):
     """One FHIR source (a site or an EHR)."""
 
@@ -149,6 +174,7 @@ class SourceSettings(BaseModel):
     # Per-patient searches in flight at once, and the source's request-rate cap (0: no cap).
     patient_concurrency: int = Field(default=4, ge=1, le=32)
     max_requests_per_second: float = Field(default=0.0, ge=0)
+    writeback: WritebackSettings = Field(default_factory=WritebackSettings)
 
     @field_validator("trusted_origins")
     @classmethod

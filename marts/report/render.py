@@ -802,6 +802,31 @@ def _data_quality(r: _Reader, with_quality: bool) -> Section:
     return Section("data-quality", "Data quality", body, ("data_quality",))
 
 
+def _not_on_track(r: _Reader) -> Section:
+    """Aggregate, suppressed counts of open episodes not on track and alliance alerts (feedback marts)."""
+    rows = r.rows("report_not_on_track.sql")
+    row = rows[0] if rows else {}
+    cards = [
+        (r.count(row.get("open_episodes")), "open treatment episodes"),
+        (r.count(row.get("not_on_track")), "patients not on track"),
+        (r.count(row.get("on_track")), "on track"),
+        (r.count(row.get("insufficient_data")), "not enough scores yet"),
+        (r.count(row.get("alliance_drop_alerts")), "unrepaired alliance drops"),
+        (r.count(row.get("low_early_alliance_alerts")), "low early alliance"),
+    ]
+    quantile = row.get("not_on_track_quantile")
+    body = _render(
+        "not_on_track.html.j2",
+        cards=cards,
+        quantile=f"{float(quantile):.0%}" if quantile is not None else "most",
+        horizon=row.get("feedback_horizon_sessions") or "-",
+        n=r.count(row.get("open_episodes")),
+        empirical=r.count(row.get("flagged_empirical")),
+        rule_based=r.count(row.get("flagged_rule_based")),
+    )
+    return Section("not-on-track", "Patients not on track", body)
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -841,6 +866,7 @@ def render_report(
         ),
         lambda: _funnel(reader, ci_percent),
         lambda: _adherence(reader, ci_percent),
+        lambda: _not_on_track(reader),
         lambda: _data_quality(reader, with_quality),
     ]
     sections = [b() for b in builders]

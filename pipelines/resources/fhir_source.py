@@ -92,6 +92,13 @@ class FhirSourceConfig(dg.Config):
     patient_group: str = ""
     patient_concurrency: int = 4
     max_requests_per_second: float = 0.0  # 0: no cap
+    # Write-back (pipelines/writeback.py): off unless the sources file turns it on with write scopes.
+    writeback_enabled: bool = False
+    writeback_scopes: list[str] = []
+    writeback_namespace: str = "https://alliance-qi.example.org/fhir"
+    writeback_batch_size: int = 50
+    writeback_dry_run_file: str = ""
+    writeback_instruments: list[str] = []
 
     @classmethod
     def from_settings(cls, s: SourceSettings) -> FhirSourceConfig:
@@ -151,6 +158,14 @@ class FhirSourceConfig(dg.Config):
             session=RateLimitedSession(limiter or RateLimiter(self.max_requests_per_second)),
         )
 
+    def writeback_client(self) -> FhirClient:
+        """A client for the write-back: as `build_client`, and a SMART client also asks for the
+        write scopes (the pull's read scope alone cannot write)."""
+        if self.auth_mode == "smart" and self.writeback_scopes:
+            scope = " ".join([self.scope, *self.writeback_scopes])
+            return self.model_copy(update={"scope": scope}).build_client()
+        return self.build_client()
+
 
 def _source_kwargs(s: SourceSettings) -> dict[str, Any]:
     """Resource/config fields for one source of the sources file (secrets as dg.EnvVar)."""
@@ -186,6 +201,12 @@ def _source_kwargs(s: SourceSettings) -> dict[str, Any]:
         "patient_group": s.patient_group,
         "patient_concurrency": s.patient_concurrency,
         "max_requests_per_second": s.max_requests_per_second,
+        "writeback_enabled": s.writeback.enabled,
+        "writeback_scopes": list(s.writeback.scopes),
+        "writeback_namespace": s.writeback.namespace,
+        "writeback_batch_size": s.writeback.batch_size,
+        "writeback_dry_run_file": s.writeback.dry_run_file,
+        "writeback_instruments": list(s.writeback.instruments),
     }
     if a.token_env:
         kwargs["token"] = dg.EnvVar(a.token_env)

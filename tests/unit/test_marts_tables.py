@@ -57,13 +57,30 @@ def _clinic() -> Clinic:
             c.appointment(f"a-{enc}", p, f"2026-03-0{i}", "fulfilled", practitioner=therapist)
         c.dispense(f"d-{p}-1", p, "2026-03-01", 30)
         c.dispense(f"d-{p}-2", p, "2026-03-28", 30)
+    # The feedback marts: five more closed PHQ-9 episodes (a curve cell of feedback_min_cell_n = 5)
+    # and one open episode to judge against it.
+    for n in range(5, 11):
+        p = f"p{n}"
+        c.patient(p)
+        c.episode(
+            f"eoc-{p}",
+            p,
+            "2026-04-01",
+            None if n == 10 else "2026-04-30",
+            status="active" if n == 10 else "finished",
+            org="c2",
+        )
+        for i in (1, 2, 3):
+            enc = f"{p}-{i}"
+            c.encounter(enc, p, f"2026-04-0{i}", eoc=f"eoc-{p}", practitioner="Practitioner/t2", org="c2")
+            c.total("phq9", enc, p, 18.0 - (n % 3) * i)
     return c
 
 
 @pytest.fixture(scope="module")
 def built() -> tuple[Clinic, dict[str, int]]:
     c = _clinic()
-    counts = c.build(reference_date="2026-06-30", min_cell=2, therapist_periods="all")
+    counts = c.build(reference_date="2026-06-30", min_cell=2, therapist_periods="all", feedback_min_cell_n=5)
     return c, counts
 
 
@@ -77,7 +94,7 @@ def test_every_step_builds_its_mart_on_a_fresh_preparation(built):
     c, counts = built
     assert all(counts.values()), counts
     settings = load_mart_settings(
-        env={}, reference_date=date(2026, 6, 30), min_cell=2, therapist_periods="all"
+        env={}, reference_date=date(2026, 6, 30), min_cell=2, therapist_periods="all", feedback_min_cell_n=5
     )
     ctx = make_context(settings, KEY)
     for step in STEPS:
@@ -158,6 +175,6 @@ def test_fingerprint_text_follows_settings_and_key_without_revealing_the_key():
 def test_build_marts_still_builds_without_staging_rebuild(built):
     c, counts = built
     settings = load_mart_settings(
-        env={}, reference_date=date(2026, 6, 30), min_cell=2, therapist_periods="all"
+        env={}, reference_date=date(2026, 6, 30), min_cell=2, therapist_periods="all", feedback_min_cell_n=5
     )
     assert build_marts(c.con, settings, key=KEY, with_staging=False) == counts

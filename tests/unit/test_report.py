@@ -24,6 +24,7 @@ SECTIONS = (
     "skill-use",
     "therapists",
     "adherence",
+    "not-on-track",
     "data-quality",
 )
 
@@ -162,8 +163,10 @@ def test_with_a_large_min_cell_every_count_and_small_group_is_withheld(warehouse
     html = (tmp_path / "r.html").read_text()
     assert result.min_cell == 100_000
     cards = re.findall(r'<div class="value">(.*?)</div>', html)
-    # patients, episodes, sessions, measured share: withheld; the last card counts therapists (staff)
-    assert len(cards) == 5 and all(c in ("&lt;100000", "&ndash;", "0") for c in cards[:4]), cards
+    # patients, episodes, sessions, measured share: withheld; the fifth card counts therapists (staff);
+    # then the six counts of the not-on-track panel, all withheld
+    withheld = ("&lt;100000", "&ndash;", "0")
+    assert len(cards) == 11 and all(c in withheld for c in [*cards[:4], *cards[5:]]), cards
     # points resting on fewer cases than min_cell are not drawn
     assert result.chart_marks["early_alliance_phq9"] == 0
     assert result.chart_marks["adherence_pdc"] == 0 and result.chart_marks["adherence_mars"] == 0

@@ -20,9 +20,17 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_ROOTS = (REPO / "tests", REPO / "benchmarks" / "tests")
 
 # Modules whose names start a process: sekmet-fhir (demo.server, and benchmarks.rest and the demo
-# runner through it), the fault proxy, and the fault suite's pipeline runner (a subprocess).
+# runner through it), the fault proxy, the fault suite's pipeline runner (a subprocess) and the medplum
+# test server (Node).
 SERVER_MODULES = frozenset(
-    {"demo.server", "demo.run_demo", "benchmarks.rest", "tests.faults.proxy", "tests.faults.runner"}
+    {
+        "demo.server",
+        "demo.run_demo",
+        "benchmarks.rest",
+        "tests.faults.proxy",
+        "tests.faults.runner",
+        "tests.support.medplum",
+    }
 )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from fhir_mappings.views import build_view, load_view_definition
+from fhir_mappings.views import build_view, definition_fingerprint, load_view_definition
 from fhir_mappings.views.sql import quote_identifier
 from pipelines.sqlfiles import count_rows, install_shared_macros, run_sql
 
@@ -47,6 +47,12 @@ def answers_view_sql() -> str:
     """The answers ViewDefinition compiled over `response_chunk`, carrying each response's key."""
     view = load_view_definition(ANSWERS_VIEW)
     return build_view(view, source_relation="response_chunk", carry=("source", "id", "version_id")).sql
+
+
+def answers_view_fingerprint() -> str:
+    """The answers ViewDefinition's meaning, for the step's rebuild fingerprint: a changed view changes
+    the answers, so it must rebuild them even when no response changed."""
+    return definition_fingerprint(load_view_definition(ANSWERS_VIEW))
 
 
 def build_questionnaire_answers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -63,7 +63,7 @@ ANSWER_TABLES = (
 
 
 def _build_answers(con: duckdb.DuckDBPyConnection, ctx: object) -> dict[str, int]:
-    """Flatten the current responses (no context: the SQL files are the whole definition)."""
+    """Flatten the current responses (no context: the SQL files and the answers view are the definition)."""
     return _with_row_counts(con, flatten.build_questionnaire_answers(con), ANSWER_TABLES)
 
 
@@ -73,6 +73,8 @@ ANSWERS_STEP = StepSpec(
     tables=ANSWER_TABLES,
     inputs=("raw.questionnaire_response",),
     build=_build_answers,
+    # the view compiled at run time is part of the definition: a changed view rebuilds the answers
+    fingerprint_text=lambda ctx: flatten.answers_view_fingerprint(),
     description=(
         "One row per answer at any depth (item.item and answer.item) of the newest version of each "
         "QuestionnaireResponse, with the response's status, questionnaire canonical, subject, encounter, "
@@ -80,6 +82,7 @@ ANSWERS_STEP = StepSpec(
         "staging.questionnaire_responses). Rebuilt whole from raw, so re-running changes nothing."
     ),
     sql_files=(
+        flatten.ANSWERS_VIEW,
         flatten.CURRENT_RESPONSES_SQL,
         flatten.RESPONSES_SQL,
         flatten.CREATE_ANSWERS_SQL,

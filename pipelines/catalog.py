@@ -114,7 +114,7 @@ class StepSpec:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        """Every SQL file this step runs (the step's own and its tables')."""
+        """Every SQL file this step runs (the step's own and its tables') and ViewDefinition it compiles."""
         own = list(self.sql_files)
         own += [t.sql for t in self.tables if t.sql is not None and t.sql not in own]
         return tuple(own)

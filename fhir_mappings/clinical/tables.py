@@ -3,6 +3,11 @@
 Each table is one step, so a table whose inputs did not change is kept. Every table is rebuilt whole
 (CREATE OR REPLACE) when it runs, so a rerun gives the same rows. No names, telecoms, identifiers or
 free text are carried; patients keep a birth year and an age band (the exact birth date stays in raw).
+
+Five tables (patients, encounters, episodes, appointments, dispenses) read FHIR through a
+SQL-on-FHIR v2 ViewDefinition (`fhir_mappings/views/definitions/<table>.json`), compiled at run time
+over the current version of each resource (`<table>_resources.sql`); their SQL file only derives
+(joins, ages, practitioner resolution, unit conversion) from the view's rows. See docs/views.md.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import duckdb
 
 from fhir_mappings.clinical.contract import check_score_contract
 from fhir_mappings.clinical.params import SQL_DIR, prepare_clinical
+from fhir_mappings.views import build_view, definition_fingerprint, load_view_definition
+from fhir_mappings.views.sql import quote_identifier
 from marts.settings import MartSettings, Thresholds, load_mart_settings, thresholds_from_registry
 from pipelines.catalog import StepSpec, TableSpec
 from pipelines.sqlfiles import count_rows, query_sql, run_sql
@@ -22,6 +29,8 @@ from pipelines.warehouse import single_threaded, table_exists
 from quality_checks.store import ensure_quality_schema
 
 MACROS_SQL = SQL_DIR / "macros.sql"
+VIEW_CLEANUP_SQL = SQL_DIR / "view_cleanup.sql"
+VIEWS_DIR = Path(__file__).resolve().parent.parent / "views" / "definitions"
 # Raw tables behind the reference date (`reference_date.sql`): SQL that reads mart_params.as_of_date
 # depends on them too.
 AS_OF_INPUTS = ("raw.encounter", "raw.appointment", "raw.medication_dispense")
@@ -44,23 +53,100 @@ def _fingerprint(ctx: ClinicalContext) -> str:
     return f"{ctx.settings!r}|{ctx.thresholds!r}"
 
 
+@dataclass(frozen=True)
+class ClinicalView:
+    """A clinical table's FHIR extraction: the ViewDefinition `<table>.json`, compiled at run time.
+
+    `<table>_resources.sql` makes the temp view `<table>_resources` (the current version of each
+    resource); the compiled ViewDefinition over it becomes the temp view `<table>_view`, which the
+    table's SQL reads. Every row carries its FHIR `source` in front of the view's columns.
+    """
+
+    table: str
+
+    @property
+    def path(self) -> Path:
+        """The ViewDefinition file."""
+        return VIEWS_DIR / f"{self.table}.json"
+
+    @property
+    def source_sql(self) -> Path:
+        """The SQL file that makes the relation the view reads."""
+        return SQL_DIR / f"{self.table}_resources.sql"
+
+    @property
+    def resources(self) -> str:
+        """The relation the view reads: (source, id, resource), one row per current resource."""
+        return f"{self.table}_resources"
+
+    @property
+    def rows(self) -> str:
+        """The relation the compiled view becomes (what the table's SQL reads)."""
+        return f"{self.table}_view"
+
+    def compiled_sql(self) -> str:
+        """The view compiled to one DuckDB query over `resources`, carrying `source`."""
+        view = load_view_definition(self.path)
+        return build_view(view, source_relation=self.resources, carry=("source",)).sql
+
+    def fingerprint(self) -> str:
+        """The view's meaning, for the step's rebuild fingerprint: a changed view rebuilds the table."""
+        return definition_fingerprint(load_view_definition(self.path))
+
+    def create(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Make `resources` and `rows` on this connection (dropped again by `drop`)."""
+        run_sql(con, self.source_sql)
+        # SQL the compiler generated from the shipped view: names quoted, values as literals
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_identifier(self.rows)} AS {self.compiled_sql()}")
+
+    def drop(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Drop the work relations (also after a failed build)."""
+        run_sql(con, VIEW_CLEANUP_SQL, identifiers={"rows": self.rows, "resources": self.resources})
+
+
 def _sql_step(
-    table: str, grain: str, key: tuple[str, ...], inputs: tuple[str, ...], description: str
+    table: str,
+    grain: str,
+    key: tuple[str, ...],
+    inputs: tuple[str, ...],
+    description: str,
+    *,
+    view: bool = False,
 ) -> StepSpec:
-    """A step that runs `fhir_mappings/sql/clinical/<table>.sql` after `prepare_clinical`."""
+    """A step that runs `fhir_mappings/sql/clinical/<table>.sql` after `prepare_clinical`.
+
+    With `view`, the SQL reads the rows of the table's ViewDefinition (`ClinicalView`), compiled and
+    created first; the view file is one of the step's files and part of its fingerprint.
+    """
     name = f"staging.{table}"
     path = SQL_DIR / f"{table}.sql"
     # practitioner_of() reads staging.practitioner_roles, and DuckDB binds a macro's tables when it is
     # created: the steps that call it create it themselves, after the roles table exists.
     files = (MACROS_SQL, path) if "practitioner_of(" in path.read_text() else (path,)
+    clinical_view = ClinicalView(table) if view else None
 
     def build(con: duckdb.DuckDBPyConnection, ctx: ClinicalContext) -> Mapping[str, int]:
         prepare_clinical(con, ctx.settings, ctx.thresholds)
         with single_threaded(con):
-            for file in files:
-                run_sql(con, file)
+            try:
+                if clinical_view is not None:
+                    clinical_view.create(con)
+                for file in files:
+                    run_sql(con, file)
+            finally:
+                if clinical_view is not None:
+                    clinical_view.drop(con)
         return {"rows": count_rows(con, name)}
 
+    def fingerprint_text(ctx: ClinicalContext) -> str:
+        text = _fingerprint(ctx)
+        return f"{text}|view:{clinical_view.fingerprint()}" if clinical_view is not None else text
+
+    declared = (
+        (clinical_view.source_sql, clinical_view.path, *files, VIEW_CLEANUP_SQL)
+        if clinical_view is not None
+        else files
+    )
     return StepSpec(
         name=name,
         layer="staging",
@@ -68,8 +154,8 @@ def _sql_step(
         inputs=inputs,
         build=build,
         context=clinical_context,
-        fingerprint_text=_fingerprint,
-        sql_files=files,
+        fingerprint_text=fingerprint_text,
+        sql_files=declared,
     )
 
 
@@ -121,6 +207,7 @@ STEPS: tuple[StepSpec, ...] = (
         ("raw.patient", *AS_OF_INPUTS),
         "gender, birth year, age and age band at the reference date, managing organization; no names, "
         "identifiers, contacts or exact birth date.",
+        view=True,
     ),
     _sql_step(
         "encounters",
@@ -129,6 +216,7 @@ STEPS: tuple[StepSpec, ...] = (
         ("raw.encounter", "staging.practitioner_roles"),
         "patient, EpisodeOfCare, practitioner (primary performer, PractitionerRole resolved), clinic "
         "(serviceProvider), status, period, appointment.",
+        view=True,
     ),
     _sql_step(
         "episodes",
@@ -136,6 +224,7 @@ STEPS: tuple[StepSpec, ...] = (
         ("source", "episode_id"),
         ("raw.episode_of_care", "staging.practitioner_roles"),
         "patient, status, period, care manager, managing organization.",
+        view=True,
     ),
     _sql_step(
         "appointments",
@@ -143,6 +232,7 @@ STEPS: tuple[StepSpec, ...] = (
         ("source", "appointment_id"),
         ("raw.appointment", "staging.practitioner_roles"),
         "patient, practitioner, status, start.",
+        view=True,
     ),
     _sql_step(
         "dispenses",
@@ -151,6 +241,7 @@ STEPS: tuple[StepSpec, ...] = (
         ("raw.medication_dispense",),
         "patient, medication code/display/key, whenHandedOver, daysSupply (days), status, authorizing "
         "MedicationRequest.",
+        view=True,
     ),
     _sql_step(
         "medication_requests",

@@ -5,6 +5,7 @@ from fhir_mappings.views.compiler import (
     ViewColumn,
     build_view,
     compile_view,
+    definition_fingerprint,
     load_view_definition,
 )
 from fhir_mappings.views.errors import FhirPathError, ViewDefinitionError
@@ -16,5 +17,6 @@ __all__ = [
     "ViewDefinitionError",
     "build_view",
     "compile_view",
+    "definition_fingerprint",
     "load_view_definition",
 ]

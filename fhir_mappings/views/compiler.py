@@ -14,6 +14,7 @@ list of the root node per resource. Everything runs inside DuckDB; no Python run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -388,6 +389,16 @@ def load_view_definition(path: str | Path) -> dict[str, Any]:
     except ViewDefinitionError as exc:
         raise ViewDefinitionError(f"{path}: {exc}") from exc
     return view
+
+
+def definition_fingerprint(view: dict[str, Any]) -> str:
+    """A hash of a ViewDefinition's meaning (key order and whitespace ignored).
+
+    A step that compiles a view puts this in its rebuild fingerprint, so a changed view rebuilds its
+    table even when the data it reads did not change.
+    """
+    text = json.dumps(view, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _parse(text: Any, where: str) -> Any:

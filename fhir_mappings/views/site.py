@@ -10,8 +10,6 @@ step runs. Every row carries the `source` of its resource in front of the view's
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +18,12 @@ from typing import Any
 
 import duckdb
 
-from fhir_mappings.views.compiler import CompiledView, build_view, load_view_definition
+from fhir_mappings.views.compiler import (
+    CompiledView,
+    build_view,
+    definition_fingerprint,
+    load_view_definition,
+)
 from fhir_mappings.views.errors import ViewDefinitionError
 from fhir_mappings.views.sql import quote_identifier
 from pipelines.catalog import StepSpec, TableSpec
@@ -64,8 +67,7 @@ class SiteView:
 
     def fingerprint(self) -> str:
         """A hash of the definition's meaning (key order and whitespace ignored): a changed file rebuilds."""
-        text = json.dumps(self.definition, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return definition_fingerprint(self.definition)
 
 
 def load_site_view(path: str | Path) -> SiteView:

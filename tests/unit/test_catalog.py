@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from fhir_mappings.clinical.tables import AS_OF_INPUTS
 from pipelines.catalog import Catalog, StepSpec, TableSpec, load_catalog
+from pipelines.warehouse import table_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _REF = re.compile(r"\b(raw|staging|quality|marts)\.([a-z_][a-z0-9_]*)\b")
@@ -16,7 +18,10 @@ CATALOG = load_catalog()
 
 
 def sql_references(path: Path) -> set[str]:
-    """`schema.table` names a SQL file reads, comments left out."""
+    """`schema.table` names a SQL file reads, comments left out; a ViewDefinition reads the raw table
+    of its resource (the step compiles it over the current version of each resource)."""
+    if path.suffix == ".json":
+        return {f"raw.{table_for(json.loads(path.read_text())['resource'])}"}
     text = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
     refs = {f"{m[1]}.{m[2]}" for m in _REF.finditer(text)}
     if "as_of_date" in text and "mart_params AS" not in text:

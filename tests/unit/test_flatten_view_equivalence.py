@@ -126,3 +126,22 @@ def test_edge_cases_flatten_exactly_as_before():
     for res in cases:
         _land(con, res, "1")
     assert _assert_same_as_oracle(con)["answers"] == 2 + 1 + 5 + 7 + 4 + 12
+
+
+def test_a_changed_answers_view_changes_the_step_fingerprint(tmp_path, monkeypatch):
+    """The answers step's rebuild fingerprint includes the ViewDefinition it compiles, so editing the
+    view rebuilds staging.questionnaire_answers even when no response changed."""
+    import fhir_mappings.flatten as flatten
+    from fhir_mappings.tables import ANSWERS_STEP
+
+    before = ANSWERS_STEP.fingerprint_text(None)
+    assert before == ANSWERS_STEP.fingerprint_text(None)  # stable
+    assert flatten.ANSWERS_VIEW in ANSWERS_STEP.files
+    view = json.loads(flatten.ANSWERS_VIEW.read_text())
+    copy = tmp_path / "questionnaire_answers.json"
+    copy.write_text(json.dumps(view))  # the same meaning, other whitespace
+    monkeypatch.setattr(flatten, "ANSWERS_VIEW", copy)
+    assert ANSWERS_STEP.fingerprint_text(None) == before
+    view["select"][1]["column"][0]["path"] = "linkId.first()"
+    copy.write_text(json.dumps(view))
+    assert ANSWERS_STEP.fingerprint_text(None) != before

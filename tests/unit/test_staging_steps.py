@@ -8,6 +8,7 @@ import re
 import pytest
 
 from fhir_mappings import tables
+from fhir_mappings.flatten import answers_view_fingerprint
 from fhir_mappings.registry import load_registry, registry_fingerprint
 from pipelines.catalog import StepSpec
 from tests.support.scoring_kit import ScoringDB, qr
@@ -108,7 +109,8 @@ def test_scores_step_context_and_fingerprint_are_the_registry():
     registry = step.context()
     assert set(registry) == set(load_registry())
     assert step.fingerprint_text(registry) == registry_fingerprint(registry)
-    assert _step("staging.questionnaire_answers").fingerprint_text(None) == ""
+    # the answers step has no context: its fingerprint is the ViewDefinition it compiles
+    assert _step("staging.questionnaire_answers").fingerprint_text(None) == answers_view_fingerprint()
 
 
 def test_scores_step_fails_when_a_response_is_unaccounted_for(db, monkeypatch):

@@ -1,12 +1,13 @@
+-- staging.episodes from the episodes ViewDefinition's rows (the temp view episodes_view, one row per
+-- current EpisodeOfCare, fhir_mappings/views/definitions/episodes.json). Only derivation here:
+-- references parsed to ids, the care manager's PractitionerRole resolved, the period's dates.
 CREATE OR REPLACE TABLE staging.episodes AS
-SELECT source, id AS episode_id,
-       ref_id(resource -> 'patient' ->> 'reference', 'Patient') AS patient_id,
-       resource ->> 'status' AS status,
-       fhir_date(resource -> 'period' ->> 'start') AS period_start,
-       fhir_date(resource -> 'period' ->> 'end') AS period_end,
-       practitioner_of(resource -> 'careManager' ->> 'reference', ep.source)
-           AS care_manager_id,
-       ref_id(resource -> 'managingOrganization' ->> 'reference', 'Organization')
-           AS managing_organization_id
-FROM current_version('raw.episode_of_care') ep
+SELECT source, episode_id,
+       ref_id(patient_reference, 'Patient') AS patient_id,
+       status,
+       fhir_date(period_start) AS period_start,
+       fhir_date(period_end) AS period_end,
+       practitioner_of(care_manager_reference, ep.source) AS care_manager_id,
+       ref_id(managing_organization_reference, 'Organization') AS managing_organization_id
+FROM episodes_view ep
 ORDER BY source, episode_id;

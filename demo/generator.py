@@ -212,7 +212,7 @@ class GeneratorConfig:
     start: date = date(2026, 1, 5)
     end: date = date(2026, 10, 30)
     medication_rate: float = 0.6  # share of patients on an antidepressant
-    # Share of episodes planted as not on track (PHQ-9 stays flat or worsens whatever the alliance),
+    # Share of episodes planted as not on track (PHQ-9 flat or worse for an average alliance and skill use),
     # drawn from their own random stream, so the rest of the clinic is the same at any rate.
     not_on_track_rate: float = 0.12
     # Which form a PHQ-9 / GAD-7 response is recorded on (the same instrument as seen in the wild).
@@ -654,7 +654,8 @@ class _Clinic:
         p_noshow = 0.05 + (0.05 if p_level < 3.3 else 0.0)
         p_cancel = 0.05
         hazard = _clamp(0.015 + 0.05 * (3.5 - p_level), 0.005, 0.08)
-        # A planted non-responder: its PHQ-9 drop is replaced (below) by one of -4..+1 points.
+        # A planted non-responder: its PHQ-9 drop is replaced (below) by one of -4..+1 points, plus the
+        # alliance and skill-use effects every episode has.
         planted_not_on_track = self.not_on_track_rng.random() < cfg.not_on_track_rate
         planted_drop = self.not_on_track_rng.uniform(-4, 1)
 
@@ -681,6 +682,7 @@ class _Clinic:
         ruptures: list[dict[str, Any]] = []
         repair: list[int] = []  # target sums for the next sessions after a rupture
         drop_total: float | None = None
+        course = 0.0  # a planted non-responder's drop (set with drop_total)
         while attended < planned:
             if day > cfg.end:
                 status = "active"
@@ -760,22 +762,23 @@ class _Clinic:
                         early = sum(wai_sums[:3]) / (12 * len(wai_sums[:3]))
                         # Skill use adds to it, and counts for more when the alliance is strong.
                         skill_c = skill_level - SKILL_CENTRE
-                        drop_total = _clamp(
-                            0.3 * baseline
-                            - SKILL_EFFECTS["alliance"] * (early - ALLIANCE_CENTRE)
+                        effects = (
+                            -SKILL_EFFECTS["alliance"] * (early - ALLIANCE_CENTRE)
                             - SKILL_EFFECTS["skill_use"] * skill_c
                             - SKILL_EFFECTS["skill_use_x_alliance"] * (early - ALLIANCE_CENTRE) * skill_c
-                            + rng.gauss(0, 3.2),
-                            -4,
-                            baseline,
                         )
+                        drop_total = _clamp(0.3 * baseline + effects + rng.gauss(0, 3.2), -4, baseline)
+                        # A planted non-responder's course is flat or worsening for an average alliance
+                        # and skill use (-4..+1 points), and the alliance and skill effects still act
+                        # around it: planting changes who responds, not what the alliance does.
+                        course = _clamp(planted_drop + effects, -4, baseline)
                     frac = (1 - math.exp(-2.5 * (s - 1) / (planned - 1))) / (1 - math.exp(-2.5))
                     phq_noise = rng.gauss(0, 1.3)
                     gad_noise = rng.gauss(0, 1.0)
                     natural_phq = _iclamp(baseline - drop_total * frac + phq_noise, 0, 27)
                     natural_gad = _iclamp(gad_base * (1 - drop_total / baseline * frac) + gad_noise, 0, 21)
                     # A planted non-responder: the same noise around its flat or worsening course.
-                    course_drop = min(planted_drop, baseline) if planted_not_on_track else drop_total
+                    course_drop = course if planted_not_on_track else drop_total
                     phq_total = _iclamp(baseline - course_drop * frac + phq_noise, 0, 27)
                     gad_total = _iclamp(gad_base * (1 - course_drop / baseline * frac) + gad_noise, 0, 21)
                 ors_noise = rng.gauss(0, 2.5)

@@ -99,7 +99,9 @@ def test_rebuilding_gives_identical_marts():
     first = {m: c.rows(f"SELECT * FROM marts.{m} ORDER BY ALL") for m in MART_NAMES}
     c.build(min_cell=2)
     assert {m: c.rows(f"SELECT * FROM marts.{m} ORDER BY ALL") for m in MART_NAMES} == first
-    assert all(first[m] for m in MART_NAMES)
+    # every mart has rows, but the feedback ones: expected-response curves need closed episodes with
+    # PHQ-9, GAD-7 or ORS at later sessions, and not_on_track open episodes (tests/unit/test_feedback.py)
+    assert all(first[m] for m in MART_NAMES if m not in ("expected_response", "not_on_track"))
 
 
 def test_marts_need_the_scoring_table():

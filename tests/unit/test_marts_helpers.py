@@ -32,6 +32,9 @@ def test_empty_clinic_builds_every_mart_with_zero_rows():
         "report_therapist_funnel": 1,
         "report_adherence_by_alliance_tertile": 12,
         "report_data_quality": 1,
+        "expected_response": 0,
+        "not_on_track": 0,
+        "report_not_on_track": 1,
     }
     assert clinic.rows(
         "SELECT patients, sessions, measurement_completion_rate FROM marts.report_overview"

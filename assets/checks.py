@@ -147,8 +147,10 @@ def _suite_inputs(
     layer = suite.asset[0]
     steps = [] if layer == "raw" else [".".join(suite.asset)]
     raw = [f"raw.{table_for(t)}" for t in RESOURCE_TYPES]
-    if layer == "raw":
-        raw.append("raw.fetch_log")  # raw suites reconcile each pull, so every pull re-runs them
+    if any("raw.fetch_log" in d.requires for d in suite.datasets.values()):
+        # Suites that reconcile each pull (raw_intake) re-run on every pull; the others only when a
+        # table changed (a pull that lands nothing leaves raw_responses' verdicts standing).
+        raw.append("raw.fetch_log")
     extra = f"{suite!r}|{settings!r}|{datetime.now(UTC).date().isoformat()}"
     return build_state.input_state(con, raw, steps, extra)
 

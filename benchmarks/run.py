@@ -584,6 +584,8 @@ def render_svg(results: dict[str, Any]) -> str:
 
         for n, name in enumerate(names):
             pts = [p for p in series[name] if p[1] > 0]
+            if not pts:
+                continue
             colour = colours[name]
             line = " ".join(at(*p) for p in pts)
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}"/>')

@@ -413,9 +413,9 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Rows per Great Expectations batch. A dataset up to this size is validated as one DataFrame, as it
 # always was; a larger one in column-projected batches of about this many rows, so the stage's memory
 # no longer grows with the data (at 1M responses the answers dataset alone is ~9M rows).
-CHUNK_ROWS = 250_000
+CHUNK_ROWS = 100_000
 # DuckDB's memory cap while the suites run: the spooled dataset spills to disk beyond it.
-DUCKDB_MEMORY_LIMIT = "512MB"
+DUCKDB_MEMORY_LIMIT = "256MB"
 # Expectations decided row by row: any split of the rows gives the same unexpected rows.
 _ROW_LOCAL: frozenset[str] = frozenset(
     {
@@ -578,7 +578,8 @@ def _merge(parts: list[Any]) -> Any:
     """
     if len(parts) == 1:
         return parts[0]
-    pairs: list[tuple[int, Any, Any]] = []
+    rows: list[tuple[int, Any]] = []
+    firsts: list[tuple[int, Any]] = []
     element_count = unexpected_count = 0
     success = True
     exception: dict[str, Any] | None = None
@@ -589,17 +590,20 @@ def _merge(parts: list[Any]) -> Any:
             exception = res.exception_info
         element_count += int(r.get("element_count") or 0)
         unexpected_count += int(r.get("unexpected_count") or 0)
-        index = r.get("unexpected_index_list") or []
-        found = r.get("unexpected_list") or []
-        pairs.extend((int(i[ROW]), i, v) for i, v in zip(index, found, strict=True))
-    pairs.sort(key=lambda p: p[0])
-    values = [v for _, _, v in pairs]
+        index = [(int(i[ROW]), i) for i in r.get("unexpected_index_list") or [] if ROW in i]
+        rows.extend(index)
+        # A batch's partial list is its first unexpected values in row order, so the whole dataset's
+        # first SAMPLE_SIZE values are among the batches' partial lists.
+        firsts.extend(
+            (n, v) for (n, _), v in zip(index, r.get("partial_unexpected_list") or [], strict=False)
+        )
+    rows.sort(key=lambda p: p[0])
+    firsts.sort(key=lambda p: p[0])
     result = {
         "element_count": element_count,
         "unexpected_count": unexpected_count,
-        "partial_unexpected_list": values[:SAMPLE_SIZE],
-        "unexpected_list": values,
-        "unexpected_index_list": [i for _, i, _ in pairs],
+        "partial_unexpected_list": [v for _, v in firsts[:SAMPLE_SIZE]],
+        "unexpected_index_list": [i for _, i in rows],
         "observed_value": (parts[0].result or {}).get("observed_value"),
     }
     return _MergedResult(parts[0].expectation_config, success, result, exception or parts[0].exception_info)

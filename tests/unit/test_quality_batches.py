@@ -3,8 +3,8 @@
 Large datasets are validated in column-projected, hash-partitioned batches (quality_checks/runner.py)
 so the quality stage's memory stays bounded. On the generated clinic's warehouse (with its planted
 mess: failing checks, quarantined records), every suite is evaluated once with every dataset as one
-DataFrame and once in batches of 3,000 rows (the answers in a dozen); every outcome, count, sample key, quarantined
-record and detail must be the same.
+DataFrame and once in batches of 3,000 rows; every outcome, count, sample key, quarantined record
+and detail must be the same.
 """
 
 from __future__ import annotations

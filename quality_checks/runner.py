@@ -41,7 +41,14 @@ from duckdb import (
 )
 
 from fhir_mappings.registry import Instrument
-from pipelines.sqlfiles import SqlTemplateError, install_shared_macros, query_sql, render, run_sql
+from pipelines.sqlfiles import (
+    SqlTemplateError,
+    install_shared_macros,
+    query_sql,
+    read_sql,
+    render,
+    run_sql,
+)
 from pipelines.warehouse import table_exists
 from quality_checks.params import QualitySettings, register_registry, registry_frames, unregister_registry
 from quality_checks.store import (
@@ -408,7 +415,6 @@ def _outcome(
 
 
 SPOOL = "_qc_dataset"  # the temporary table a dataset is spooled into (quality_checks/sql/drop_spool.sql)
-SPOOL_SQL_PREFIX = "CREATE OR REPLACE TEMP TABLE _qc_dataset AS\n"
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Rows per Great Expectations batch. A dataset up to this size is validated as one DataFrame, as it
 # always was; a larger one in column-projected batches of about this many rows, so the stage's memory
@@ -441,6 +447,12 @@ _CONDITION_COLUMNS: dict[str, tuple[str, ...]] = {
     "count_column": (),
     "": (),
 }
+
+
+def _spool_head() -> str:
+    """`CREATE ... AS` from quality_checks/sql/spool_dataset.sql, its comment lines dropped."""
+    lines = read_sql(SQL_DIR / "spool_dataset.sql").splitlines()
+    return "\n".join(line for line in lines if not line.startswith("--"))
 
 
 def _statement(
@@ -478,7 +490,7 @@ class _Data:
     def __init__(self, con: duckdb.DuckDBPyConnection, dataset: Dataset, values: Mapping[str, Any]) -> None:
         query, params = _statement(dataset, values, con)
         # The query text is the suite file's own (tables rendered from declarations); values stay bound.
-        con.execute(SPOOL_SQL_PREFIX + query, params)
+        con.execute(_spool_head() + "\n" + query, params)
         self.con = con
         self.rel = con.table(SPOOL)
         columns = list(self.rel.columns)
@@ -546,6 +558,15 @@ class _Data:
     def close(self) -> None:
         """Drop the spool."""
         run_sql(self.con, SQL_DIR / "drop_spool.sql")
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, dataset: Dataset, values: Mapping[str, Any]) -> pd.DataFrame:
+    """A dataset's rows as one DataFrame with its `_row` column (through the spool, then dropped)."""
+    data = _Data(con, dataset, values)
+    try:
+        return data.whole()
+    finally:
+        data.close()
 
 
 class _Frame:

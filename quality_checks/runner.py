@@ -495,11 +495,14 @@ class _Data:
         self.rel = con.table(SPOOL)
         columns = list(self.rel.columns)
         counts = self.rel.aggregate(
-            [FunctionExpression("count_star").alias("_n")]
+            [FunctionExpression("count_star").alias("_n"), FunctionExpression("min", SQLExpression("rowid"))]
             + [FunctionExpression("count", ColumnExpression(c)) for c in columns]
         ).fetchall()[0]
         self.rows = int(counts[0])
-        with_nulls = {c for c, n in zip(columns, counts[1:], strict=True) if n < self.rows}
+        # Row ids of a fresh table are consecutive in insertion order, but start at a large base when
+        # the table is created inside an open transaction (its rows are transaction-local until then).
+        self.position = SQLExpression("rowid") - ConstantExpression(int(counts[1] or 0))
+        with_nulls = {c for c, n in zip(columns, counts[2:], strict=True) if n < self.rows}
         # One row of values and one with NULL in exactly the columns that hold NULLs: its DataFrame has
         # the dtypes of the whole result.
         values_row = self.rel.aggregate(
@@ -528,7 +531,7 @@ class _Data:
         return frame
 
     def _with_row(self) -> duckdb.DuckDBPyRelation:
-        return self.rel.project(StarExpression(), SQLExpression("rowid").alias(ROW))
+        return self.rel.project(StarExpression(), self.position.alias(ROW))
 
     def whole(self) -> pd.DataFrame:
         """Every row and column, in the query's order, with `_row` (what GX saw before batching)."""
@@ -543,9 +546,9 @@ class _Data:
                 ConstantExpression(parts),
             )
         else:
-            where = FunctionExpression("mod", SQLExpression("rowid"), ConstantExpression(parts))
+            where = FunctionExpression("mod", self.position, ConstantExpression(parts))
         projected = self.rel.filter(where == ConstantExpression(part)).project(
-            *[ColumnExpression(c) for c in columns], SQLExpression("rowid").alias(ROW)
+            *[ColumnExpression(c) for c in columns], self.position.alias(ROW)
         )
         return self._cast(projected.order(ROW).df())
 

@@ -141,14 +141,20 @@ def build_quality_checks(
 def _suite_inputs(
     con: duckdb.DuckDBPyConnection, suite: Suite, settings: QualitySettings
 ) -> dict[str, object]:
-    """What a suite's verdicts depend on: every raw table (referential checks read them), the build
-    fingerprint of the suite's own asset (which covers everything upstream of it), the suite
-    definition, the thresholds, and the date (freshness checks age even when nothing lands)."""
+    """What a suite's verdicts depend on: the raw tables (a raw suite's own datasets' tables; every raw
+    table past the raw layer, where referential checks read them), the build fingerprint of the
+    suite's own asset (which covers everything upstream of it), the suite definition, the thresholds,
+    and the date (freshness checks age even when nothing lands)."""
     layer = suite.asset[0]
     steps = [] if layer == "raw" else [".".join(suite.asset)]
-    raw = [f"raw.{table_for(t)}" for t in RESOURCE_TYPES]
     if layer == "raw":
-        raw.append("raw.fetch_log")  # raw suites reconcile each pull, so every pull re-runs them
+        # A raw suite runs as soon as its own asset lands, before the other raw assets of a first pull:
+        # its inputs are the raw tables its datasets read, so the state it records is the one it saw.
+        # raw_intake reads raw.fetch_log, so it reconciles every pull; raw_responses re-runs only when
+        # raw.questionnaire_response changed.
+        raw = sorted({t for d in suite.datasets.values() for t in d.requires if t.startswith("raw.")})
+    else:
+        raw = [f"raw.{table_for(t)}" for t in RESOURCE_TYPES]
     extra = f"{suite!r}|{settings!r}|{datetime.now(UTC).date().isoformat()}"
     return build_state.input_state(con, raw, steps, extra)
 

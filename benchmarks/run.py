@@ -46,6 +46,7 @@ DOCS_BEGIN = (
     "<!-- bench:generated:begin (written by python -m benchmarks.run; edit outside these markers) -->"
 )
 DOCS_END = "<!-- bench:generated:end -->"
+CHART_FILE = REPO_ROOT / "docs" / "benchmarks-scale.svg"
 ONE_MILLION = 1_000_000
 # Slow peers run on the first N responses; their rates are reported with the sample size.
 PEER_CAPS = {"fhir4ds": 200_000, "pandas": 200_000, "fhiry": 2_000}
@@ -344,6 +345,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"_Last updated {results.get('updated')} from `benchmarks/results/latest.json`._",
         "",
+        "![Whole run and quality stage: seconds and peak RSS against responses](benchmarks-scale.svg)",
+        "",
         "### Machine",
         "",
         "| CPU | cores | RAM | OS | Python | DuckDB | fhir.resources | commit |",
@@ -518,8 +521,93 @@ def render_validation(val: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _chart_series(results: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """Per measured scale: whole seconds, the largest peak RSS and the quality stage's (time, RSS)."""
+    series: dict[str, list[tuple[int, float]]] = {
+        "whole seconds": [],
+        "peak RSS GB": [],
+        "quality seconds": [],
+        "quality RSS GB": [],
+    }
+    for key in sorted(results.get("scales") or {}, key=int):
+        stages = _ok(results["scales"][key].get("stages") or [])
+        if not stages:
+            continue
+        scale = int(key)
+        series["whole seconds"].append((scale, sum(float(st["seconds"]) for st in stages)))
+        series["peak RSS GB"].append((scale, max(float(st.get("peak_rss_mb") or 0) for st in stages) / 1024))
+        for st in stages:
+            if st["stage"] == "quality":
+                series["quality seconds"].append((scale, float(st["seconds"])))
+                series["quality RSS GB"].append((scale, float(st.get("peak_rss_mb") or 0) / 1024))
+    return series
+
+
+def render_svg(results: dict[str, Any]) -> str:
+    """Two log-log panels, time and peak RSS against the number of responses, drawn from the results."""
+    series = _chart_series(results)
+    width, height, pad = 360, 260, 48
+    colours = {"whole seconds": "#1f77b4", "quality seconds": "#ff7f0e", "peak RSS GB": "#1f77b4"}
+    colours["quality RSS GB"] = "#ff7f0e"
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<rect width="{2 * width}" height="{height}" fill="white"/>',
+    ]
+    for panel, (title, names) in enumerate(
+        [
+            ("seconds (log)", ["whole seconds", "quality seconds"]),
+            ("peak RSS GB (log)", ["peak RSS GB", "quality RSS GB"]),
+        ]
+    ):
+        x0 = panel * width
+        points = [pt for n in names for pt in series[n] if pt[1] > 0]
+        out.append(f'<text x="{x0 + pad}" y="16" font-weight="bold">{title} vs responses (log)</text>')
+        out.append(
+            f'<rect x="{x0 + pad}" y="{pad / 2}" width="{width - 1.5 * pad}" height="{height - 1.5 * pad}" '
+            'fill="none" stroke="#999"/>'
+        )
+        if not points:
+            continue
+        xs = [math.log10(p[0]) for p in points]
+        ys = [math.log10(p[1]) for p in points]
+        xlo, xhi = min(xs) - 0.1, max(xs) + 0.1
+        ylo, yhi = min(ys) - 0.2, max(ys) + 0.2
+
+        box = (x0 + pad, pad / 2, width - 1.5 * pad, height - 1.5 * pad, xlo, xhi, ylo, yhi)
+
+        def at(scale: float, value: float, box: tuple[float, ...] = box) -> str:
+            left, top, w, h, xlo, xhi, ylo, yhi = box
+            x = left + (math.log10(scale) - xlo) / (xhi - xlo) * w
+            y = top + (1 - (math.log10(value) - ylo) / (yhi - ylo)) * h
+            return f"{x:.1f},{y:.1f}"
+
+        for n, name in enumerate(names):
+            pts = [p for p in series[name] if p[1] > 0]
+            if not pts:
+                continue
+            colour = colours[name]
+            line = " ".join(at(*p) for p in pts)
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}"/>')
+            for scale, value in pts:
+                x, y = at(scale, value).split(",")
+                out.append(f'<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>')
+                label = f"{value:.2f}" if value < 10 else f"{value:.0f}"
+                out.append(f'<text x="{float(x) + 4:.1f}" y="{float(y) - 4:.1f}">{label}</text>')
+            out.append(
+                f'<text x="{x0 + pad + 6}" y="{height - pad - 8 - 14 * n}" fill="{colour}">{name}</text>'
+            )
+        for scale in sorted({p[0] for p in points}):
+            x = at(scale, 10**ylo).split(",")[0]
+            out.append(f'<text x="{x}" y="{height - 6}" text-anchor="middle">{scale:,}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def update_docs(results: dict[str, Any]) -> None:
-    """Replace the generated block of docs/benchmarks.md (created with a stub around it if missing)."""
+    """Replace the generated block of docs/benchmarks.md (created with a stub around it if missing)
+    and redraw the chart of time and peak RSS against scale (docs/benchmarks-scale.svg)."""
+    CHART_FILE.write_text(render_svg(results))
     block = f"{DOCS_BEGIN}\n{render_markdown(results)}\n{DOCS_END}"
     if DOCS_FILE.is_file():
         text = DOCS_FILE.read_text()

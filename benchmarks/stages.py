@@ -291,17 +291,39 @@ def stage_marts(ctx: StageContext) -> StageOutput:
 
 
 def stage_quality(ctx: StageContext) -> StageOutput:
-    """Every expectation suite (`quality_checks.runner.run_all` over `quality_checks.suite.load_suites`)."""
-    run_all = _optional("quality_checks.runner", "run_all")
+    """Every expectation suite (`quality_checks.runner.run_suite` over `quality_checks.suite.load_suites`),
+    with the reuse rule of the suites' Dagster checks (assets/checks.py): a suite whose inputs are
+    unchanged since it last ran keeps its verdicts and runs no Great Expectations work."""
+    run_suite = _optional("quality_checks.runner", "run_suite")
     load_suites = _optional("quality_checks.suite", "load_suites")
+    from assets.checks import _suite_inputs
+    from pipelines import build_state
+    from quality_checks.params import QualitySettings
+
     assert ctx.con is not None  # noqa: S101
-    runs = run_all(ctx.con, load_suites(), run_id=ctx.run_id)
-    outcomes = [o for r in runs for o in r.outcomes]
+    settings = QualitySettings.from_env()
+    outcomes: list[Any] = []
+    reused: list[str] = []
+    suites = load_suites()
+    for suite in suites:
+        step = f"quality.{suite.name}"
+        state = _suite_inputs(ctx.con, suite, settings)
+        if build_state.is_current(ctx.con, step, state, ["quality.check_results"]):
+            reused.append(suite.name)
+            continue
+        run = run_suite(ctx.con, suite, run_id=ctx.run_id, settings=settings)
+        build_state.record(ctx.con, step, state, ctx.run_id)
+        outcomes.extend(run.outcomes)
     failed = Counter(o.check.severity for o in outcomes if not o.success)
     return StageOutput(
         rows=len(outcomes),
         rows_label="checks evaluated",
-        detail={"suites": len(runs), "failed_by_severity": dict(failed)},
+        detail={
+            "suites": len(suites),
+            "suites_reused": len(reused),
+            "reused": reused,
+            "failed_by_severity": dict(failed),
+        },
     )
 
 
@@ -417,7 +439,7 @@ STAGES: list[Stage] = [
         stage_quality,
         False,
         "every expectation suite (Great Expectations)",
-        imports=("quality_checks.runner", "quality_checks.suite", "great_expectations"),
+        imports=("quality_checks.runner", "quality_checks.suite", "great_expectations", "assets.checks"),
     ),
     Stage("publish", stage_publish, False, "marts -> published copy", imports=(PUBLISH_ENTRY[0],)),
 ]

@@ -25,14 +25,30 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 import pandas as pd
+from duckdb import (
+    CaseExpression,
+    ColumnExpression,
+    ConstantExpression,
+    FunctionExpression,
+    SQLExpression,
+    StarExpression,
+)
 
 from fhir_mappings.registry import Instrument
-from pipelines.sqlfiles import SqlTemplateError, install_shared_macros, render
+from pipelines.sqlfiles import (
+    SqlTemplateError,
+    install_shared_macros,
+    query_sql,
+    read_sql,
+    render,
+    run_sql,
+)
 from pipelines.warehouse import table_exists
 from quality_checks.params import QualitySettings, register_registry, registry_frames, unregister_registry
 from quality_checks.store import (
@@ -209,11 +225,11 @@ def _key(row: Mapping[str, Any], columns: tuple[str, ...]) -> str:
     return "|".join(parts)
 
 
-def _records(frame: pd.DataFrame, rows: list[int]) -> list[dict[str, Any]]:
+def _records(offending: pd.DataFrame | None) -> list[dict[str, Any]]:
     """The offending rows as JSON-safe dicts (timestamps ISO 8601)."""
-    if not rows:
+    if offending is None or offending.empty:
         return []
-    subset = frame.iloc[rows].drop(columns=[ROW])
+    subset = offending.drop(columns=[ROW])
     return list(orjson.loads(subset.to_json(orient="records", date_format="iso")))
 
 
@@ -245,6 +261,9 @@ class _Planned:
         self.check = check
         self.parts: list[tuple[str, Any]] = []  # (label, GX expectation)
         self.error: str | None = None
+        self.columns: set[str] = set()  # every column an expectation or row condition reads
+        self.unique_keys: list[list[str]] = []  # column lists of uniqueness expectations
+        self.types: set[str] = set()  # GX expectation types planned
 
 
 def _plan(
@@ -272,12 +291,17 @@ def _plan(
                 if absent:
                     planned.error = f"column(s) {absent} not in the data"
                     return planned
+                planned.columns.update(str(c) for c in columns)
+                planned.types.add(spec.type)
+                if spec.type in _UNIQUE:
+                    planned.unique_keys.append([str(c) for c in columns])
                 if condition:
+                    planned.columns.update(_CONDITION_COLUMNS[spec.for_each or ""])
                     kwargs = {**kwargs, "row_condition": condition, "condition_parser": "pandas"}
                 cls = getattr(gx.gxe, spec.class_name, None)
                 if cls is None:
                     raise SuiteError(f"{where}: Great Expectations has no {spec.class_name}")
-                meta = {"check": check.id, "part": f"{n}:{label}"}
+                meta = {"check": check.id, "part": f"{n}:{label}", "seq": len(planned.parts)}
                 planned.parts.append((label or spec.type, cls(**kwargs, meta=meta)))
         except (SuiteError, ValueError, TypeError) as exc:  # pydantic errors are ValueErrors
             planned.error = str(exc)
@@ -289,7 +313,7 @@ def _outcome(
     check: Check,
     planned: _Planned,
     results: list[Any],
-    frame: pd.DataFrame,
+    data: _Data | _Frame,
     settings: QualitySettings,
 ) -> CheckOutcome:
     if planned.error:
@@ -334,14 +358,15 @@ def _outcome(
     if not results:
         details["note"] = "nothing to check (no expansion applied)"
     if row_level:
-        element_count = len(frame)
+        element_count = data.rows
         unexpected: int | None = len(ordered)
     else:
         unexpected = None
     pct: float | None = None
     if row_level:
         pct = 100.0 * len(ordered) / element_count if element_count else 0.0
-    records = frame.iloc[ordered].to_dict("records") if ordered else []
+    offending = data.rows_at(ordered) if ordered else None
+    records = offending.to_dict("records") if offending is not None else []
     keys = list(dict.fromkeys(_key(rec, check.key_columns) for rec in records))
     outcome = "passed"
     quarantine: list[QuarantineRecord] = []
@@ -369,7 +394,7 @@ def _outcome(
                 if failing_labels:
                     reason += f" [{'; '.join(failing_labels[:5])}]"
                 seen: set[tuple[str | None, str]] = set()
-                for rec, json_rec in zip(records, _records(frame, ordered), strict=True):
+                for rec, json_rec in zip(records, _records(offending), strict=True):
                     source = rec.get("source") if isinstance(rec.get("source"), str) else None
                     key = _key(rec, check.key_columns)
                     if (source, key) in seen:
@@ -389,8 +414,51 @@ def _outcome(
     )
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, dataset: Dataset, values: Mapping[str, Any]) -> pd.DataFrame:
-    """A dataset's rows, with a positional `_row` column for GX to report offending rows by.
+SPOOL = "_qc_dataset"  # the temporary table a dataset is spooled into (quality_checks/sql/drop_spool.sql)
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+# Rows per Great Expectations batch. A dataset up to this size is validated as one DataFrame, as it
+# always was; a larger one in column-projected batches of about this many rows, so the stage's memory
+# no longer grows with the data (at 1M responses the answers dataset alone is ~9M rows).
+CHUNK_ROWS = 100_000
+# DuckDB's memory cap while the suites run: the spooled dataset spills to disk beyond it.
+DUCKDB_MEMORY_LIMIT = "256MB"
+# Expectations decided row by row: any split of the rows gives the same unexpected rows.
+_ROW_LOCAL: frozenset[str] = frozenset(
+    {
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_be_in_set",
+        "expect_column_values_to_be_null",
+        "expect_column_values_to_not_be_null",
+        "expect_column_pair_values_to_be_equal",
+        "expect_column_pair_values_a_to_be_greater_than_b",
+    }
+)
+# Expectations over groups of equal keys: exact when every group falls in one batch, which hash
+# partitioning on (a subset of) the key guarantees.
+_UNIQUE: frozenset[str] = frozenset(
+    {"expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique"}
+)
+# Columns the registry expansions' row conditions read (runner._expand).
+_CONDITION_COLUMNS: dict[str, tuple[str, ...]] = {
+    "registry_scale": ("instrument", "scale"),
+    "registry_total": ("instrument", "scale"),
+    "registry_instrument": ("instrument",),
+    "count_column": (),
+    "": (),
+}
+
+
+def _spool_head() -> str:
+    """`CREATE ... AS` from quality_checks/sql/spool_dataset.sql, its comment lines dropped."""
+    lines = read_sql(SQL_DIR / "spool_dataset.sql").splitlines()
+    return "\n".join(line for line in lines if not line.startswith("--"))
+
+
+def _statement(
+    dataset: Dataset, values: Mapping[str, Any], con: duckdb.DuckDBPyConnection
+) -> tuple[str, dict[str, Any]]:
+    """The dataset's one query (declared tables rendered) and the values of the `$names` it binds.
 
     Declared tables are rendered into the query's `{{ placeholders }}` (`pipelines.sqlfiles.render`);
     each `$name` the query uses (as DuckDB parses it, so text inside string literals is not one) is
@@ -406,9 +474,193 @@ def _fetch(con: duckdb.DuckDBPyConnection, dataset: Dataset, values: Mapping[str
     missing = names - set(values)
     if missing:
         raise SuiteError(f"unknown SQL parameter(s): {sorted(missing)}")
-    frame = con.execute(statements[0], {n: values[n] for n in sorted(names)}).df()
-    frame[ROW] = range(len(frame))
-    return frame
+    return statements[0].query, {n: values[n] for n in sorted(names)}
+
+
+class _Data:
+    """One dataset's rows, spooled into a temporary DuckDB table in the query's order.
+
+    `rowid` of the spool is the row's position in the query result (DuckDB preserves insertion order),
+    so `_row` means the same whether the rows reach GX as one DataFrame or in batches. `prototype` is an
+    empty frame with the dtypes the whole result would have as one DataFrame (pandas picks nullable
+    dtypes only when a column holds NULLs, so each batch is cast to them): the count-column expansion
+    and every batch see the dtypes a single whole frame would have.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, dataset: Dataset, values: Mapping[str, Any]) -> None:
+        query, params = _statement(dataset, values, con)
+        # The query text is the suite file's own (tables rendered from declarations); values stay bound.
+        con.execute(_spool_head() + "\n" + query, params)
+        self.con = con
+        self.rel = con.table(SPOOL)
+        columns = list(self.rel.columns)
+        counts = self.rel.aggregate(
+            [FunctionExpression("count_star").alias("_n"), FunctionExpression("min", SQLExpression("rowid"))]
+            + [FunctionExpression("count", ColumnExpression(c)) for c in columns]
+        ).fetchall()[0]
+        self.rows = int(counts[0])
+        # Row ids of a fresh table are consecutive in insertion order, but start at a large base when
+        # the table is created inside an open transaction (its rows are transaction-local until then).
+        self.position = SQLExpression("rowid") - ConstantExpression(int(counts[1] or 0))
+        with_nulls = {c for c, n in zip(columns, counts[2:], strict=True) if n < self.rows}
+        # One row of values and one with NULL in exactly the columns that hold NULLs: its DataFrame has
+        # the dtypes of the whole result.
+        values_row = self.rel.aggregate(
+            [FunctionExpression("any_value", ColumnExpression(c)).alias(c) for c in columns]
+        )
+        nulls_row = self.rel.aggregate(
+            [
+                FunctionExpression(
+                    "any_value",
+                    CaseExpression(ConstantExpression(False), ColumnExpression(c))
+                    if c in with_nulls
+                    else ColumnExpression(c),
+                ).alias(c)
+                for c in columns
+            ]
+        )
+        sample = values_row.union(nulls_row).df()
+        self.prototype = sample.iloc[0:0].copy()
+        self.prototype[ROW] = pd.Series(dtype="int64")
+        self.dtypes = {c: sample[c].dtype for c in columns}
+
+    def _cast(self, frame: pd.DataFrame) -> pd.DataFrame:
+        for c, dtype in self.dtypes.items():
+            if c in frame.columns and frame[c].dtype != dtype:
+                frame[c] = frame[c].astype(dtype)
+        return frame
+
+    def _with_row(self) -> duckdb.DuckDBPyRelation:
+        return self.rel.project(StarExpression(), self.position.alias(ROW))
+
+    def whole(self) -> pd.DataFrame:
+        """Every row and column, in the query's order, with `_row` (what GX saw before batching)."""
+        return self._with_row().order(ROW).df()
+
+    def batch(self, columns: list[str], key: list[str], parts: int, part: int) -> pd.DataFrame:
+        """The rows of one batch (hash of `key` modulo `parts`, or rowid when no key), only `columns`."""
+        if key:
+            where = FunctionExpression(
+                "mod",
+                FunctionExpression("hash", *[ColumnExpression(c) for c in key]),
+                ConstantExpression(parts),
+            )
+        else:
+            where = FunctionExpression("mod", self.position, ConstantExpression(parts))
+        projected = self.rel.filter(where == ConstantExpression(part)).project(
+            *[ColumnExpression(c) for c in columns], self.position.alias(ROW)
+        )
+        return self._cast(projected.order(ROW).df())
+
+    def rows_at(self, rows: list[int]) -> pd.DataFrame:
+        """Every column of the rows at these positions, in order, with `_row`."""
+        wanted = self.con.from_df(pd.DataFrame({ROW: pd.Series(rows, dtype="int64")}))
+        frame = self._with_row().join(wanted, ROW).order(ROW).df()
+        return self._cast(frame).reset_index(drop=True)
+
+    def close(self) -> None:
+        """Drop the spool."""
+        run_sql(self.con, SQL_DIR / "drop_spool.sql")
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, dataset: Dataset, values: Mapping[str, Any]) -> pd.DataFrame:
+    """A dataset's rows as one DataFrame with its `_row` column (through the spool, then dropped)."""
+    data = _Data(con, dataset, values)
+    try:
+        return data.whole()
+    finally:
+        data.close()
+
+
+class _Frame:
+    """A dataset already in one DataFrame (every row): `rows_at` is positional."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.rows = len(frame)
+
+    def rows_at(self, rows: list[int]) -> pd.DataFrame:
+        """The rows at these positions."""
+        return self.frame.iloc[rows]
+
+
+@dataclass
+class _MergedResult:
+    """One expectation's results over every batch, shaped like GX's ExpectationValidationResult."""
+
+    expectation_config: Any
+    success: bool
+    result: dict[str, Any]
+    exception_info: dict[str, Any] | None
+
+
+def _merge(parts: list[Any]) -> Any:
+    """One expectation's batch results as one: counts add up, unexpected rows in row order.
+
+    Only row-local and (hash-partitioned) uniqueness expectations without `mostly` are batched, so
+    success is every batch's success and the unexpected rows are the union of the batches'.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    rows: list[tuple[int, Any]] = []
+    firsts: list[tuple[int, Any]] = []
+    element_count = unexpected_count = 0
+    success = True
+    exception: dict[str, Any] | None = None
+    for res in parts:
+        r = res.result or {}
+        success = success and bool(res.success)
+        if exception is None and _exception_message(res.exception_info):
+            exception = res.exception_info
+        element_count += int(r.get("element_count") or 0)
+        unexpected_count += int(r.get("unexpected_count") or 0)
+        index = [(int(i[ROW]), i) for i in r.get("unexpected_index_list") or [] if ROW in i]
+        rows.extend(index)
+        # A batch's partial list is its first unexpected values in row order, so the whole dataset's
+        # first SAMPLE_SIZE values are among the batches' partial lists.
+        firsts.extend(
+            (n, v) for (n, _), v in zip(index, r.get("partial_unexpected_list") or [], strict=False)
+        )
+    rows.sort(key=lambda p: p[0])
+    firsts.sort(key=lambda p: p[0])
+    result = {
+        "element_count": element_count,
+        "unexpected_count": unexpected_count,
+        "partial_unexpected_list": [v for _, v in firsts[:SAMPLE_SIZE]],
+        "unexpected_index_list": [i for _, i in rows],
+        "observed_value": (parts[0].result or {}).get("observed_value"),
+    }
+    return _MergedResult(parts[0].expectation_config, success, result, exception or parts[0].exception_info)
+
+
+def _batching(plans: list[_Planned], data: _Data, chunk_rows: int | None) -> tuple[int, list[str]]:
+    """How many batches a dataset is validated in, and the key columns its rows are hashed on."""
+    if chunk_rows is None or data.rows <= chunk_rows:
+        return 1, []
+    live = [p for p in plans if not p.error]
+    types = {t for p in live for t in p.types}
+    if types - _ROW_LOCAL - _UNIQUE:
+        return 1, []  # an expectation over the whole table: one batch, as before
+    if any("mostly" in spec.kwargs for p in live for spec in p.check.expectations):
+        return 1, []  # the success of `mostly` is a share of all rows
+    lists = [keys for p in live for keys in p.unique_keys]
+    key = [c for c in lists[0] if all(c in other for other in lists[1:])] if lists else []
+    if lists and not key:
+        return 1, []  # uniqueness on unrelated keys: no one partition keeps every group together
+    return -(-data.rows // chunk_rows), key
+
+
+def _validate(gx: _Gx, gx_suite: Any, frame: pd.DataFrame) -> list[Any]:
+    batch = gx.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    validation = batch.validate(
+        gx_suite,
+        result_format={
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": [ROW],
+            "partial_unexpected_count": SAMPLE_SIZE,
+        },
+    )
+    return list(validation.results)
 
 
 def evaluate_suite(
@@ -418,8 +670,13 @@ def evaluate_suite(
     settings: QualitySettings | None = None,
     registry: Mapping[str, Instrument] | None = None,
     only: set[str] | None = None,
+    chunk_rows: int | None = CHUNK_ROWS,
 ) -> list[CheckOutcome]:
-    """Evaluate every check of `suite` (or those in `only`) without writing anything."""
+    """Evaluate every check of `suite` (or those in `only`) without writing anything.
+
+    Datasets above `chunk_rows` rows are validated in column-projected batches with the same outcomes
+    (None: every dataset as one DataFrame). DuckDB runs with `DUCKDB_MEMORY_LIMIT` meanwhile.
+    """
     settings = settings or QualitySettings.from_env()
     # Suites read the newest version of a resource and parse references through the same macros as
     # every layer (pipelines/sql/macros.sql): `current_version('raw.<type>')`, `ref_id`, ...
@@ -433,6 +690,11 @@ def evaluate_suite(
     checks = [c for c in suite.checks if only is None or c.id in only]
     outcomes: dict[str, CheckOutcome] = {}
     registered = register_registry(con, frames)
+    previous_limit = _memory_limit(con)
+    run_sql(con, SQL_DIR / "reset_memory_limit.sql")
+    # DuckDB shows the limit rounded: restoring the shown text would not give DuckDB's default back.
+    was_default = previous_limit == _memory_limit(con)
+    run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": DUCKDB_MEMORY_LIMIT})
     try:
         for name, dataset in suite.datasets.items():
             on_dataset = [c for c in checks if c.dataset == name]
@@ -454,7 +716,7 @@ def evaluate_suite(
                         )
                 continue
             try:
-                frame = _fetch(con, dataset, values)
+                data = _Data(con, dataset, values)
             except (duckdb.Error, SuiteError) as exc:
                 for c in on_dataset:
                     outcomes[c.id] = CheckOutcome(
@@ -464,31 +726,69 @@ def evaluate_suite(
                         details={"error": f"dataset {name}: {exc}"},
                     )
                 continue
-            gx = _gx()
-            plans = [_plan(c, frame, frames, suite, values, gx) for c in on_dataset]
-            gx_suite = gx.gx.ExpectationSuite(name=f"{suite.name}.{name}")
-            for p in plans:
-                if not p.error:
-                    for _, expectation in p.parts:
-                        gx_suite.add_expectation(expectation)
-            by_check: dict[str, list[Any]] = {c.id: [] for c in on_dataset}
-            if gx_suite.expectations:
-                batch = gx.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-                validation = batch.validate(
-                    gx_suite,
-                    result_format={
-                        "result_format": "COMPLETE",
-                        "unexpected_index_column_names": [ROW],
-                        "partial_unexpected_count": SAMPLE_SIZE,
-                    },
+            try:
+                _evaluate_dataset(
+                    data, suite, name, on_dataset, frames, values, settings, chunk_rows, outcomes
                 )
-                for res in validation.results:
-                    by_check[str(res.expectation_config.meta.get("check"))].append(res)
-            for p in plans:
-                outcomes[p.check.id] = _outcome(p.check, p, by_check[p.check.id], frame, settings)
+            finally:
+                data.close()
     finally:
+        if was_default:
+            run_sql(con, SQL_DIR / "reset_memory_limit.sql")
+        else:
+            run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": previous_limit})
         unregister_registry(con, registered)
     return [outcomes[c.id] for c in checks]
+
+
+def _memory_limit(con: duckdb.DuckDBPyConnection) -> str:
+    return str(query_sql(con, SQL_DIR / "current_memory_limit.sql")[0][0])
+
+
+def _evaluate_dataset(
+    data: _Data,
+    suite: Suite,
+    name: str,
+    on_dataset: list[Check],
+    frames: Mapping[str, pd.DataFrame],
+    values: Mapping[str, Any],
+    settings: QualitySettings,
+    chunk_rows: int | None,
+    outcomes: dict[str, CheckOutcome],
+) -> None:
+    """Validate one spooled dataset's checks with GX, as one DataFrame or in batches."""
+    gx = _gx()
+    plans = [_plan(c, data.prototype, frames, suite, values, gx) for c in on_dataset]
+    gx_suite = gx.gx.ExpectationSuite(name=f"{suite.name}.{name}")
+    for p in plans:
+        if not p.error:
+            for _, expectation in p.parts:
+                gx_suite.add_expectation(expectation)
+    parts, key = _batching(plans, data, chunk_rows)
+    log.info("%s.%s: %d rows, %d batch(es), keyed on %s", suite.name, name, data.rows, parts, key or "rowid")
+    rows: _Data | _Frame = data
+    by_seq: dict[tuple[str, int], list[Any]] = {}
+    if not gx_suite.expectations:
+        batches: Iterator[pd.DataFrame] = iter([])
+    elif parts == 1:
+        frame = data.whole()
+        rows = _Frame(frame)
+        batches = iter([frame])
+    else:
+        needed = {c for p in plans if not p.error for c in p.columns}
+        columns = [c for c in data.prototype.columns if c in needed]
+        batches = (data.batch(columns, key, parts, i) for i in range(parts))
+    for batch in batches:
+        if batch.empty and parts > 1:
+            continue  # a hash partition that drew no rows: nothing to add
+        for res in _validate(gx, gx_suite, batch):
+            meta = res.expectation_config.meta
+            by_seq.setdefault((str(meta.get("check")), int(meta.get("seq", 0))), []).append(res)
+    by_check: dict[str, list[Any]] = {c.id: [] for c in on_dataset}
+    for (check_id, _), results in sorted(by_seq.items(), key=lambda kv: kv[0][1]):
+        by_check[check_id].append(_merge(results))
+    for p in plans:
+        outcomes[p.check.id] = _outcome(p.check, p, by_check[p.check.id], rows, settings)
 
 
 def run_suite(

@@ -119,6 +119,8 @@ def test_docs_block_is_replaced_between_markers_only(tmp_path, monkeypatch):
         f"# Benchmarks\n\nhand-written intro\n\n{bench_run.DOCS_BEGIN}\nold\n{bench_run.DOCS_END}\n\nafter\n"
     )
     monkeypatch.setattr(bench_run, "DOCS_FILE", doc)
+    chart = tmp_path / "benchmarks-scale.svg"
+    monkeypatch.setattr(bench_run, "CHART_FILE", chart)
     results = {"scales": {"100000": _run(100_000)}, "machine": {"cpu": "TestCPU", "cores": 2}, "updated": "t"}
     results["targets"] = bench_run.targets(results)
     bench_run.update_docs(results)
@@ -129,3 +131,17 @@ def test_docs_block_is_replaced_between_markers_only(tmp_path, monkeypatch):
     assert "| flatten | 10.00 |" in text
     bench_run.update_docs(results)
     assert doc.read_text() == text  # idempotent
+    assert chart.read_text().startswith("<svg") and "benchmarks-scale.svg" in text
+
+
+def test_chart_draws_time_and_rss_per_scale():
+    results = {"scales": {"10000": _run(10_000, rss=300.0), "1000000": _run(1_000_000, rss=900.0)}}
+    assert bench_run.render_svg(results).count("<polyline") == 2  # no quality stage: whole time and RSS
+    for run, rss in ((results["scales"]["10000"], 250.0), (results["scales"]["1000000"], 800.0)):
+        run["stages"].append(_stage("quality", 20.0, False, rss))
+    svg = bench_run.render_svg(results)
+    assert svg.count("<polyline") == 4  # whole and quality seconds, peak and quality RSS
+    assert "1,000,000" in svg and "10,000" in svg
+    series = bench_run._chart_series(results)
+    assert [s for s, _ in series["peak RSS GB"]] == [10_000, 1_000_000]
+    assert series["peak RSS GB"][1][1] == 900.0 / 1024

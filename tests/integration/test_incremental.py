@@ -161,12 +161,15 @@ def test_changes_reach_exactly_the_affected_rows_and_a_quiet_run_skips(tmp_path,
     assert sum(m.get("new_versions", 0) for k, m in third.items() if k.startswith("raw/")) == 0
     derived = {k: m for k, m in third.items() if not k.startswith(("raw/", "check:"))}
     rebuilt = {k for k, m in derived.items() if not m["skipped"]}
-    # The raw suites re-check every pull (fetch reconciliation), which adds this run's data-quality
+    # The raw intake suite re-checks every pull (fetch reconciliation), which adds this run's data-quality
     # results, so only the mart that reports the check summary is rebuilt (report_data_quality reads
     # quality.check_results); qi_monthly's pass rate reads the quarantine, which did not change.
     assert len(derived) > 15 and rebuilt == {"marts/report_data_quality"}, rebuilt
     # quality suites past the raw layer reuse the previous verdicts instead of re-running GX
     checks = {k: m for k, m in third.items() if k.startswith("check:ms_")}
     assert checks and all("reused_from_run" in m for m in checks.values())
+    # ... and so does the raw responses suite: the pull landed nothing, its one table is unchanged
+    raw_qr = {k: m for k, m in third.items() if k.startswith("check:raw_qr_")}
+    assert raw_qr and all("reused_from_run" in m for m in raw_qr.values())
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert _rows(con, "SELECT * FROM marts.alliance_sessions") == sessions_after

@@ -7,7 +7,8 @@ two. An unknown is a suppressed cell, or the relation's hidden remainder (a coun
 show but that follows from it, e.g. sessions *not* measured = attended - measured). A hidden remainder
 that is itself a small count (1..min_cell-1) must be protected like a primary cell; a large one may
 be the single unknown. When a relation has exactly one unknown that needs protection, the smallest
-displayed non-zero part is suppressed as well (else the total, else a zero part), and the rules are
+displayed non-zero part is suppressed as well (else the total, else a zero part; a relation may
+prefer its total, when the part is the figure readers need), and the rules are
 applied again until nothing changes (a complement in one relation can expose a cell in another).
 
 Rates are shown only when both their numerator and denominator are shown; means only when the count
@@ -31,6 +32,9 @@ class Relation:
     total: Cell
     parts: tuple[Cell, ...]
     hidden_remainder: bool = False
+    # Complement the total before a part: for a row relation whose part is the figure readers need
+    # (a therapist's patients with an alliance score, the funnel's n) and whose total is not.
+    prefer_total: bool = False
 
 
 @dataclass
@@ -93,7 +97,7 @@ def suppress(
             nonzero = sorted((c for c in shown if value(c) > 0), key=lambda c: (value(c), str(c)))
             zero = sorted((c for c in shown if value(c) == 0), key=str)
             total = [rel.total] if rel.total not in suppressed and rel.total not in pinned else []
-            candidates = [*nonzero, *total, *zero]
+            candidates = [*total, *nonzero, *zero] if rel.prefer_total else [*nonzero, *total, *zero]
             if candidates:
                 result.complementary.add(candidates[0])
                 changed = True

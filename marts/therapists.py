@@ -288,7 +288,11 @@ def suppress_therapist_rows(rows: list[dict[str, Any]], min_cell: int) -> None:
         for col in COUNT_COLUMNS:
             values[(i, col)] = row.get(col)
         for total, part in ROW_RELATIONS:
-            relations.append(Relation((i, total), ((i, part),), hidden_remainder=True))
+            # caseload - patients_with_alliance (patients never rated) is usually a few: hide the
+            # caseload rather than the funnel's n, else most therapists leave the funnel
+            relations.append(
+                Relation((i, total), ((i, part),), hidden_remainder=True, prefer_total=total == "caseload")
+            )
         if is_small(row.get("caseload"), min_cell):
             force += [(i, col) for col in COUNT_COLUMNS]
         periods[(row.get("period_type"), row.get("period_start"))].append(i)

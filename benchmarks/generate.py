@@ -13,8 +13,8 @@ medication MARS and DAI-10 plus monthly dispenses. Item trees come from `demo.fo
 so every response shape the pipeline meets in the demo occurs here too.
 
 - Streaming: resources are written as they are made; memory does not grow with the scale.
-- Deterministic: one `random.Random(seed)` stream for the clinic and one for planted defects; the
-  same (scale, seed, generator version) gives byte-identical files.
+- Deterministic: one `random.Random(seed)` stream for the clinic, one for planted defects and one for
+  CBT skill-use answers; the same (scale, seed, generator version) gives byte-identical files.
 - Cached: a folder whose manifest has the same key is reused; a new one is written beside it and
   renamed into place, so an interrupted run never leaves half a data set behind.
 - Planted defects (`manifest["planted"]`): invalid structure that the structural validator must
@@ -48,7 +48,7 @@ from demo.generator import DRUGS, FAMILY_NAMES, FEMALE_NAMES, MALE_NAMES, Genera
 from pipelines.settings import RESOURCE_TYPES
 
 # Bump when the output for a given (scale, seed) changes, so cached folders are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the CBT Skills Questionnaire at every outcome review after intake
 
 TYPES: tuple[str, ...] = RESOURCE_TYPES  # the pipeline's own list: one NDJSON file per type
 TZ = timezone(timedelta(hours=-5))  # the clinic's local offset, written into dateTimes
@@ -60,7 +60,7 @@ DRUG_FORM = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
 MRN = "http://alliance-qi.example.org/fhir/sid/mrn"
 NPI = "http://hl7.org/fhir/sid/us-npi"
 QR_TAG = {"wai-sr": "wai", "wai-sr-t": "wait", "srs": "srs", "ors": "ors", "phq-9": "phq9", "gad-7": "gad7"}
-QR_TAG.update({"mars": "mars", "dai-10": "dai"})
+QR_TAG.update({"mars": "mars", "dai-10": "dai", "cbtsq": "cbtsq"})
 _DEFAULTS = GeneratorConfig()
 
 Resource = dict[str, Any]
@@ -141,6 +141,8 @@ class _Clinic:
         self.out = writer
         self.rng = random.Random(cfg.seed)
         self.mess = random.Random(cfg.seed * 7919 + 1)  # defects have their own stream
+        # CBT skill use has its own stream too: adding it left every other draw of version 1 alone
+        self.skills = random.Random(cfg.seed * 104729 + 3)
         self.start = date.fromisoformat(cfg.start)
         self.setup = datetime.combine(self.start - timedelta(days=30), datetime.min.time(), TZ)
         self.planted: list[dict[str, Any]] = []
@@ -302,6 +304,10 @@ class _Clinic:
                 )
                 gad = [min(3, max(0, round(2.6 * p + rng.gauss(0, 0.6)))) for _ in range(7)]
                 self._qr(ctx, self._pick_form(_DEFAULTS.gad7_shapes), gad, -6)
+                if attended >= 2:  # skill use from the first review on (none taught at intake)
+                    skill = self.skills.gauss(3.0, 0.6)
+                    cbtsq = [min(5, max(1, round(skill + self.skills.gauss(0, 0.7)))) for _ in range(16)]
+                    self._qr(ctx, "cbtsq", cbtsq, -5)
             if attended in med_at:
                 self._qr(ctx, "mars", [rng.random() < 0.5 for _ in range(10)], -12)
                 self._qr(ctx, "dai-10", [rng.random() < 0.6 for _ in range(10)], -11)

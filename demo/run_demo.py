@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         put_group(server.base_url, patient_ids_of(data), CLINIC_GROUP_ID)
 
         os.environ["FHIR_BASE_URL"] = server.base_url
+        # Redirecting the source turns its write-back off unless asked for: here it is the demo's own
+        # embedded server, which takes the write-back (sources.yaml enables it for that server).
+        os.environ["FHIR_WRITEBACK"] = "on"
         if args.mode != "system":
             proxy = RestrictiveEhrProxy(server.base_url).start()
             os.environ["FHIR_BASE_URL"] = proxy.base_url

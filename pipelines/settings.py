@@ -277,6 +277,12 @@ class PipelineEnvSource(PydanticBaseSettingsSource):
                 self._ctx.note(("sources", str(default), "bulk", key), var)
         if bulk:
             src["bulk"] = bulk
+        if "FHIR_BASE_URL" in env:
+            # The default source now points at another server (an EHR): the file's write-back, set for
+            # the server it named (the demo's), does not follow it there. FHIR_WRITEBACK=on asks for it.
+            on = env.get("FHIR_WRITEBACK", "").strip().lower() in ("1", "true", "on", "yes")
+            src["writeback"] = {"enabled": on}
+            self._ctx.note(("sources", str(default), "writeback", "enabled"), "FHIR_BASE_URL/FHIR_WRITEBACK")
         if auth:
             src["auth"] = auth
         if src:

@@ -401,3 +401,21 @@ def test_dagster_config_uses_the_literal_types(tmp_path):
     s = load_settings(_write(tmp_path, BASE_SOURCES), env=env)
     assert FhirSourcesResource.from_settings(s).source(None).kind == "folder"
     assert WarehouseResource.from_settings(s).lock_timeout_s == 30.0
+
+
+def test_redirecting_the_default_source_leaves_its_write_back_behind(tmp_path):
+    """sources.yaml enables write-back for the server it names; FHIR_BASE_URL pointing the source at
+    another server (an EHR) turns it off there unless FHIR_WRITEBACK asks for it."""
+    f = _write(
+        tmp_path,
+        "default_source: s\nsources:\n  s:\n    kind: rest\n    base_url: http://127.0.0.1:8090/fhir\n"
+        "    writeback:\n      enabled: true\n      scopes: [system/Device.cu, system/Observation.cu, "
+        "system/Flag.cu, system/Task.cu]\n",
+    )
+
+    def writeback(env: dict[str, str]) -> bool:
+        return load_settings(f, env=env).sources["s"].writeback.enabled
+
+    assert writeback({}) is True
+    assert writeback({"FHIR_BASE_URL": "https://ehr.example.org/fhir"}) is False
+    assert writeback({"FHIR_BASE_URL": "https://ehr.example.org/fhir", "FHIR_WRITEBACK": "on"}) is True

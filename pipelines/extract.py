@@ -20,7 +20,8 @@ from typing import Any
 import duckdb
 import orjson
 
-from pipelines.raw_writer import LandingCounts, RawLander
+from pipelines.ndjson_landing import land_ndjson
+from pipelines.raw_writer import LandingCounts, RawLander, collector_paused
 from pipelines.resources.fhir import (
     AuthError,
     BulkExporter,
@@ -29,13 +30,12 @@ from pipelines.resources.fhir import (
     FhirError,
     TemporaryNetworkError,
     format_instant,
-    iter_folder,
     parse_instant,
     redact_url,
 )
 from pipelines.resources.fhir.bulk import deleted_references, error_outcomes
 from pipelines.resources.fhir.errors import UntrustedOriginError
-from pipelines.resources.fhir.folder import iter_ndjson_file
+from pipelines.resources.fhir.folder import folder_files, iter_json_file, typed_file_of
 from pipelines.settings import (
     PATIENT_COMPARTMENT_TYPES,
     RESOURCE_TYPES,
@@ -190,6 +190,18 @@ def extract_resource_type(
     validator: StructuralValidator,
 ) -> ExtractResult:
     """Pull `resource_type` from the source into `raw.<type>`; update the watermark; log the fetch."""
+    with collector_paused():
+        return _extract_resource_type(con, spec, client, resource_type, run_id, validator)
+
+
+def _extract_resource_type(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    client: FhirClient | None,
+    resource_type: str,
+    run_id: str,
+    validator: StructuralValidator,
+) -> ExtractResult:
     started = datetime.now(UTC)
     t0 = time.monotonic()
     since = read_watermark(con, spec.name, resource_type)
@@ -310,17 +322,24 @@ def _pull_folder(
         read[rel] = (stat.st_size, stat.st_mtime_ns)
         return False
 
-    # Bulk-named files of other types are not parsed for this type (see iter_folder).
-    for resource, origin, error in iter_folder(
-        folder, only_type=resource_type, known_types=RESOURCE_TYPES, skip_file=skip
-    ):
-        if resource is None:
-            # Unparseable lines are kept once, under the type whose file they came from.
-            if Path(origin.rsplit(":", 1)[0]).name.startswith(resource_type + "."):
-                lander.add(None, origin=origin, parse_error=error, text=_line_text(folder, origin))
+    for file in folder_files(folder):
+        if skip(file):
             continue
-        if resource.get("resourceType") == resource_type:
-            lander.add(resource, origin=origin, text_as_received=_line_reader(folder, origin))
+        rel = file.relative_to(folder).as_posix()
+        # Unparseable lines are kept once, under the type whose file they came from.
+        own_file = file.name.startswith(resource_type + ".")
+        if file.suffix == ".ndjson":
+            # Bulk-named files of other types are not parsed for this type (see iter_folder).
+            declared = typed_file_of(file.name, RESOURCE_TYPES)
+            if declared is None or declared == resource_type:
+                land_ndjson(lander, file, rel, only_type=resource_type, keep_unparseable=own_file)
+            continue
+        for resource, origin, error in iter_json_file(file, rel):
+            if resource is None:
+                if own_file:
+                    lander.add(None, origin=origin, parse_error=error, text=_line_text(folder, origin))
+            elif resource.get("resourceType") == resource_type:
+                lander.add(resource, origin=origin, text_as_received=_line_reader(folder, origin))
     lander.close()  # everything read is landed before the files are marked as done
     for rel, (size, mtime_ns) in read.items():
         con.execute(
@@ -747,13 +766,7 @@ def _remove_downloads(out_dir: Path) -> int:
 
 
 def _land_ndjson(lander: RawLander, path: Path, url: str | None = None) -> None:
-    for resource, where, error in iter_ndjson_file(path):
-        local = where.replace(str(path), path.name, 1)
-        origin = f"{url}:{local.rsplit(':', 1)[-1]}" if url else where
-        if resource is None:
-            lander.add(None, origin=origin, parse_error=error, text=_line_text(path.parent, local))
-        else:
-            lander.add(resource, origin=origin, text_as_received=_line_reader(path.parent, local))
+    land_ndjson(lander, path, url or str(path), only_type=None, keep_unparseable=True)
 
 
 # --- Questionnaires referenced by responses ---------------------------------------------------------

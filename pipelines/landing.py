@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.sqlfiles import count_rows, run_sql
-from pipelines.warehouse import table_for
+from pipelines.warehouse import LANDING_MEMORY_LIMIT, stage_memory_limit, table_for
 
 SQL_DIR = Path(__file__).resolve().parent / "sql" / "raw"
 # Ledgers merged after the resource table, each by its own idempotent anti-join (merge_<ledger>.sql).
@@ -44,25 +44,31 @@ def merge_into_warehouse(
     con.execute("ATTACH ? AS land (READ_ONLY)", [str(landing_file)])
     added: dict[str, float] = {}
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            before = count_rows(con, f"raw.{table}")
-            run_sql(
-                con,
-                SQL_DIR / "merge_resources.sql",
-                identifiers={"table": f"raw.{table}", "landing_table": f"land.raw.{table}"},
-            )
-            added[table] = count_rows(con, f"raw.{table}") - before
-            for name in _LEDGERS:
-                before = count_rows(con, f"raw.{name}")
-                run_sql(con, SQL_DIR / f"merge_{name}.sql")
-                added[name] = count_rows(con, f"raw.{name}") - before
-            run_sql(con, SQL_DIR / "merge_watermarks.sql")
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        with stage_memory_limit(con, LANDING_MEMORY_LIMIT):
+            _merge(con, table, added)
     finally:
         con.execute("DETACH land")
     added["merge_seconds"] = round(time.monotonic() - t0, 3)
     return added
+
+
+def _merge(con: duckdb.DuckDBPyConnection, table: str, added: dict[str, float]) -> None:
+    """The merge transaction itself: the resource table, the ledgers and the watermarks."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        before = count_rows(con, f"raw.{table}")
+        run_sql(
+            con,
+            SQL_DIR / "merge_resources.sql",
+            identifiers={"table": f"raw.{table}", "landing_table": f"land.raw.{table}"},
+        )
+        added[table] = count_rows(con, f"raw.{table}") - before
+        for name in _LEDGERS:
+            before = count_rows(con, f"raw.{name}")
+            run_sql(con, SQL_DIR / f"merge_{name}.sql")
+            added[name] = count_rows(con, f"raw.{name}") - before
+        run_sql(con, SQL_DIR / "merge_watermarks.sql")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise

@@ -17,8 +17,7 @@ version is a tombstone.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -31,26 +30,28 @@ import duckdb
 import orjson
 import pandas as pd
 
+from pipelines.landing_items import (
+    LandingItem,
+    collector_paused,
+    content_hash,
+    prepare_item,
+    version_key,
+)
 from pipelines.sqlfiles import query_sql, run_sql
 from pipelines.warehouse import table_for
 from quality_checks.structural import StructuralValidator
 
+__all__ = [
+    "LandingCounts",
+    "LandingItem",
+    "RawLander",
+    "collector_paused",
+    "content_hash",
+    "prepare_item",
+    "version_key",
+]
+
 log = logging.getLogger("alliance_qi.landing")
-
-
-def content_hash(resource: dict[str, Any]) -> str:
-    """SHA-256 of the resource without `meta`, keys sorted: equal content gives an equal hash."""
-    body = {k: v for k, v in resource.items() if k != "meta"}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def version_key(resource: dict[str, Any], sha: str) -> tuple[str, bool]:
-    """(version key, from server). Servers without meta.versionId get the content hash instead."""
-    meta = resource.get("meta")
-    vid = meta.get("versionId") if isinstance(meta, dict) else None
-    if isinstance(vid, str | int) and str(vid):
-        return str(vid), True
-    return f"sha:{sha[:32]}", False
 
 
 @dataclass
@@ -75,22 +76,6 @@ class LandingCounts:
         return {**asdict(self), "landed": self.landed}
 
 
-@dataclass
-class _Item:
-    resource: dict[str, Any] | None
-    text: str
-    origin: str | None
-    parse_error: str | None
-    id: str | None = None
-    version_id: str = ""
-    from_server: bool = False
-    sha: str = ""
-    last_updated: str | None = None
-    deleted: bool = False
-    type_hint: str | None = None  # the type of a resource rejected before it could be kept as one
-    unstorable: bool = False  # parsed, but too deep to serialise (not an unparseable line)
-
-
 SQL_DIR = Path(__file__).resolve().parent / "sql" / "raw"
 
 
@@ -106,8 +91,13 @@ class RawLander:
     batch_size: int = 10_000
     counts: LandingCounts = field(default_factory=LandingCounts)
     max_last_updated: str | None = None
-    _buffer: list[_Item] = field(default_factory=list)
-    _seen: set[tuple[str | None, str]] = field(default_factory=set)
+    _buffer: list[LandingItem] = field(default_factory=list)
+    # Versions queued by this pull, as 64-bit hashes of (id, version): a million tuples of two strings
+    # would hold ~200 MB, the hashes a quarter of that. A hash seen before is confirmed on the exact
+    # key (the unflushed batch, else the tables the earlier copy went to) before it counts as a
+    # duplicate, so a hash collision can never drop a version.
+    _seen: set[int] = field(default_factory=set)
+    _buffer_keys: set[tuple[str | None, str]] = field(default_factory=set)
     _started: float = field(default_factory=time.monotonic)
     # True when the target held nothing of this source and type when the pull began: then the only
     # versions it can already hold are this pull's own, which `_seen` de-duplicates, so the per-batch
@@ -134,35 +124,11 @@ class RawLander:
         only when the resource must be rejected without its own serialisation (too deeply nested).
         """
         self.counts.fetched += 1
-        hint: tuple[Any, Any] = (None, None)
-        unstorable = False
-        if resource is not None:
-            try:
-                serialised = text or orjson.dumps(resource).decode()
-                sha = content_hash(resource)
-            except orjson.JSONEncodeError as exc:
-                # Landing it would fail the whole batch (and every retry): reject this one instead.
-                parse_error = _unstorable_reason(resource, exc)
-                text = text_as_received() if text_as_received is not None else _stdlib_text(resource)
-                hint = (resource.get("resourceType"), resource.get("id"))
-                resource, unstorable = None, True
-        if resource is None:
-            raw_text = text or ""
-            item = _Item(None, raw_text, origin, parse_error or "unparseable")
-            item.type_hint = hint[0] if isinstance(hint[0], str) else None
-            item.unstorable = unstorable
-            item.id = hint[1] if isinstance(hint[1], str) else None
-            item.sha = hashlib.sha256(raw_text.encode(errors="backslashreplace")).hexdigest()
-            item.version_id = f"sha:{item.sha[:32]}"
-        else:
-            item = _Item(resource, serialised, origin, None)
-            rid = resource.get("id")
-            item.id = rid if isinstance(rid, str) else None
-            item.sha = sha
-            item.version_id, item.from_server = version_key(resource, item.sha)
-            meta = resource.get("meta")
-            lu = meta.get("lastUpdated") if isinstance(meta, dict) else None
-            item.last_updated = lu if isinstance(lu, str) else None
+        self._queue(prepare_item(resource, origin, parse_error, text, text_as_received))
+
+    def add_prepared(self, item: LandingItem) -> None:
+        """Queue an item prepared elsewhere (`prepare_item`, in a worker process)."""
+        self.counts.fetched += 1
         self._queue(item)
 
     def add_deleted(self, resource_id: str, deleted_at: str, origin: str | None = None) -> None:
@@ -173,30 +139,41 @@ class RawLander:
         self.counts.fetched += 1
         tombstone = {"resourceType": self.resource_type, "id": resource_id}
         text = orjson.dumps(tombstone).decode()
-        item = _Item(tombstone, text, origin, None, id=resource_id, version_id=f"deleted:{deleted_at}")
+        item = LandingItem(tombstone, text, origin, None, id=resource_id, version_id=f"deleted:{deleted_at}")
+        item.rtype = self.resource_type
         item.sha = content_hash(tombstone)
         item.last_updated = deleted_at
         item.deleted = True
         self._queue(item)
 
-    def _queue(self, item: _Item) -> None:
+    def _queue(self, item: LandingItem) -> None:
         key = (item.id, item.version_id)
-        if key in self._seen:
+        h = hash(key)
+        if h in self._seen and self._queued_before(key):
             self.counts.duplicates += 1
             return
-        self._seen.add(key)
+        self._seen.add(h)
+        self._buffer_keys.add(key)
         self._buffer.append(item)
         if len(self._buffer) >= self.batch_size:
             self.flush()
+
+    def _queued_before(self, key: tuple[str | None, str]) -> bool:
+        """Whether this pull queued exactly `key` before (its hash was seen: confirm the key)."""
+        if key in self._buffer_keys:
+            return True
+        # Flushed already: it went to the resource table or raw.rejected (or was found in them).
+        return bool(self._lookup_versions(pd.DataFrame({"id": [key[0]], "version_id": [key[1]]})))
 
     def flush(self) -> None:
         """Validate the buffered versions not yet in the warehouse and write them."""
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
+        self._buffer_keys = set()
         known = self._known_versions(batch)
         now = datetime.now(UTC)
-        accepted: list[dict[str, Any]] = []
+        accepted: list[LandingItem] = []
         rejected: list[dict[str, Any]] = []
         findings: list[dict[str, Any]] = []
         for it in batch:
@@ -207,7 +184,7 @@ class RawLander:
             if where == "rejected":  # rejected by an earlier run: still accounted as rejected
                 self.counts.rejected += 1
                 continue
-            if it.resource is None:
+            if not it.parsed:
                 # A parsed resource that cannot be stored says so itself ("cannot be stored: ...").
                 reason = it.parse_error if it.unstorable else f"unparseable: {it.parse_error}"
                 outcome_findings: list[Any] = []
@@ -215,11 +192,15 @@ class RawLander:
             elif it.deleted:  # a tombstone has no content to validate
                 reason, outcome_findings, is_rejected = "", [], False
             else:
-                # Each version is validated once: versions already landed were skipped above.
-                outcome = self.validator.validate(it.resource, expected_type=self.resource_type)
+                # Each version is validated once: versions already landed were skipped above. A
+                # worker validated it already when the target was fresh (nothing to skip).
+                outcome = it.outcome
+                if outcome is None:
+                    resource = it.resource if it.resource is not None else orjson.loads(it.text)
+                    outcome = self.validator.validate(resource, expected_type=self.resource_type)
                 is_rejected, reason = outcome.rejected, outcome.reason or ""
                 outcome_findings = outcome.findings
-            rtype = it.resource.get("resourceType") if it.resource else it.type_hint
+            rtype = it.rtype if it.parsed else it.type_hint
             for f in outcome_findings:
                 findings.append(
                     {
@@ -253,23 +234,10 @@ class RawLander:
                 continue
             if it.last_updated and (self.max_last_updated is None or it.last_updated > self.max_last_updated):
                 self.max_last_updated = it.last_updated
-            accepted.append(
-                {
-                    "source": self.source,
-                    "resource_type": self.resource_type,
-                    "id": it.id,
-                    "version_id": it.version_id,
-                    "version_from_server": it.from_server,
-                    "last_updated": it.last_updated,
-                    "content_sha256": it.sha,
-                    "resource": it.text,
-                    "origin": it.origin,
-                    "run_id": self.run_id,
-                    "fetched_at": now,
-                    "deleted": it.deleted,
-                }
-            )
-        self._write(accepted, rejected, findings)
+            accepted.append(it)
+        self._write(accepted, now, rejected, findings)
+        if not gc.isenabled():
+            gc.collect(0)  # collector_paused: free this batch's reference cycles (if any) now
         self.counts.new_versions += len(accepted)
         self.counts.rejected += len(rejected)
         self.counts.findings += len(findings)
@@ -279,7 +247,8 @@ class RawLander:
         self.flush()
         return self.counts
 
-    def _is_fresh(self) -> bool:
+    def is_fresh(self) -> bool:
+        """Whether the target held nothing of this source and type when the pull began."""
         if self._fresh is None:
             held = query_sql(
                 self.con,
@@ -290,11 +259,16 @@ class RawLander:
             self._fresh = not held
         return self._fresh
 
-    def _known_versions(self, batch: list[_Item]) -> dict[tuple[str | None, str], str]:
+    def _known_versions(self, batch: list[LandingItem]) -> dict[tuple[str | None, str], str]:
         """Versions of this batch already in the warehouse: key -> 'raw' or 'rejected'."""
-        if self._is_fresh():
+        if self.is_fresh():
             return {}
-        keys = pd.DataFrame({"id": [i.id for i in batch], "version_id": [i.version_id for i in batch]})
+        return self._lookup_versions(
+            pd.DataFrame({"id": [i.id for i in batch], "version_id": [i.version_id for i in batch]})
+        )
+
+    def _lookup_versions(self, keys: pd.DataFrame) -> dict[tuple[str | None, str], str]:
+        """Which of `keys` (id, version_id) the warehouse holds: key -> 'raw' or 'rejected'."""
         self.con.register("landing_keys", keys)
         try:
             rows = query_sql(
@@ -308,17 +282,38 @@ class RawLander:
         return {(None if r[0] is None else str(r[0]), str(r[1])): str(r[2]) for r in rows}
 
     def _write(
-        self, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]], findings: list[dict[str, Any]]
+        self,
+        accepted: list[LandingItem],
+        now: datetime,
+        rejected: list[dict[str, Any]],
+        findings: list[dict[str, Any]],
     ) -> None:
         self.con.execute("BEGIN TRANSACTION")
         try:
             if accepted:
-                self.con.register("landing_ok", pd.DataFrame(accepted))
+                # Built column by column: a frame from a list of row dicts costs several times more.
+                batch = pd.DataFrame(
+                    {
+                        "source": self.source,
+                        "resource_type": self.resource_type,
+                        "id": [it.id for it in accepted],
+                        "version_id": [it.version_id for it in accepted],
+                        "version_from_server": [it.from_server for it in accepted],
+                        "last_updated": [it.last_updated for it in accepted],
+                        "content_sha256": [it.sha for it in accepted],
+                        "resource": [it.text for it in accepted],
+                        "origin": [it.origin for it in accepted],
+                        "run_id": self.run_id,
+                        "fetched_at": now,
+                        "deleted": [it.deleted for it in accepted],
+                    }
+                )
+                self.con.register("landing_ok", batch)
                 # Idempotent: a version (source, id, version_id) already present is never inserted
                 # again, so re-running the same pull changes nothing (tests/integration prove it).
                 # On a fresh target the only possible repeats are this pull's own, which `_seen`
                 # already removed, so the anti-join against the growing table is left out.
-                insert = "insert_resources_fresh.sql" if self._is_fresh() else "insert_resources.sql"
+                insert = "insert_resources_fresh.sql" if self.is_fresh() else "insert_resources.sql"
                 run_sql(self.con, SQL_DIR / insert, identifiers={"table": self.table})
                 self.con.unregister("landing_ok")
             if rejected:
@@ -350,33 +345,3 @@ class RawLander:
         except Exception:
             self.con.execute("ROLLBACK")
             raise
-
-
-def _json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (iterative: the value may be too deep to recurse into)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            deepest = max(deepest, depth)
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            deepest = max(deepest, depth)
-            stack.extend((v, depth + 1) for v in node)
-    return deepest
-
-
-def _unstorable_reason(resource: dict[str, Any], exc: Exception) -> str:
-    if "recursion" not in str(exc).lower():
-        return f"cannot be stored: {exc}"
-    depth = _json_depth(resource)
-    return f"cannot be stored: JSON nested {depth} levels deep (orjson: {exc}; the limit is 255)"
-
-
-def _stdlib_text(resource: dict[str, Any]) -> str:
-    """The resource as JSON text by the standard library (no 255-level limit), for `raw.rejected`."""
-    try:
-        return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
-    except (RecursionError, ValueError, TypeError) as exc:
-        return f"<not serialisable: {type(exc).__name__}>"

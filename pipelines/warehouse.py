@@ -18,7 +18,7 @@ import duckdb
 
 from pipelines.filemodes import private_umask, restrict_duckdb
 from pipelines.settings import RESOURCE_TYPES
-from pipelines.sqlfiles import render, run_sql
+from pipelines.sqlfiles import query_sql, render, run_sql
 
 
 def table_for(resource_type: str) -> str:
@@ -80,6 +80,24 @@ def single_threaded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         con.execute("SET threads = $threads", {"threads": int(threads)})
+
+
+# DuckDB memory caps of the stages that set their own (docs/benchmarks.md, "DuckDB memory and threads
+# per stage"). Landing only appends: DuckDB's buffers beyond this are rows waiting for a checkpoint,
+# and a cap leaves the room to Python (measured at 1M responses: 1.5 GB peak with the 1GB default,
+# 0.95 GB with 400MB, no slower).
+LANDING_MEMORY_LIMIT = "384MB"
+
+
+@contextlib.contextmanager
+def stage_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
+    """Run the block with DuckDB's memory cap at `limit`, then put the connection's cap back."""
+    before = str(query_sql(con, SQL_DIR / "current_memory_limit.sql")[0][0])
+    run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": limit})
+    try:
+        yield
+    finally:
+        run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": before})
 
 
 class Warehouse:

@@ -349,8 +349,20 @@ class StructuralValidator:
     ) -> None:
         self.mode: Mode = mode
         self.used = {k: tuple(v) for k, v in (used_elements or USED_ELEMENTS).items()}
+        self.fast_path = fast_path
+        self.max_shapes = max_shapes
         self._shapes: ShapeCache | None = ShapeCache(max_shapes) if fast_path else None
         self._stats = ValidatorStats()
+        # Validations done by copies of this validator in worker processes (pipelines.ndjson_landing).
+        self.elsewhere_seconds = 0.0
+        self.elsewhere_validations = 0
+
+    def absorb_stats(self, added: Mapping[str, int], seconds: float, validations: int) -> None:
+        """Add the counters of a copy of this validator that ran elsewhere (a worker process)."""
+        for name, value in added.items():
+            setattr(self._stats, name, getattr(self._stats, name) + value)
+        self.elsewhere_seconds += seconds
+        self.elsewhere_validations += validations
 
     @property
     def stats(self) -> ValidatorStats:

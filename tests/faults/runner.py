@@ -59,12 +59,12 @@ def _pause_before_commit(resource_type: str, nth: int, marker: Path) -> None:
     original = RawLander._write
     calls = {"n": 0}
 
-    def write(self: RawLander, accepted: Any, rejected: Any, findings: Any) -> None:
+    def write(self: RawLander, *batch: Any) -> None:
         if self.resource_type == resource_type:
             calls["n"] += 1
             if calls["n"] == nth:
                 self.con = _PauseAtCommit(self.con, marker)  # type: ignore[assignment]
-        original(self, accepted, rejected, findings)
+        original(self, *batch)
 
     RawLander._write = write  # type: ignore[method-assign]
 

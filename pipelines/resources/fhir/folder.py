@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["iter_folder"]
+__all__ = ["folder_files", "iter_folder", "iter_json_file"]
 
 _BOM = b"\xef\xbb\xbf"  # Windows tools write one at the start of UTF-8 exports
 
@@ -92,16 +92,8 @@ def iter_folder(
     file whose name declares no type), instead of every file once per type. `skip_file` leaves out
     files the caller has already landed unchanged.
     """
-    if path.is_file():
-        files = [path]
-        root = path.parent
-    else:
-        root = path
-        files = sorted(
-            (p for p in path.rglob("*") if p.is_file() and p.suffix in (".ndjson", ".json")),
-            key=lambda p: p.relative_to(path).as_posix(),
-        )
-    for file in files:
+    root = path.parent if path.is_file() else path
+    for file in folder_files(path):
         if skip_file is not None and skip_file(file):
             continue
         if only_type and file.suffix == ".ndjson":
@@ -113,6 +105,22 @@ def iter_folder(
             yield from _iter_ndjson(file, origin)
         elif file.suffix == ".json":
             yield from _iter_json(file, origin)
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The `*.ndjson` and `*.json` files under `path` (or `path` itself), in the order they are read:
+    sorted by their path relative to `path`, subfolders included."""
+    if path.is_file():
+        return [path]
+    return sorted(
+        (p for p in path.rglob("*") if p.is_file() and p.suffix in (".ndjson", ".json")),
+        key=lambda p: p.relative_to(path).as_posix(),
+    )
+
+
+def iter_json_file(path: Path, origin: str) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
+    """Like `iter_folder` for one `*.json` file (a resource or a Bundle), with origins under `origin`."""
+    yield from _iter_json(path, origin)
 
 
 def iter_ndjson_file(path: Path) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:

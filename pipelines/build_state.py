@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +36,23 @@ APPEND_ONLY_STAMP = {
 QUARANTINE_TABLES = ("quality.quarantine", "quality.current_quarantine", "quality.quarantined_responses")
 
 
+# Connections that already ran schema.sql: a skipped step asks for its state several times, and each
+# CREATE ... IF NOT EXISTS is a write transaction (about a millisecond apiece on every step).
+_ENSURED: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """`ops.build_state` (idempotent)."""
+    """`ops.build_state` (idempotent; runs its DDL once per connection)."""
+    if con in _ENSURED:
+        return
     run_sql(con, SQL_DIR / "schema.sql")
+    _ENSURED.add(con)
 
 
-def _table_state(con: duckdb.DuckDBPyConnection, table: str) -> list[object] | None:
+def _table_state(con: duckdb.DuckDBPyConnection, table: str, own: Sequence[str] = ()) -> list[object] | None:
+    if table == "quality.check_results" and own and table_exists(con, table):
+        rows, newest = query_sql(con, SQL_DIR / "check_results_state.sql", {"own_tables": list(own)})[0]
+        return [int(rows), newest]  # type: ignore[call-overload]
     if table in QUARANTINE_TABLES:
         if not table_exists(con, "quality.current_quarantine"):
             return None
@@ -56,15 +68,20 @@ def _table_state(con: duckdb.DuckDBPyConnection, table: str) -> list[object] | N
 
 
 def input_state(
-    con: duckdb.DuckDBPyConnection, raw_tables: Iterable[str], steps: Iterable[str] = (), extra: str = ""
+    con: duckdb.DuckDBPyConnection,
+    raw_tables: Iterable[str],
+    steps: Iterable[str] = (),
+    extra: str = "",
+    own_outputs: Sequence[str] = (),
 ) -> dict[str, object]:
     """The state of a step's inputs: raw (and other append-only) tables by (rows, newest stamp),
     upstream steps by their recorded fingerprint, and any `extra` text (e.g. a hash of the
-    instrument registry, or of settings)."""
+    instrument registry, or of settings). `own_outputs`: the step's tables, whose own quality
+    verdicts (appended after it ran) do not count as a change of `quality.check_results`."""
     ensure_schema(con)
     state: dict[str, object] = {}
     for table in raw_tables:
-        state[table] = _table_state(con, table)
+        state[table] = _table_state(con, table, own_outputs)
     for step in steps:
         state[step] = recorded_fingerprint(con, step)
     if extra:
@@ -129,7 +146,7 @@ def run_step(
     `build` returned plus the same row counts.
     """
     outputs = list(outputs)
-    state = input_state(con, append_only_inputs, upstream_steps, extra)
+    state = input_state(con, append_only_inputs, upstream_steps, extra, own_outputs=outputs)
     skipped = not force and is_current(con, step, state, outputs)
     counts: dict[str, int] = {}
     if not skipped:

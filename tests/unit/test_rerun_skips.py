@@ -179,3 +179,23 @@ def test_registry_files_are_parsed_once_and_copies_are_independent(tmp_path, mon
     assert one == two and one is not two
     one["id"] = "mutated"
     assert registry._read(path)["id"] != "mutated"
+
+
+def test_the_raw_ddl_runs_once_per_warehouse_until_it_changes(monkeypatch):
+    from pipelines import warehouse
+
+    con = duckdb.connect()
+    warehouse.ensure_raw_schema(con)
+    assert warehouse._raw_schema_current(con)
+    sent: list[object] = []
+    real = warehouse.run_sql
+    monkeypatch.setattr(warehouse, "run_sql", lambda *a, **k: sent.append(a[1]) or real(*a, **k))
+    warehouse.ensure_raw_schema(con)
+    assert sent == []  # nothing sent: the recorded DDL hash matches
+    con.execute("DROP TABLE raw.patient")  # a table gone: the DDL runs again and recreates it
+    warehouse.ensure_raw_schema(con)
+    assert sent and con.execute("SELECT count(*) FROM raw.patient").fetchall() == [(0,)]
+    sent.clear()
+    monkeypatch.setattr(warehouse, "_raw_schema_digest", lambda: "a new migration")
+    warehouse.ensure_raw_schema(con)
+    assert sent  # a changed DDL is sent again

@@ -105,7 +105,9 @@ def folder_files_state(
                 continue
         stat = file.stat()  # follows links, as the pull does
         listing[file.relative_to(root).as_posix()] = [stat.st_size, stat.st_mtime_ns]
-    return {"folder": str(path.resolve()), "validation": validation, "files": dict(sorted(listing.items()))}
+    # Paths relative to the folder, as `raw.source_files` of the landing file keys them: a folder
+    # moved (or linked) elsewhere with the same files is the same input.
+    return {"validation": validation, "files": dict(sorted(listing.items()))}
 
 
 def _unchanged_pull(source: FhirSourceConfig, table: str, rows: int) -> dg.MaterializeResult:

@@ -7,8 +7,9 @@ with `dagster.materialize` (the code path `clinic_pipeline_job` runs, on the ben
 NDJSON) three times on one fresh warehouse:
 
 1. **first**: everything is built;
-2. **no change**: the same files again; landing finds every version present, each derived asset's
-   `build_state` fingerprint is unchanged (nothing rebuilt) and each suite reuses its previous verdicts;
+2. **no change**: the same files again; each raw asset finds its folder files unchanged (not read),
+   each derived asset's `build_state` fingerprint is unchanged (nothing rebuilt), each suite reuses its
+   previous verdicts and the published copies are kept (run twice: `no_change`, `no_change_again`);
 3. **one new day**: 1% of the QuestionnaireResponses get a new version (status `amended`, a later
    `lastUpdated`), appended to a copy of the file; everything downstream of them runs again.
 
@@ -191,6 +192,9 @@ def run(scale: int, seed: int, out: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"scale": scale, "status": "ok"}
     result["first"] = _materialize(data, warehouse)
     result["no_change"] = _materialize(data, warehouse)
+    # The first run builds marts.report_data_quality before some marts' WARN suites have appended
+    # their verdicts, so the first quiet run still catches that up; the second shows the steady state.
+    result["no_change_again"] = _materialize(data, warehouse)
     day2 = workdir / "day2"
     result["new_day_versions"] = new_day_folder(data, day2)
     result["new_day"] = _materialize(day2, warehouse)
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     result = run(args.scale, args.seed, args.out)
-    for name in ("first", "no_change", "new_day"):
+    for name in ("first", "no_change", "no_change_again", "new_day"):
         r = result[name]
         print(
             f"  {name:<10} {r['seconds']:>8.2f}s  success={r['success']}  new versions {r['new_versions']}  "

@@ -124,6 +124,9 @@ def _dagster_rows(d: dict[str, Any]) -> list[str]:
             f"{r['new_versions']:,} new versions; {r['assets_skipped']} assets skipped, "
             f"{len(r['assets_built'])} built; checks reused {r['checks_reused']}/{r['checks']}"
         )
+        if name == "no_change" and isinstance(d.get("no_change_again"), dict):
+            again = d["no_change_again"]
+            note += f"; again: {_fmt(again['seconds'], 2)} s, {len(again['assets_built'])} built"
         if name == "no_change" and d.get("dagster_floor_seconds") is not None:
             note += f"; Dagster's own floor (same graph, empty bodies) {d['dagster_floor_seconds']} s"
         peak = f" {_fmt(d.get('peak_rss_mb'))} " if name == "first" else " "  # the process's peak

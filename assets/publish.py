@@ -12,18 +12,37 @@
 - `reports/qi_report`: the self-contained HTML QI report (`$ALLIANCE_QI_REPORT_PATH`, else
   `reports/qi_report.html` in the repository).
 
+A published copy whose marts were not rebuilt since it was written (the marts' build fingerprints,
+the folder and the storage version are those `ops.build_state` recorded for it) and whose files are
+still there is kept: the asset reports `skipped`. A full refresh always publishes.
+
 All are group `published` (tag layer=published). The report reads only the aggregate (BI) marts, never
 a record-level one (its data-quality section is `marts.report_data_quality`), and waits for them and
 for `staging/measure_scores`.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from marts.build import BI_MARTS, RESTRICTED_MARTS
-from marts.publish import PublishResult, publish_dir, publish_marts, restricted_dir
+from marts.publish import (
+    PARQUET_DIR,
+    PUBLISHED_FILE,
+    TARGET_MARTS,
+    PublishResult,
+    PublishTarget,
+    publish_dir,
+    publish_marts,
+    restricted_dir,
+    storage_version,
+)
 from marts.report import build_report, report_path
+from pipelines import build_state
+from pipelines.automation import is_full_refresh
 from pipelines.catalog import load_catalog
 from pipelines.resources.fhir_source import WarehouseResource
+from pipelines.sqlfiles import count_rows
 
 MART_KEYS = [dg.AssetKey(t.split(".")) for s in load_catalog().steps_in("marts") for t in s.table_names]
 BI_MART_KEYS = [k for k in MART_KEYS if k.path[-1] in BI_MARTS]
@@ -51,12 +70,7 @@ REPORT_KEY = dg.AssetKey(["reports", "qi_report"])
 def published_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Publish the aggregate marts next to the warehouse (or to `$ALLIANCE_QI_PUBLISH_DIR`)."""
     out = publish_dir(warehouse.file())
-    with warehouse.connect() as con:
-        result = publish_marts(con, out, run_id=context.run_id, source_warehouse=warehouse.file())
-    context.log.info(
-        f"published {len(result.row_counts)} marts to {result.database} and {result.parquet_dir}"
-    )
-    return _materialized(result)
+    return _publish_unless_current(context, warehouse, out, "bi")
 
 
 @dg.asset(
@@ -77,11 +91,48 @@ def published_restricted(
 ) -> dg.MaterializeResult:
     """Publish the record-level marts to the restricted folder (`$ALLIANCE_QI_PUBLISH_RESTRICTED_DIR`)."""
     out = restricted_dir(warehouse.file())
+    return _publish_unless_current(context, warehouse, out, "restricted")
+
+
+def mart_steps(marts: tuple[str, ...]) -> list[str]:
+    """The catalog steps that build `marts.<name>` for each name."""
+    return sorted(
+        {s.name for s in load_catalog().steps_in("marts") for t in s.table_names if t.split(".")[-1] in marts}
+    )
+
+
+def _publish_unless_current(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, out: Path, target: PublishTarget
+) -> dg.MaterializeResult:
+    """Publish `target`'s marts to `out`, or keep the copy there when its marts did not change."""
+    marts = TARGET_MARTS[target]
+    step = f"published.{target}"
     with warehouse.connect() as con:
-        result = publish_marts(
-            con, out, run_id=context.run_id, source_warehouse=warehouse.file(), target="restricted"
+        state = build_state.input_state(
+            con, [], mart_steps(marts), f"{out.resolve()}|{target}|{storage_version()}"
         )
-    context.log.info(f"published {len(result.row_counts)} record-level marts to {result.database}")
+        files = [out / PUBLISHED_FILE, *(out / PARQUET_DIR / f"{m}.parquet" for m in marts)]
+        if (
+            not is_full_refresh(context)
+            and build_state.is_current(con, step, state, [])
+            and all(f.is_file() for f in files)
+        ):
+            counts = {m: count_rows(con, f"marts.{m}") for m in marts}
+            context.log.info(f"{target}: marts unchanged since the last publish: {out} kept")
+            return dg.MaterializeResult(
+                metadata={
+                    "database": dg.MetadataValue.path(str(out / PUBLISHED_FILE)),
+                    "parquet_dir": dg.MetadataValue.path(str(out / PARQUET_DIR)),
+                    "row_counts": dg.MetadataValue.json(counts),
+                    "skipped": True,
+                    "dagster/row_count": sum(counts.values()),
+                }
+            )
+        result = publish_marts(
+            con, out, run_id=context.run_id, source_warehouse=warehouse.file(), target=target
+        )
+        build_state.record(con, step, state, context.run_id)
+    context.log.info(f"published {len(result.row_counts)} {target} marts to {result.database}")
     return _materialized(result)
 
 

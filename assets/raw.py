@@ -10,19 +10,26 @@ Failures no retry can cure (a refused credential, a credential refused for an un
 4xx, a malformed Bulk manifest, a size limit) fail the step at once with
 `dg.Failure(allow_retries=False)`: retrying a static token that the EHR refuses only adds failed
 logins. Network failures and cut-off pages keep the step retry (`RAW_RETRY`).
+
+A folder source whose files for the type are unchanged since the last completed pull (same paths,
+sizes and modification times, recorded in `ops.build_state` after the merge) is not read again: the
+asset reports `skipped` without opening the landing file. A full refresh always pulls.
 """
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
+from pipelines import build_state
 from pipelines.automation import is_full_refresh
 from pipelines.extract import SourceSpec, extract_resource_type, resolve_referenced_questionnaires
 from pipelines.landing import landing_path, merge_into_warehouse
 from pipelines.raw_tables import LEDGER_TABLES, RESOURCE_TABLES
 from pipelines.resources.fhir import FhirClient, FhirError
 from pipelines.resources.fhir.errors import is_fatal
+from pipelines.resources.fhir.folder import typed_file_of
 from pipelines.resources.fhir_source import FhirSourceConfig, FhirSourcesResource, WarehouseResource
 from pipelines.settings import RESOURCE_TYPES, load_settings
 from pipelines.sqlfiles import count_rows
@@ -66,6 +73,67 @@ def _spec(
     )
 
 
+def pull_step(source: str, resource_type: str) -> str:
+    """The `ops.build_state` step under which a folder pull of one type records the files it read."""
+    return f"raw.{table_for(resource_type)}@{source}"
+
+
+def folder_files_state(
+    source: FhirSourceConfig, resource_type: str, validation: str
+) -> dict[str, object] | None:
+    """What a folder pull of `resource_type` would read: each file's size and modification time.
+
+    The same files `iter_folder` visits for the type (`*.ndjson` and `*.json`, subfolders included;
+    NDJSON files whose Bulk-style name declares another type are left out). None for other source
+    kinds (only a server knows what changed there) and for a missing folder (the pull reports it).
+    """
+    if source.kind != "folder" or not source.folder:
+        return None
+    path = Path(source.folder)
+    if path.is_file():
+        root, files = path.parent, [path]
+    elif path.is_dir():
+        root = path
+        files = [p for p in path.rglob("*") if p.is_file() and p.suffix in (".ndjson", ".json")]
+    else:
+        return None
+    listing: dict[str, list[int]] = {}
+    for file in files:
+        if file.suffix == ".ndjson":
+            declared = typed_file_of(file.name, RESOURCE_TYPES)
+            if declared is not None and declared != resource_type:
+                continue
+        stat = file.stat()  # follows links, as the pull does
+        listing[file.relative_to(root).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    # Paths relative to the folder, as `raw.source_files` of the landing file keys them: a folder
+    # moved (or linked) elsewhere with the same files is the same input.
+    return {"validation": validation, "files": dict(sorted(listing.items()))}
+
+
+def _unchanged_pull(source: FhirSourceConfig, table: str, rows: int) -> dg.MaterializeResult:
+    """The result of a folder pull skipped because its files are unchanged: nothing fetched."""
+    metadata: dict[str, Any] = {
+        "source": source.name,
+        "source_kind": source.kind,
+        "skipped": True,
+        "fetched": 0,
+        "landed": 0,
+        "new_versions": 0,
+        "rejected": 0,
+        "duplicates": 0,
+        "merged_rows": 0,
+        "table_rows": rows,
+        "dagster/row_count": rows,
+    }
+    check = dg.AssetCheckResult(
+        check_name=EXPORT_CHECK,
+        passed=True,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"bulk_errors": 0, "source_kind": source.kind},
+    )
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
 def build_raw_asset(
     resource_type: str, partitions_def: dg.PartitionsDefinition | None = None
 ) -> dg.AssetsDefinition:
@@ -107,9 +175,19 @@ def build_raw_asset(
         context: dg.AssetExecutionContext, fhir: FhirSourcesResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         source = fhir.source(context.partition_key if context.has_partition_key else None)
+        full = is_full_refresh(context)
+        # Listed before the pull: a file that changes while it is read is read again next time.
+        files = folder_files_state(source, resource_type, warehouse.validation)
+        step = pull_step(source.name, resource_type)
+        if files is not None and not full:
+            with warehouse.connect() as con:
+                if build_state.is_current(con, step, files, [f"raw.{table}"]):
+                    total = source_rows(con, f"raw.{table}", source.name)
+                    context.log.info(f"{source.name}/{resource_type}: folder files unchanged: not read")
+                    return _unchanged_pull(source, table, total)
         root = warehouse.landing_root()
         clients = source.client_factory() if source.kind in ("rest", "bulk") else None
-        spec = _spec(source, root, is_full_refresh(context), clients)
+        spec = _spec(source, root, full, clients)
         client = clients() if clients is not None else None
         validator = StructuralValidator(mode=warehouse.validation)
         land_file = landing_path(root, source.name, resource_type)
@@ -134,6 +212,9 @@ def build_raw_asset(
         with warehouse.connect() as con:
             merged = merge_into_warehouse(con, land_file, resource_type)
             total = source_rows(con, f"raw.{table}", source.name)
+            if files is not None:
+                # After the merge: only a pull whose rows are all in the warehouse lets the next skip.
+                build_state.record(con, step, files, context.run_id)
         context.log.info(
             f"{source.name}/{resource_type}: fetched {metadata['fetched']} = landed {metadata['landed']} + "
             f"rejected {metadata['rejected']} + duplicates {metadata['duplicates']} "

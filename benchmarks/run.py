@@ -8,6 +8,8 @@
    responses/s, peak RSS. Stages not built yet are listed as such.
 3. The floor: a bare DuckDB `read_json` scan (and unnest) of the same QuestionnaireResponse file.
 4. A no-change incremental run: every stage again on the same warehouse and the same files.
+   At scales up to `DAGSTER_RERUN_MAX_SCALE`, also the reruns through Dagster
+   (`benchmarks.dagster_rerun`: first, no-change and one-new-day materialisations).
 5. The peers (fhir4ds-v2, fhiry, naive pandas) on the same file, with the peers' own interpreter.
 6. Merges the numbers into `benchmarks/results/latest.json` (one entry per scale, plus ratios and
    the targets' status) and rewrites the generated part of `docs/benchmarks.md`.
@@ -50,6 +52,8 @@ CHART_FILE = REPO_ROOT / "docs" / "benchmarks-scale.svg"
 ONE_MILLION = 1_000_000
 # Slow peers run on the first N responses; their rates are reported with the sample size.
 PEER_CAPS = {"fhir4ds": 200_000, "pandas": 200_000, "fhiry": 2_000}
+# The Dagster rerun bench materialises the whole graph three times in one process: run at these scales.
+DAGSTER_RERUN_MAX_SCALE = 100_000
 STAGE_TIMEOUT_S = 3 * 3600  # a bound, not an expectation: a hung stage must not hang the run
 
 
@@ -90,6 +94,44 @@ def run_stage_process(
     result = run_child(cmd, out, stage)
     print(f"  {stage:<15} {_describe(result)}", flush=True)
     return result
+
+
+def run_dagster_rerun(scale: int, seed: int, workdir: Path) -> dict[str, Any]:
+    """`benchmarks.dagster_rerun` in a fresh interpreter: first, no-change and one-new-day runs."""
+    out = workdir / "dagster-rerun.json"
+    cmd = [sys.executable, "-m", "benchmarks.dagster_rerun", "--scale", str(scale), "--seed", str(seed)]
+    print("reruns through Dagster (first, no change, one new day):", flush=True)
+    result = run_child([*cmd, "--out", str(out)], out, "dagster_rerun")
+    for name in ("first", "no_change", "new_day"):
+        if isinstance(result.get(name), dict):
+            print(f"  {name:<15} {result[name]['seconds']:>8.2f}s", flush=True)
+    return result
+
+
+def _dagster_rows(d: dict[str, Any]) -> list[str]:
+    """Stage-table rows for the Dagster reruns (first, no change, one new day)."""
+    if d.get("status") != "ok":
+        return [f"| Dagster reruns | - | - | - | - | - | {d.get('status')}: {str(d.get('error'))[:80]} |"]
+    rows = []
+    labels = {
+        "first": "first run",
+        "no_change": "no-change rerun",
+        "new_day": "one new day (1% new versions)",
+    }
+    for name, label in labels.items():
+        r = d[name]
+        note = (
+            f"{r['new_versions']:,} new versions; {r['assets_skipped']} assets skipped, "
+            f"{len(r['assets_built'])} built; checks reused {r['checks_reused']}/{r['checks']}"
+        )
+        if name == "no_change" and isinstance(d.get("no_change_again"), dict):
+            again = d["no_change_again"]
+            note += f"; again: {_fmt(again['seconds'], 2)} s, {len(again['assets_built'])} built"
+        if name == "no_change" and d.get("dagster_floor_seconds") is not None:
+            note += f"; Dagster's own floor (same graph, empty bodies) {d['dagster_floor_seconds']} s"
+        peak = f" {_fmt(d.get('peak_rss_mb'))} " if name == "first" else " "  # the process's peak
+        rows.append(f"| Dagster: {label} | {_fmt(r['seconds'], 2)} | | | |{peak}| {note} |")
+    return rows
 
 
 def _describe(r: dict[str, Any]) -> str:
@@ -292,6 +334,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             ),
         }
     )
+    dagster_scale = max(
+        (int(k) for k, v in scales.items() if (v.get("dagster_rerun") or {}).get("status") == "ok"),
+        default=None,
+    )
+    if dagster_scale is not None:
+        d = scales[str(dagster_scale)]["dagster_rerun"]
+        for name, label, limit in (
+            ("no_change", "no-change rerun", 5),
+            ("new_day", "one-new-day incremental", 10),
+        ):
+            out.append(
+                {
+                    "target": f"{label} through Dagster <= {limit} s",
+                    "status": _status(d[name]["seconds"] <= limit),
+                    "value": f"{d[name]['seconds']} s at {dagster_scale:,} "
+                    f"(Dagster floor {d.get('dagster_floor_seconds')} s)",
+                }
+            )
     rest = results.get("rest") or {}
     r = rest.get("ratio")
     out.append(
@@ -413,6 +473,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| no-change rerun (all stages) | {_fmt(inc['seconds'], 2)} | | | | | "
                 f"land {inc.get('land_seconds')} s, {inc.get('new_versions')} new versions |"
             )
+        if run.get("dagster_rerun"):
+            lines += _dagster_rows(run["dagster_rerun"])
         lines.append("")
         peers = run.get("peers") or {}
         if peers:
@@ -677,6 +739,8 @@ def run_scale(
                 for s in STAGES
             ]
         }
+    if scale <= DAGSTER_RERUN_MAX_SCALE:
+        run["dagster_rerun"] = run_dagster_rerun(scale, seed, workdir)
     if peers:
         print("peers:", flush=True)
         run["peers"] = {p: run_peer(p, data, workdir, min(cap, scale)) for p, cap in PEER_CAPS.items()}

@@ -8,6 +8,7 @@ linkIds/codes to the shipped instrument and may override its thresholds.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -121,14 +122,23 @@ class Instrument(BaseModel):
         return self
 
 
+# Parsed files by (path, mtime, size): every asset step loads the registry for its fingerprint, and
+# parsing the YAML again each time cost about a second per pipeline run. A changed file is re-read.
+_PARSED: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RegistryError(f"{path}: expected a mapping")
-    return data
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise RegistryError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RegistryError(f"{path}: expected a mapping")
+        _PARSED[key] = data
+    return copy.deepcopy(_PARSED[key])  # callers get their own copy to merge site files into
 
 
 def _merge_site(base: dict[str, Any], site: dict[str, Any], site_name: str) -> dict[str, Any]:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from pipelines.sqlfiles import count_rows, query_sql, run_sql
-from pipelines.warehouse import table_exists
 
 SQL_DIR = Path(__file__).resolve().parent / "sql" / "build_state"
 
@@ -35,18 +35,43 @@ APPEND_ONLY_STAMP = {
 QUARANTINE_TABLES = ("quality.quarantine", "quality.current_quarantine", "quality.quarantined_responses")
 
 
+# Connections that already ran schema.sql: a skipped step asks for its state several times, and each
+# CREATE ... IF NOT EXISTS is a write transaction (about a millisecond apiece on every step).
+_ENSURED: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """`ops.build_state` (idempotent)."""
+    """`ops.build_state` (idempotent; runs its DDL once per connection)."""
+    if con in _ENSURED:
+        return
     run_sql(con, SQL_DIR / "schema.sql")
+    _ENSURED.add(con)
 
 
-def _table_state(con: duckdb.DuckDBPyConnection, table: str) -> list[object] | None:
+def _existing(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Every `schema.name` table and view the connection sees: one catalog query for all the
+    existence tests of a step (information_schema costs about a millisecond per table asked)."""
+    rows = con.execute(
+        """SELECT schema_name || '.' || table_name FROM duckdb_tables()
+           UNION ALL
+           SELECT schema_name || '.' || view_name FROM duckdb_views() WHERE NOT internal"""
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def _table_state(
+    con: duckdb.DuckDBPyConnection, table: str, own: Sequence[str] = (), existing: set[str] | None = None
+) -> list[object] | None:
+    existing = _existing(con) if existing is None else existing
+    if table == "quality.check_results" and own and table in existing:
+        rows, newest = query_sql(con, SQL_DIR / "check_results_state.sql", {"own_tables": list(own)})[0]
+        return [int(rows), newest]  # type: ignore[call-overload]
     if table in QUARANTINE_TABLES:
-        if not table_exists(con, "quality.current_quarantine"):
+        if "quality.current_quarantine" not in existing:
             return None
         count, digest = query_sql(con, SQL_DIR / "quarantine_state.sql")[0]
         return [int(count), str(digest)]  # type: ignore[call-overload]
-    if not table_exists(con, table):
+    if table not in existing:
         return None
     stamp = APPEND_ONLY_STAMP.get(table, "fetched_at")
     rows, newest = query_sql(con, SQL_DIR / "table_state.sql", identifiers={"table": table, "stamp": stamp})[
@@ -56,15 +81,22 @@ def _table_state(con: duckdb.DuckDBPyConnection, table: str) -> list[object] | N
 
 
 def input_state(
-    con: duckdb.DuckDBPyConnection, raw_tables: Iterable[str], steps: Iterable[str] = (), extra: str = ""
+    con: duckdb.DuckDBPyConnection,
+    raw_tables: Iterable[str],
+    steps: Iterable[str] = (),
+    extra: str = "",
+    own_outputs: Sequence[str] = (),
 ) -> dict[str, object]:
     """The state of a step's inputs: raw (and other append-only) tables by (rows, newest stamp),
     upstream steps by their recorded fingerprint, and any `extra` text (e.g. a hash of the
-    instrument registry, or of settings)."""
+    instrument registry, or of settings). `own_outputs`: the step's tables, whose own quality
+    verdicts (appended after it ran) do not count as a change of `quality.check_results`."""
     ensure_schema(con)
     state: dict[str, object] = {}
+    raw_tables = list(raw_tables)
+    existing = _existing(con) if raw_tables else set()
     for table in raw_tables:
-        state[table] = _table_state(con, table)
+        state[table] = _table_state(con, table, own_outputs, existing)
     for step in steps:
         state[step] = recorded_fingerprint(con, step)
     if extra:
@@ -88,9 +120,10 @@ def is_current(
     con: duckdb.DuckDBPyConnection, step: str, state: dict[str, object], outputs: Iterable[str]
 ) -> bool:
     """True when `step` last ran on exactly these inputs and its output tables still exist."""
-    return recorded_fingerprint(con, step) == fingerprint(state) and all(
-        table_exists(con, t) for t in outputs
-    )
+    if recorded_fingerprint(con, step) != fingerprint(state):
+        return False
+    outputs = list(outputs)
+    return not outputs or set(outputs) <= _existing(con)
 
 
 def record(con: duckdb.DuckDBPyConnection, step: str, state: dict[str, object], run_id: str) -> None:
@@ -129,7 +162,7 @@ def run_step(
     `build` returned plus the same row counts.
     """
     outputs = list(outputs)
-    state = input_state(con, append_only_inputs, upstream_steps, extra)
+    state = input_state(con, append_only_inputs, upstream_steps, extra, own_outputs=outputs)
     skipped = not force and is_current(con, step, state, outputs)
     counts: dict[str, int] = {}
     if not skipped:

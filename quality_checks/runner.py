@@ -264,6 +264,38 @@ class _Planned:
         self.columns: set[str] = set()  # every column an expectation or row condition reads
         self.unique_keys: list[list[str]] = []  # column lists of uniqueness expectations
         self.types: set[str] = set()  # GX expectation types planned
+        # Registry-conditioned range checks evaluated column-wise here instead of by GX (_Local).
+        self.local: list[_Local] = []
+
+    @property
+    def planned_count(self) -> int:
+        """Expectations planned so far (GX and column-wise): the next one's `seq`."""
+        return len(self.parts) + len(self.local)
+
+
+@dataclass(frozen=True)
+class _Config:
+    """What `_outcome` reads of an expectation's configuration (GX's own for GX results)."""
+
+    type: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Local:
+    """`expect_column_values_to_be_between` on the rows where `condition` holds (column == value).
+
+    GX evaluates such a row condition with `DataFrame.query` once per expectation over the whole
+    batch; here the batch is grouped by the condition columns once and each range is a vectorised
+    comparison on its group, with GX's semantics: NULLs are neither expected nor unexpected, bounds
+    are inclusive, element_count is the rows the condition selects.
+    """
+
+    config: _Config
+    column: str
+    min_value: float | None
+    max_value: float | None
+    condition: tuple[tuple[str, Any], ...]
 
 
 def _plan(
@@ -273,6 +305,7 @@ def _plan(
     suite: Suite,
     values: Mapping[str, Any],
     gx: _Gx,
+    columnwise: bool = True,
 ) -> _Planned:
     planned = _Planned(check)
     missing_keys = [k for k in check.key_columns if k not in frame.columns]
@@ -295,18 +328,82 @@ def _plan(
                 planned.types.add(spec.type)
                 if spec.type in _UNIQUE:
                     planned.unique_keys.append([str(c) for c in columns])
+                meta = {"check": check.id, "part": f"{n}:{label}", "seq": planned.planned_count}
                 if condition:
-                    planned.columns.update(_CONDITION_COLUMNS[spec.for_each or ""])
+                    condition_columns = _CONDITION_COLUMNS[spec.for_each or ""]
+                    planned.columns.update(condition_columns)
+                    if columnwise and _columnwise(spec.type, kwargs, frame):
+                        planned.local.append(
+                            _Local(
+                                _Config(spec.type, meta),
+                                str(kwargs["column"]),
+                                kwargs.get("min_value"),
+                                kwargs.get("max_value"),
+                                tuple((c, variables[c]) for c in condition_columns),
+                            )
+                        )
+                        continue
                     kwargs = {**kwargs, "row_condition": condition, "condition_parser": "pandas"}
                 cls = getattr(gx.gxe, spec.class_name, None)
                 if cls is None:
                     raise SuiteError(f"{where}: Great Expectations has no {spec.class_name}")
-                meta = {"check": check.id, "part": f"{n}:{label}", "seq": len(planned.parts)}
                 planned.parts.append((label or spec.type, cls(**kwargs, meta=meta)))
         except (SuiteError, ValueError, TypeError) as exc:  # pydantic errors are ValueErrors
             planned.error = str(exc)
             return planned
     return planned
+
+
+def _columnwise(kind: str, kwargs: Mapping[str, Any], frame: pd.DataFrame) -> bool:
+    """Can this conditioned expectation be evaluated column-wise (`_Local`) with GX's result?
+
+    Only a plain inclusive range (no `mostly`, no strict bounds) on a numeric column with numeric
+    bounds; anything else stays with GX."""
+    if kind != "expect_column_values_to_be_between" or set(kwargs) - {"column", "min_value", "max_value"}:
+        return False
+    column = kwargs.get("column")
+    if column not in frame.columns:
+        return False
+    dtype = frame[column].dtype
+    if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        return False
+    bounds = [kwargs.get("min_value"), kwargs.get("max_value")]
+    return all(b is None or (isinstance(b, int | float) and not isinstance(b, bool)) for b in bounds)
+
+
+def _local_results(plans: list[_Planned], batch: pd.DataFrame) -> Iterator[_MergedResult]:
+    """The column-wise expectations of `plans` on one batch, shaped like GX's results."""
+    groups: dict[tuple[str, ...], dict[Any, Any]] = {}
+    rows = batch[ROW].to_numpy()
+    for p in plans:
+        if p.error:
+            continue
+        for local in p.local:
+            columns = tuple(c for c, _ in local.condition)
+            if columns not in groups:
+                # One pass per condition-column set: positions of the rows of each value (NULLs in no group).
+                by = columns[0] if len(columns) == 1 else list(columns)  # a 1-list would key by 1-tuples
+                groups[columns] = batch.groupby(by, sort=False, dropna=True).indices
+            key = local.condition[0][1] if len(columns) == 1 else tuple(v for _, v in local.condition)
+            at = groups[columns].get(key)
+            picked = batch[local.column].iloc[at] if at is not None else batch[local.column].iloc[0:0]
+            present = picked.notna().to_numpy(dtype=bool)
+            values = picked[present]
+            bad = pd.Series(False, index=values.index)
+            if local.min_value is not None:
+                bad |= (values < local.min_value).to_numpy(dtype=bool)
+            if local.max_value is not None:
+                bad |= (values > local.max_value).to_numpy(dtype=bool)
+            positions = rows[at][present][bad.to_numpy(dtype=bool)] if at is not None else rows[0:0]
+            unexpected = values[bad.to_numpy(dtype=bool)].tolist()
+            result = {
+                "element_count": len(picked),
+                "unexpected_count": len(unexpected),
+                "partial_unexpected_list": unexpected[:SAMPLE_SIZE],
+                "unexpected_index_list": [{ROW: int(r)} for r in positions],
+                "observed_value": None,
+            }
+            yield _MergedResult(local.config, not unexpected, result, None)
 
 
 def _outcome(
@@ -415,6 +512,9 @@ def _outcome(
 
 
 SPOOL = "_qc_dataset"  # the temporary table a dataset is spooled into (quality_checks/sql/drop_spool.sql)
+BATCH_SOURCE = "_qc_batch_source"  # view over the spool with each row's batch (spool_batches.sql)
+BATCH_SPOOL = "_qc_batches"  # the spool's needed columns sorted by batch (spool_batches.sql)
+BATCH = "_batch"
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Rows per Great Expectations batch. A dataset up to this size is validated as one DataFrame, as it
 # always was; a larger one in column-projected batches of about this many rows, so the stage's memory
@@ -537,18 +637,32 @@ class _Data:
         """Every row and column, in the query's order, with `_row` (what GX saw before batching)."""
         return self._with_row().order(ROW).df()
 
-    def batch(self, columns: list[str], key: list[str], parts: int, part: int) -> pd.DataFrame:
-        """The rows of one batch (hash of `key` modulo `parts`, or rowid when no key), only `columns`."""
+    def partition(self, columns: list[str], key: list[str], parts: int) -> None:
+        """Number every row's batch once (hash of `key` modulo `parts`, or its position when no key)
+        into a second spool of only `columns`, sorted by batch: each batch then reads its own row
+        groups instead of hashing and scanning the whole spool again."""
         if key:
-            where = FunctionExpression(
+            number = FunctionExpression(
                 "mod",
                 FunctionExpression("hash", *[ColumnExpression(c) for c in key]),
                 ConstantExpression(parts),
             )
         else:
-            where = FunctionExpression("mod", self.position, ConstantExpression(parts))
-        projected = self.rel.filter(where == ConstantExpression(part)).project(
-            *[ColumnExpression(c) for c in columns], self.position.alias(ROW)
+            number = FunctionExpression("mod", self.position, ConstantExpression(parts))
+        source = self.rel.project(
+            *[ColumnExpression(c) for c in columns], self.position.alias(ROW), number.alias(BATCH)
+        )
+        source.create_view(BATCH_SOURCE, replace=True)
+        try:
+            run_sql(self.con, SQL_DIR / "spool_batches.sql")
+        finally:
+            run_sql(self.con, SQL_DIR / "drop_batch_source.sql")
+        self.batches = self.con.table(BATCH_SPOOL)
+
+    def batch(self, columns: list[str], part: int) -> pd.DataFrame:
+        """The rows of one batch of `partition`, only `columns` (and `_row`), in row order."""
+        projected = self.batches.filter(ColumnExpression(BATCH) == ConstantExpression(part)).project(
+            *[ColumnExpression(c) for c in columns], ColumnExpression(ROW)
         )
         return self._cast(projected.order(ROW).df())
 
@@ -671,11 +785,14 @@ def evaluate_suite(
     registry: Mapping[str, Instrument] | None = None,
     only: set[str] | None = None,
     chunk_rows: int | None = CHUNK_ROWS,
+    columnwise: bool = True,
 ) -> list[CheckOutcome]:
     """Evaluate every check of `suite` (or those in `only`) without writing anything.
 
     Datasets above `chunk_rows` rows are validated in column-projected batches with the same outcomes
     (None: every dataset as one DataFrame). DuckDB runs with `DUCKDB_MEMORY_LIMIT` meanwhile.
+    `columnwise`: registry-conditioned range checks evaluated column-wise (`_Local`) with GX's
+    outcomes; False hands them to GX's row conditions (the tests compare the two).
     """
     settings = settings or QualitySettings.from_env()
     # Suites read the newest version of a resource and parse references through the same macros as
@@ -728,7 +845,7 @@ def evaluate_suite(
                 continue
             try:
                 _evaluate_dataset(
-                    data, suite, name, on_dataset, frames, values, settings, chunk_rows, outcomes
+                    data, suite, name, on_dataset, frames, values, settings, chunk_rows, outcomes, columnwise
                 )
             finally:
                 data.close()
@@ -755,10 +872,11 @@ def _evaluate_dataset(
     settings: QualitySettings,
     chunk_rows: int | None,
     outcomes: dict[str, CheckOutcome],
+    columnwise: bool = True,
 ) -> None:
     """Validate one spooled dataset's checks with GX, as one DataFrame or in batches."""
     gx = _gx()
-    plans = [_plan(c, data.prototype, frames, suite, values, gx) for c in on_dataset]
+    plans = [_plan(c, data.prototype, frames, suite, values, gx, columnwise) for c in on_dataset]
     gx_suite = gx.gx.ExpectationSuite(name=f"{suite.name}.{name}")
     for p in plans:
         if not p.error:
@@ -768,7 +886,8 @@ def _evaluate_dataset(
     log.info("%s.%s: %d rows, %d batch(es), keyed on %s", suite.name, name, data.rows, parts, key or "rowid")
     rows: _Data | _Frame = data
     by_seq: dict[tuple[str, int], list[Any]] = {}
-    if not gx_suite.expectations:
+    local = any(p.local for p in plans if not p.error)
+    if not gx_suite.expectations and not local:
         batches: Iterator[pd.DataFrame] = iter([])
     elif parts == 1:
         frame = data.whole()
@@ -777,11 +896,13 @@ def _evaluate_dataset(
     else:
         needed = {c for p in plans if not p.error for c in p.columns}
         columns = [c for c in data.prototype.columns if c in needed]
-        batches = (data.batch(columns, key, parts, i) for i in range(parts))
+        data.partition(columns, key, parts)
+        batches = (data.batch(columns, i) for i in range(parts))
     for batch in batches:
         if batch.empty and parts > 1:
             continue  # a hash partition that drew no rows: nothing to add
-        for res in _validate(gx, gx_suite, batch):
+        results = _validate(gx, gx_suite, batch) if gx_suite.expectations else []
+        for res in [*results, *_local_results(plans, batch)]:
             meta = res.expectation_config.meta
             by_seq.setdefault((str(meta.get("check")), int(meta.get("seq", 0))), []).append(res)
     by_check: dict[str, list[Any]] = {c.id: [] for c in on_dataset}

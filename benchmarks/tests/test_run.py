@@ -145,3 +145,44 @@ def test_chart_draws_time_and_rss_per_scale():
     series = bench_run._chart_series(results)
     assert [s for s, _ in series["peak RSS GB"]] == [10_000, 1_000_000]
     assert series["peak RSS GB"][1][1] == 900.0 / 1024
+
+
+def _dagster(no_change: float, new_day: float) -> dict:
+    def one(seconds: float, new: int, skipped: int) -> dict:
+        built = ["marts/x"] * (59 - skipped)
+        return {
+            "seconds": seconds,
+            "new_versions": new,
+            "assets_skipped": skipped,
+            "assets_built": built,
+            "checks": 100,
+            "checks_reused": 90 if new == 0 else 0,
+            "success": True,
+        }
+
+    return {
+        "status": "ok",
+        "first": one(30.0, 15000, 0),
+        "no_change": one(no_change, 0, 50),
+        "new_day": one(new_day, 100, 13),
+        "peak_rss_mb": 800.0,
+        "dagster_floor_seconds": 1.8,
+    }
+
+
+def test_dagster_reruns_are_rows_and_targets():
+    run = _run(10_000)
+    run["dagster_rerun"] = _dagster(4.5, 12.0)
+    results = {"scales": {"10000": run}, "machine": {}, "updated": "t"}
+    by_name = {t["target"]: t for t in bench_run.targets(results)}
+    assert by_name["no-change rerun through Dagster <= 5 s"]["status"] == "met"
+    assert by_name["one-new-day incremental through Dagster <= 10 s"]["status"] == "missed"
+    assert "floor 1.8 s" in by_name["no-change rerun through Dagster <= 5 s"]["value"]
+    results["targets"] = bench_run.targets(results)
+    text = bench_run.render_markdown(results)
+    assert "| Dagster: no-change rerun | 4.50 | | | | |" in text
+    assert "| Dagster: one new day (1% new versions) | 12.00 |" in text
+    assert "checks reused 90/100" in text and "empty bodies) 1.8 s" in text
+    run["dagster_rerun"] = {"status": "error", "error": "exit 1, no result file"}
+    assert "| Dagster reruns | - | - | - | - | - | error: exit 1" in bench_run.render_markdown(results)
+    assert not any("Dagster" in t["target"] for t in bench_run.targets(results))

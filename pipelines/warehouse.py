@@ -97,8 +97,13 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _memory_limit() -> str:
-    """DuckDB memory limit per connection: `ALLIANCE_QI_DUCKDB_MEMORY_LIMIT` (default 1GB)."""
-    value = os.environ.get("ALLIANCE_QI_DUCKDB_MEMORY_LIMIT", "1GB").strip()
+    """DuckDB memory limit per connection: `ALLIANCE_QI_DUCKDB_MEMORY_LIMIT` (default 700MB).
+
+    Why 700MB: the process holds Python, its modules and pandas batches besides DuckDB's buffers. At
+    a million responses, flatten, score and marts peaked at 1.10, 1.22 and 1.20 GB with a 1GB cap and
+    at 0.82, 0.92 and 0.91 GB with 700MB, for 4 % less to 12 % more time (docs/benchmarks.md).
+    """
+    value = os.environ.get("ALLIANCE_QI_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT).strip()
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
         raise ValueError(f"ALLIANCE_QI_DUCKDB_MEMORY_LIMIT={value!r} is not a size like 1GB or 512MB")
     return value
@@ -121,9 +126,10 @@ def single_threaded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute("SET threads = $threads", {"threads": int(threads)})
 
 
+DEFAULT_MEMORY_LIMIT = "700MB"
 # DuckDB memory caps of the stages that set their own (docs/benchmarks.md, "DuckDB memory and threads
 # per stage"). Landing only appends: DuckDB's buffers beyond this are rows waiting for a checkpoint,
-# and a cap leaves the room to Python (measured at 1M responses: 1.5 GB peak with the 1GB default,
+# and a cap leaves the room to Python (measured at 1M responses: 1.5 GB peak with a 1GB cap,
 # 0.95 GB with 400MB, no slower).
 LANDING_MEMORY_LIMIT = "384MB"
 

@@ -91,14 +91,14 @@ def _land_reference(con: duckdb.DuckDBPyConnection, folder: Path, batch: int) ->
     """Resource by resource, as folder files landed before (pipelines.extract before blocks)."""
     lander = RawLander(con, "site", TYPE, "run", StructuralValidator(), batch_size=batch)
     for resource, origin, error in iter_folder(folder, only_type=TYPE, known_types=(TYPE, "Patient")):
+        rel, _, number = origin.rpartition(":")
+        text = (
+            (folder / rel).read_bytes().split(b"\n")[int(number) - 1].decode(errors="replace").rstrip("\r\n")
+        )
         if resource is None:
-            rel, _, number = origin.rpartition(":")
-            raw = (folder / rel).read_bytes().split(b"\n")[int(number) - 1]
-            lander.add(None, origin=origin, parse_error=error, text=raw.decode(errors="replace").rstrip("\r\n"))
+            lander.add(None, origin=origin, parse_error=error, text=text)
         elif resource.get("resourceType") == TYPE:
-            rel, _, number = origin.rpartition(":")
-            raw = (folder / rel).read_bytes().split(b"\n")[int(number) - 1]
-            lander.add(resource, origin=origin, text_as_received=lambda raw=raw: raw.decode().rstrip("\r\n"))
+            lander.add(resource, origin=origin, text_as_received=lambda text=text: text)
     return lander.close()
 
 

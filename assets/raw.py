@@ -29,7 +29,7 @@ from pipelines.landing import landing_path, merge_into_warehouse
 from pipelines.raw_tables import LEDGER_TABLES, RESOURCE_TABLES
 from pipelines.resources.fhir import FhirClient, FhirError
 from pipelines.resources.fhir.errors import is_fatal
-from pipelines.resources.fhir.folder import typed_file_of
+from pipelines.resources.fhir.folder import folder_files, typed_file_of
 from pipelines.resources.fhir_source import FhirSourceConfig, FhirSourcesResource, WarehouseResource
 from pipelines.settings import RESOURCE_TYPES, load_settings
 from pipelines.sqlfiles import count_rows
@@ -83,20 +83,17 @@ def folder_files_state(
 ) -> dict[str, object] | None:
     """What a folder pull of `resource_type` would read: each file's size and modification time.
 
-    The same files `iter_folder` visits for the type (`*.ndjson` and `*.json`, subfolders included;
+    The same files the pull visits for the type (`*.ndjson` and `*.json`, subfolders included;
     NDJSON files whose Bulk-style name declares another type are left out). None for other source
     kinds (only a server knows what changed there) and for a missing folder (the pull reports it).
     """
     if source.kind != "folder" or not source.folder:
         return None
     path = Path(source.folder)
-    if path.is_file():
-        root, files = path.parent, [path]
-    elif path.is_dir():
-        root = path
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix in (".ndjson", ".json")]
-    else:
+    if not path.exists():
         return None
+    root = path.parent if path.is_file() else path
+    files = folder_files(path)
     listing: dict[str, list[int]] = {}
     for file in files:
         if file.suffix == ".ndjson":

@@ -46,6 +46,7 @@ from marts.stats import (
     average_ranks,
     bootstrap_icc,
     cluster_bootstrap_arrays,
+    column_ranks,
     fast_pearson,
     partial_correlation,
     variance_components,
@@ -200,10 +201,18 @@ def _correlation(x: np.ndarray, y: np.ndarray, method: str) -> float | None:
 
 
 def _correlation_statistic(x: str, y: str, method: str) -> Callable[[Arrays], float | None]:
+    if method == "spearman":  # ranks by counting, not sorting, in the bootstrap (ResampledColumns)
+        return lambda a: fast_pearson(column_ranks(a, x), column_ranks(a, y))
     return lambda a: _correlation(a[x], a[y], method)
 
 
 def _partial_statistic(x: str, y: str, baseline: str, method: str) -> Callable[[Arrays], float | None]:
+    if method == "spearman":  # partial_correlation's spearman is its pearson on the average ranks
+        return lambda a: (
+            partial_correlation(column_ranks(a, x), column_ranks(a, y), column_ranks(a, baseline), "pearson")
+            if len(a[x]) >= 4
+            else None
+        )
     return lambda a: partial_correlation(a[x], a[y], a[baseline], method)
 
 

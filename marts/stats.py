@@ -24,7 +24,7 @@ tests/unit/test_marts_stats.py cross-checks the functions here against scipy on 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -408,7 +408,8 @@ def cluster_bootstrap_arrays(
         return ClusterInterval(None, None, None, 0, 0, 0)
     keys = sorted(set(labels.tolist()))
     positions = [np.flatnonzero(labels == k) for k in keys]
-    estimate = statistic(arrays)
+    full = ResampledColumns(arrays)
+    estimate = statistic(full)
     if estimate is not None and not math.isfinite(estimate):
         estimate = None
     if len(keys) < 3 or estimate is None:
@@ -418,7 +419,7 @@ def cluster_bootstrap_arrays(
     for _ in range(samples):
         pick = rng.integers(0, len(keys), size=len(keys))
         rows = np.concatenate([positions[j] for j in pick])
-        v = statistic({name: a[rows] for name, a in arrays.items()})
+        v = statistic(full.resample(rows))
         if v is not None and math.isfinite(v):
             values.append(float(v))
     if len(values) < samples / 2:
@@ -432,6 +433,62 @@ def cluster_bootstrap_arrays(
         len(keys),
         len(values),
     )
+
+
+class ResampledColumns(Mapping[str, np.ndarray]):
+    """The columns of one bootstrap resample (rows of the full data), read lazily, with their ranks.
+
+    `ranks(name)` equals `average_ranks(self[name])` exactly, without sorting the resample: every
+    value's code among the full data's sorted distinct values is found once (`np.unique`), and a
+    resample's average ranks follow from counting its codes (`np.bincount`). A value's rank is the
+    number of resampled values at or below it minus half its ties less one, the same integers either
+    way. At a million responses the Spearman bootstraps sorted ~100 million values per mart build.
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        rows: np.ndarray | None = None,
+        codes: dict[str, tuple[np.ndarray, int]] | None = None,
+    ) -> None:
+        self._arrays = arrays
+        self._rows = rows
+        self._codes = {} if codes is None else codes  # shared by the full data and its resamples
+        self._cache: dict[str, np.ndarray] = {}
+
+    def resample(self, rows: np.ndarray) -> ResampledColumns:
+        """The resample made of `rows` of the full data (rows of drawn clusters, repeats included)."""
+        return ResampledColumns(self._arrays, rows, self._codes)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            full = self._arrays[name]
+            self._cache[name] = full if self._rows is None else full[self._rows]
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def ranks(self, name: str) -> np.ndarray:
+        """Average ranks (1..n, ties averaged) of column `name` in this sample."""
+        if name not in self._codes:
+            _, inverse = np.unique(self._arrays[name], return_inverse=True)
+            self._codes[name] = (inverse.reshape(-1), int(inverse.max()) + 1 if len(inverse) else 0)
+        codes, distinct = self._codes[name]
+        sample = codes if self._rows is None else codes[self._rows]
+        counts = np.bincount(sample, minlength=distinct)
+        ends = np.cumsum(counts)
+        return np.asarray((ends - (counts - 1) / 2.0)[sample], dtype=float)
+
+
+def column_ranks(columns: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """Average ranks of `columns[name]`: from counts on a `ResampledColumns`, else by sorting."""
+    if isinstance(columns, ResampledColumns):
+        return columns.ranks(name)
+    return average_ranks(columns[name])
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:

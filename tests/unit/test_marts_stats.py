@@ -339,3 +339,18 @@ def test_cluster_bootstrap_arrays_resamples_as_cluster_bootstrap_does():
         {"x": [1.0, 2.0, 3.0, 4.0]}, ["a", "a", "b", "b"], lambda a: float(a["x"].mean()), 50, 1
     )
     assert (two.estimate, two.ci_lower, two.clusters) == (2.5, None, 2)
+
+
+def test_resample_ranks_by_counting_equal_ranks_by_sorting() -> None:
+    from marts.stats import ResampledColumns, average_ranks, column_ranks
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 12, size=500).astype(float) / 4  # many ties
+    full = ResampledColumns({"x": values})
+    assert np.array_equal(full.ranks("x"), average_ranks(values))
+    for _ in range(20):
+        rows = rng.integers(0, len(values), size=len(values))
+        sample = full.resample(rows)
+        assert np.array_equal(sample["x"], values[rows])
+        assert np.array_equal(column_ranks(sample, "x"), average_ranks(values[rows]))  # bit for bit
+    assert np.array_equal(column_ranks({"x": values}, "x"), average_ranks(values))  # a plain mapping sorts

@@ -685,7 +685,8 @@ def run_scale(
         "command": f"make bench SCALE={scale}"
         + (f" SEED={seed}" if seed != 42 else "")
         + (f" DUCKDB_MEMORY_LIMIT={memory_limit}" if memory_limit else ""),
-        "duckdb_memory_limit": memory_limit or "DuckDB default (80% of RAM)",
+        "duckdb_memory_limit": memory_limit
+        or "the pipeline's own per stage (land 384MB, flatten/score/marts/publish 700MB, quality 256MB)",
         "measured_at": now_iso(),
         "dataset": {
             "folder": str(data.relative_to(REPO_ROOT)),

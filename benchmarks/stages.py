@@ -483,8 +483,9 @@ def run_stage(
 ) -> dict[str, Any]:
     """Run one stage in this process and return its measurements (status ok / not built yet / error).
 
-    `memory_limit` (e.g. '1GB') sets DuckDB's memory_limit on the warehouse connection: an experiment
-    knob (the pipeline leaves DuckDB's default, 80% of RAM), recorded with the result.
+    `memory_limit` (e.g. '1GB') forces DuckDB's memory_limit on the warehouse connection: an experiment
+    knob (without it each stage keeps the pipeline's own cap, docs/benchmarks.md), recorded with the
+    result.
     """
     if memory_limit is not None and not _MEMORY_LIMIT.match(memory_limit):
         raise ValueError(f"not a DuckDB memory size: {memory_limit!r}")

@@ -30,6 +30,7 @@ import pandas as pd
 from fhir_mappings.recognition import questionnaire_defs, resolve_forms
 from fhir_mappings.registry import Instrument, load_registry
 from pipelines.sqlfiles import install_shared_macros, query_sql, run_sql
+from pipelines.warehouse import scoring_memory_limit, stage_memory_limit
 
 SCORED_STATUSES = ("completed", "amended")
 
@@ -251,8 +252,9 @@ def build_measure_scores(
         finally:
             for name in frames:
                 con.unregister(name)
-        for path in SCORING_SQL:
-            run_sql(con, path)
+        with stage_memory_limit(con, scoring_memory_limit()):
+            for path in SCORING_SQL:
+                run_sql(con, path)
     finally:
         # Temporary tables live as long as the connection: drop them even after a failure.
         run_sql(con, DROP_WORK_TABLES_SQL)

@@ -134,6 +134,16 @@ DEFAULT_MEMORY_LIMIT = "700MB"
 LANDING_MEMORY_LIMIT = "384MB"
 
 
+# The scoring SQL holds a part that does not spill and grows with the scored scales: at 3M responses
+# it ran out of memory at 700MB and needs ~1GB (docs/benchmarks.md). Its process then peaks ~1.2 GB.
+SCORING_MEMORY_LIMIT = "1GB"
+
+
+def scoring_memory_limit() -> str:
+    """The scoring stage's DuckDB cap: `ALLIANCE_QI_DUCKDB_MEMORY_LIMIT` when set, else 1GB."""
+    return _memory_limit() if os.environ.get("ALLIANCE_QI_DUCKDB_MEMORY_LIMIT") else SCORING_MEMORY_LIMIT
+
+
 @contextlib.contextmanager
 def stage_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
     """Run the block with DuckDB's memory cap at `limit`, then put the connection's cap back."""

@@ -5,7 +5,7 @@ The answers are declared as a SQL-on-FHIR v2 ViewDefinition,
 `repeat: [item, answer.item]`), compiled to DuckDB SQL at run time (`fhir_mappings/views/`). The
 SQL around it lives in `fhir_mappings/sql/answers/`: `current_responses.sql` picks the current version
 of every response (the shared `current_version` macro), `questionnaire_responses.sql` writes one row
-per response, `response_chunk.sql` takes one chunk of responses (a range of stored rows) for the
+per response, `response_chunk.sql` takes one chunk of responses (by a hash of the id) for the
 compiled view to read, and `questionnaire_answers.sql` types the view's columns into
 `staging.questionnaire_answers`. No Python loop per response: Python only counts the chunks.
 """
@@ -19,12 +19,11 @@ import duckdb
 
 from fhir_mappings.views import build_view, definition_fingerprint, load_view_definition
 from fhir_mappings.views.sql import quote_identifier
-from pipelines.sqlfiles import count_rows, install_shared_macros, query_sql, run_sql
+from pipelines.sqlfiles import count_rows, install_shared_macros, run_sql
 
 SQL_DIR = Path(__file__).resolve().parent / "sql" / "answers"
 ANSWERS_VIEW = Path(__file__).resolve().parent / "views" / "definitions" / "questionnaire_answers.json"
 RESPONSE_CHUNK_SQL = SQL_DIR / "response_chunk.sql"
-RESPONSE_ROWS_SQL = SQL_DIR / "response_rows.sql"
 CURRENT_RESPONSES_SQL = SQL_DIR / "current_responses.sql"
 RESPONSES_SQL = SQL_DIR / "questionnaire_responses.sql"
 CREATE_ANSWERS_SQL = SQL_DIR / "create_questionnaire_answers.sql"
@@ -60,21 +59,18 @@ def build_questionnaire_answers(con: duckdb.DuckDBPyConnection) -> dict[str, int
     """(Re)build `staging.questionnaire_responses` and `staging.questionnaire_answers`.
 
     Rebuilt whole from raw each time (CREATE OR REPLACE): running it twice gives the same tables.
-    The answers are flattened in chunks of responses (ranges of stored rows), so memory stays bounded.
+    The answers are flattened in chunks of responses (by a hash of the id), so memory stays bounded.
     """
     install_shared_macros(con)
     try:
         run_sql(con, CURRENT_RESPONSES_SQL)
         total = count_rows(con, "current_response_versions")
         chunks = max(1, -(-total // chunk_size()))
-        rows = int(str(query_sql(con, RESPONSE_ROWS_SQL)[0][0]))
-        span = max(1, -(-rows // chunks))  # stored versions per chunk: current ones and a few older
         run_sql(con, RESPONSES_SQL)
         run_sql(con, CREATE_ANSWERS_SQL)
         view_sql = answers_view_sql()
         for chunk in range(chunks):
-            bounds = {"first_row": chunk * span, "end_row": (chunk + 1) * span}
-            run_sql(con, RESPONSE_CHUNK_SQL, params=bounds)
+            run_sql(con, RESPONSE_CHUNK_SQL, params={"chunks": chunks, "chunk": chunk})
             # SQL the compiler generated from the shipped view: names quoted, values as literals
             con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_identifier('answer_rows')} AS {view_sql}")
             run_sql(con, ANSWERS_SQL)

@@ -86,7 +86,6 @@ ANSWERS_STEP = StepSpec(
         flatten.CURRENT_RESPONSES_SQL,
         flatten.RESPONSES_SQL,
         flatten.CREATE_ANSWERS_SQL,
-        flatten.RESPONSE_ROWS_SQL,
         flatten.RESPONSE_CHUNK_SQL,
         flatten.ANSWERS_SQL,
         flatten.DROP_WORK_TABLES_SQL,

@@ -407,6 +407,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"({ds.get('patients', 0):,} patients; {ds.get('planted', 0):,} planted bad or special records). "
             f"DuckDB memory_limit: {run.get('duckdb_memory_limit', 'default')}.",
             "",
+            *([str(run["note"]), ""] if run.get("note") else []),
             "| stage | seconds | rows | rows/s | responses/s | peak RSS MB "
             "| notes (load average before/after) |",
             "|---|---:|---:|---:|---:|---:|---|",
@@ -686,7 +687,7 @@ def run_scale(
         + (f" SEED={seed}" if seed != 42 else "")
         + (f" DUCKDB_MEMORY_LIMIT={memory_limit}" if memory_limit else ""),
         "duckdb_memory_limit": memory_limit
-        or "the pipeline's own per stage (land 384MB, flatten/score/marts/publish 700MB, quality 256MB)",
+        or "the pipeline's own per stage (land 384MB, flatten/marts/publish 700MB, score 1GB, quality 256MB)",
         "measured_at": now_iso(),
         "dataset": {
             "folder": str(data.relative_to(REPO_ROOT)),

@@ -20,6 +20,7 @@ import duckdb
 from fhir_mappings.views import build_view, definition_fingerprint, load_view_definition
 from fhir_mappings.views.sql import quote_identifier
 from pipelines.sqlfiles import count_rows, install_shared_macros, run_sql
+from pipelines.warehouse import large_step_memory_limit, stage_memory_limit
 
 SQL_DIR = Path(__file__).resolve().parent / "sql" / "answers"
 ANSWERS_VIEW = Path(__file__).resolve().parent / "views" / "definitions" / "questionnaire_answers.json"
@@ -69,11 +70,8 @@ def build_questionnaire_answers(con: duckdb.DuckDBPyConnection) -> dict[str, int
         run_sql(con, RESPONSES_SQL)
         run_sql(con, CREATE_ANSWERS_SQL)
         view_sql = answers_view_sql()
-        for chunk in range(chunks):
-            run_sql(con, RESPONSE_CHUNK_SQL, params={"chunks": chunks, "chunk": chunk})
-            # SQL the compiler generated from the shipped view: names quoted, values as literals
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_identifier('answer_rows')} AS {view_sql}")
-            run_sql(con, ANSWERS_SQL)
+        with stage_memory_limit(con, large_step_memory_limit()):
+            _flatten_chunks(con, chunks, view_sql)
     finally:
         run_sql(con, DROP_WORK_TABLES_SQL)
     return {
@@ -81,3 +79,12 @@ def build_questionnaire_answers(con: duckdb.DuckDBPyConnection) -> dict[str, int
         "answers": count_rows(con, "staging.questionnaire_answers"),
         "chunks": chunks,
     }
+
+
+def _flatten_chunks(con: duckdb.DuckDBPyConnection, chunks: int, view_sql: str) -> None:
+    """The answers of every chunk of current responses, chunk by chunk."""
+    for chunk in range(chunks):
+        run_sql(con, RESPONSE_CHUNK_SQL, params={"chunks": chunks, "chunk": chunk})
+        # SQL the compiler generated from the shipped view: names quoted, values as literals
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_identifier('answer_rows')} AS {view_sql}")
+        run_sql(con, ANSWERS_SQL)

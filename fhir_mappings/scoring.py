@@ -30,7 +30,7 @@ import pandas as pd
 from fhir_mappings.recognition import questionnaire_defs, resolve_forms
 from fhir_mappings.registry import Instrument, load_registry
 from pipelines.sqlfiles import install_shared_macros, query_sql, run_sql
-from pipelines.warehouse import scoring_memory_limit, stage_memory_limit
+from pipelines.warehouse import large_step_memory_limit, stage_memory_limit
 
 SCORED_STATUSES = ("completed", "amended")
 
@@ -252,7 +252,7 @@ def build_measure_scores(
         finally:
             for name in frames:
                 con.unregister(name)
-        with stage_memory_limit(con, scoring_memory_limit()):
+        with stage_memory_limit(con, large_step_memory_limit()):
             for path in SCORING_SQL:
                 run_sql(con, path)
     finally:

@@ -134,14 +134,15 @@ DEFAULT_MEMORY_LIMIT = "700MB"
 LANDING_MEMORY_LIMIT = "384MB"
 
 
-# The scoring SQL holds a part that does not spill and grows with the scored scales: at 3M responses
-# it ran out of memory at 700MB and needs ~1GB (docs/benchmarks.md). Its process then peaks ~1.2 GB.
-SCORING_MEMORY_LIMIT = "1GB"
+# The flatten (recursive answers view per chunk) and the scoring SQL hold parts that do not spill and
+# grow with the data: at 3M responses each ran out of memory at 700MB (docs/benchmarks.md). They run
+# with 1GB; their processes then peak at ~1.1 and ~1.2 GB at 1M.
+LARGE_STEP_MEMORY_LIMIT = "1GB"
 
 
-def scoring_memory_limit() -> str:
-    """The scoring stage's DuckDB cap: `ALLIANCE_QI_DUCKDB_MEMORY_LIMIT` when set, else 1GB."""
-    return _memory_limit() if os.environ.get("ALLIANCE_QI_DUCKDB_MEMORY_LIMIT") else SCORING_MEMORY_LIMIT
+def large_step_memory_limit() -> str:
+    """DuckDB cap of the flatten and scoring: `ALLIANCE_QI_DUCKDB_MEMORY_LIMIT` when set, else 1GB."""
+    return _memory_limit() if os.environ.get("ALLIANCE_QI_DUCKDB_MEMORY_LIMIT") else LARGE_STEP_MEMORY_LIMIT
 
 
 @contextlib.contextmanager

@@ -147,13 +147,22 @@ def large_step_memory_limit() -> str:
 
 @contextlib.contextmanager
 def stage_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
-    """Run the block with DuckDB's memory cap at `limit`, then put the connection's cap back."""
+    """Run the block with DuckDB's memory cap at `limit`, then put the connection's cap back.
+
+    DuckDB shows the limit rounded, so restoring the shown text would not give DuckDB's own default
+    back: a connection that had the default gets it back with RESET.
+    """
     before = str(query_sql(con, SQL_DIR / "current_memory_limit.sql")[0][0])
+    run_sql(con, SQL_DIR / "reset_memory_limit.sql")
+    was_default = before == str(query_sql(con, SQL_DIR / "current_memory_limit.sql")[0][0])
     run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": limit})
     try:
         yield
     finally:
-        run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": before})
+        if was_default:
+            run_sql(con, SQL_DIR / "reset_memory_limit.sql")
+        else:
+            run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": before})
 
 
 class Warehouse:

@@ -44,12 +44,11 @@ from fhir_mappings.registry import Instrument
 from pipelines.sqlfiles import (
     SqlTemplateError,
     install_shared_macros,
-    query_sql,
     read_sql,
     render,
     run_sql,
 )
-from pipelines.warehouse import table_exists
+from pipelines.warehouse import stage_memory_limit, table_exists
 from quality_checks.params import QualitySettings, register_registry, registry_frames, unregister_registry
 from quality_checks.store import (
     QuarantineRecord,
@@ -807,59 +806,57 @@ def evaluate_suite(
     checks = [c for c in suite.checks if only is None or c.id in only]
     outcomes: dict[str, CheckOutcome] = {}
     registered = register_registry(con, frames)
-    previous_limit = _memory_limit(con)
-    run_sql(con, SQL_DIR / "reset_memory_limit.sql")
-    # DuckDB shows the limit rounded: restoring the shown text would not give DuckDB's default back.
-    was_default = previous_limit == _memory_limit(con)
-    run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": DUCKDB_MEMORY_LIMIT})
-    try:
-        for name, dataset in suite.datasets.items():
-            on_dataset = [c for c in checks if c.dataset == name]
-            if not on_dataset:
-                continue
-            missing = [t for t in dataset.requires if not table_exists(con, t)]
-            if missing:
-                for c in on_dataset:
-                    if suite.when_missing == "skip":
-                        outcomes[c.id] = CheckOutcome(
-                            c, "skipped", None, details={"skipped": f"not present: {', '.join(missing)}"}
-                        )
-                    else:
+    # DuckDB's cap while the suites run (DUCKDB_MEMORY_LIMIT), then the connection's own again.
+    with stage_memory_limit(con, DUCKDB_MEMORY_LIMIT):
+        try:
+            for name, dataset in suite.datasets.items():
+                on_dataset = [c for c in checks if c.dataset == name]
+                if not on_dataset:
+                    continue
+                missing = [t for t in dataset.requires if not table_exists(con, t)]
+                if missing:
+                    for c in on_dataset:
+                        if suite.when_missing == "skip":
+                            outcomes[c.id] = CheckOutcome(
+                                c, "skipped", None, details={"skipped": f"not present: {', '.join(missing)}"}
+                            )
+                        else:
+                            outcomes[c.id] = CheckOutcome(
+                                c,
+                                "blocking" if c.severity == "ERROR" else "warning",
+                                False,
+                                details={"error": f"table(s) not present: {', '.join(missing)}"},
+                            )
+                    continue
+                try:
+                    data = _Data(con, dataset, values)
+                except (duckdb.Error, SuiteError) as exc:
+                    for c in on_dataset:
                         outcomes[c.id] = CheckOutcome(
                             c,
                             "blocking" if c.severity == "ERROR" else "warning",
                             False,
-                            details={"error": f"table(s) not present: {', '.join(missing)}"},
+                            details={"error": f"dataset {name}: {exc}"},
                         )
-                continue
-            try:
-                data = _Data(con, dataset, values)
-            except (duckdb.Error, SuiteError) as exc:
-                for c in on_dataset:
-                    outcomes[c.id] = CheckOutcome(
-                        c,
-                        "blocking" if c.severity == "ERROR" else "warning",
-                        False,
-                        details={"error": f"dataset {name}: {exc}"},
+                    continue
+                try:
+                    _evaluate_dataset(
+                        data,
+                        suite,
+                        name,
+                        on_dataset,
+                        frames,
+                        values,
+                        settings,
+                        chunk_rows,
+                        outcomes,
+                        columnwise,
                     )
-                continue
-            try:
-                _evaluate_dataset(
-                    data, suite, name, on_dataset, frames, values, settings, chunk_rows, outcomes, columnwise
-                )
-            finally:
-                data.close()
-    finally:
-        if was_default:
-            run_sql(con, SQL_DIR / "reset_memory_limit.sql")
-        else:
-            run_sql(con, SQL_DIR / "memory_limit.sql", {"memory_limit": previous_limit})
-        unregister_registry(con, registered)
+                finally:
+                    data.close()
+        finally:
+            unregister_registry(con, registered)
     return [outcomes[c.id] for c in checks]
-
-
-def _memory_limit(con: duckdb.DuckDBPyConnection) -> str:
-    return str(query_sql(con, SQL_DIR / "current_memory_limit.sql")[0][0])
 
 
 def _evaluate_dataset(

@@ -43,7 +43,6 @@ from marts.settings import MartSettings
 from marts.stats import (
     ClusterInterval,
     adjusted_difference,
-    average_ranks,
     bootstrap_icc,
     cluster_bootstrap_arrays,
     column_ranks,
@@ -193,17 +192,11 @@ def _pairs(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
 Arrays = Mapping[str, np.ndarray]
 
 
-def _correlation(x: np.ndarray, y: np.ndarray, method: str) -> float | None:
-    """Pearson's r, or Spearman's rho (Pearson's r of average ranks), on arrays (bootstrap loops)."""
-    if method == "spearman":
-        return fast_pearson(average_ranks(x), average_ranks(y))
-    return fast_pearson(x, y)
-
-
 def _correlation_statistic(x: str, y: str, method: str) -> Callable[[Arrays], float | None]:
+    """Pearson's r, or Spearman's rho (Pearson's r of average ranks), on a (re)sample's columns."""
     if method == "spearman":  # ranks by counting, not sorting, in the bootstrap (ResampledColumns)
         return lambda a: fast_pearson(column_ranks(a, x), column_ranks(a, y))
-    return lambda a: _correlation(a[x], a[y], method)
+    return lambda a: fast_pearson(a[x], a[y])
 
 
 def _partial_statistic(x: str, y: str, baseline: str, method: str) -> Callable[[Arrays], float | None]:

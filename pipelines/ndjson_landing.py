@@ -45,7 +45,7 @@ from pipelines.warehouse import LANDING_MEMORY_LIMIT, stage_memory_limit
 __all__ = ["land_ndjson", "workers_for"]
 
 BLOCK_BYTES = 4 << 20  # lines per block: ~2,000 responses; small enough to keep a few in flight
-CHECKPOINT_THRESHOLD = "256MB"  # see _checkpoint_deferred
+CHECKPOINT_THRESHOLD = "256MB"  # see _checkpoint_less_often
 BLOCKS_IN_FLIGHT_PER_WORKER = 4  # the main process may be writing a batch while workers go on
 
 
@@ -90,7 +90,7 @@ def land_ndjson(
     with (
         collector_paused(),
         stage_memory_limit(lander.con, LANDING_MEMORY_LIMIT),
-        _checkpoint_deferred(lander),
+        _checkpoint_less_often(lander),
     ):
         if workers == 0:
             validator = lander.validator if job.validate else None
@@ -101,7 +101,7 @@ def land_ndjson(
 
 
 @contextlib.contextmanager
-def _checkpoint_deferred(lander: RawLander) -> Iterator[None]:
+def _checkpoint_less_often(lander: RawLander) -> Iterator[None]:
     """Checkpoint every ~256 MB of landed text instead of after every batch.
 
     Why: each batch commits ~20 MB, above DuckDB's default WAL threshold (16 MB), so every commit
